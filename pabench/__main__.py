@@ -1,0 +1,5 @@
+"""`python -m pabench` runs the CLI."""
+
+from pabench.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Backends layer: the KV memory the core manages. `make_backend` builds one by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pabench.backends.base import KVCacheBackend, KVLayout
+from pabench.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    pass
+
+BACKENDS = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
+EXTRA_BACKENDS = ("paged+prefix", "paged-noprefix")  # force prefix caching on/off in one run
+
+
+def parse_backends(spec: str) -> list[str]:
+    """'paged,contiguous-max' -> ['paged', 'contiguous-max'] ('all' = every standard backend)."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(BACKENDS)
+    if not names:
+        raise ConfigError("no backend given")
+    for n in names:
+        if n not in BACKENDS + EXTRA_BACKENDS:
+            raise ConfigError(f"unknown backend {n!r}; choose from {', '.join(BACKENDS + EXTRA_BACKENDS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"backend listed twice in {spec!r}")
+    return names
+
+
+def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size: int = 16,
+                 enable_prefix_caching: bool = True, max_num_seqs: int = 256, max_model_len: int = 2048,
+                 attn_impl: str = "auto") -> KVCacheBackend:
+    """Build the backend called `name` over the same KV byte budget as every other backend."""
+    if name.startswith("paged"):
+        from pabench.backends.paged import PagedBackend
+
+        prefix = {"paged": enable_prefix_caching, "paged+prefix": True, "paged-noprefix": False}[name]
+        backend = PagedBackend(layout, page_size=page_size, kv_budget_bytes=kv_budget_bytes,
+                               enable_prefix_caching=prefix, max_num_seqs=max_num_seqs,
+                               max_model_len=max_model_len, attn_impl=attn_impl)
+        backend.name = name
+        return backend
+    if name.startswith("contiguous-"):
+        from pabench.backends.contiguous import ContiguousBackend
+
+        return ContiguousBackend(layout, policy=name.removeprefix("contiguous-"), kv_budget_bytes=kv_budget_bytes,
+                                 max_num_seqs=max_num_seqs, max_model_len=max_model_len, attn_impl=attn_impl)
+    raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS + EXTRA_BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "KVCacheBackend", "KVLayout", "make_backend", "parse_backends"]

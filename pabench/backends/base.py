@@ -1,0 +1,136 @@
+"""The `KVCacheBackend` protocol the engine talks to, and `KVLayout`, what one token of KV costs.
+
+A backend owns the KV memory of every layer and answers three kinds of question: admission (may this
+sequence start?), growth (may it take one more token?), and attention (read the cache for a batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from pabench.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pabench.core import Sequence
+    from pabench.core.memory import MemorySnapshot
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
+
+
+def parse_dtype(name: str) -> "torch.dtype":
+    """'bf16' | 'fp16' | 'fp32' (or torch's long names) -> torch.dtype."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if name not in table:
+        raise ConfigError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
+    return table[name]
+
+
+def use_triton(attn_impl: str, device: str) -> bool:
+    """'auto' -> Triton on CUDA, batched torch elsewhere; 'triton' forces it (CPU needs TRITON_INTERPRET=1)."""
+    if attn_impl not in ("auto", "triton", "torch"):
+        raise ConfigError(f"unknown attention impl {attn_impl!r}; choose auto, triton or torch")
+    return attn_impl == "triton" or (attn_impl == "auto" and str(device).startswith("cuda"))
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """Shape of the KV cache of one model: layers x KV heads x head_dim, in `dtype` on `device`."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str = "fp32"  # "bf16" | "fp16" | "fp32"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "num_kv_heads", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.dtype not in DTYPE_BYTES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose bf16, fp16 or fp32")
+
+    @property
+    def bytes_per_token(self) -> int:
+        """K and V of one token across every layer and KV head."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * DTYPE_BYTES[self.dtype]
+
+    @property
+    def torch_dtype(self) -> "torch.dtype":
+        return parse_dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class PrefillMeta:
+    """What one sequence's prefill needs: the slots of its new tokens and where its whole KV lives."""
+
+    slots: "torch.Tensor"  # [n_new] where the new tokens' K/V go
+    n_new: int  # tokens computed in this prefill (prompt minus prefix-cache hits)
+    n_total: int  # tokens attended over (cached prefix + new)
+    kv_index: object  # backend-specific: all slots (paged) or the region start (contiguous)
+
+
+class KVCacheBackend(Protocol):
+    """What the scheduler and the model need from a KV cache. Paged and contiguous caches both implement it."""
+
+    name: str
+    layout: KVLayout
+
+    # --- admission and growth (host side, cheap) ---
+    def can_admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0) -> bool:
+        """Could `seq` (whose final length is at most `max_total_tokens`, forking `num_forks` times) start now?"""
+        ...
+
+    def admit(self, seq: "Sequence", max_total_tokens: int) -> None:
+        """Give `seq` memory for all of its current tokens; sets `seq.num_cached_tokens` on prefix hits."""
+        ...
+
+    def can_grow(self, seq: "Sequence") -> bool:
+        """Is there room for `seq`'s newest token (appended but not yet in the cache)?"""
+        ...
+
+    def grow(self, seq: "Sequence") -> None:
+        """Cover `seq`'s newest token; copy-on-write copies run on the device for every layer."""
+        ...
+
+    def fork(self, parent: "Sequence", child: "Sequence") -> None:
+        """Give `child` the parent's cached tokens (shared pages, or a copied region)."""
+        ...
+
+    def release(self, seq: "Sequence") -> None:
+        """Return every byte `seq` holds."""
+        ...
+
+    # --- step preparation and per-layer device work ---
+    def prepare_prefill(self, seq: "Sequence") -> PrefillMeta:
+        """Get ready to prefill positions [num_cached_tokens, num_tokens) of `seq`."""
+        ...
+
+    def prepare_decode(self, seqs: list["Sequence"]) -> "torch.Tensor":
+        """Get ready to decode the newest token of each of `seqs`; returns the slot of each `# [batch]`."""
+        ...
+
+    def write_kv(self, layer: int, slots: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor") -> None:
+        """Scatter k, v `[num_tokens, num_kv_heads, head_dim]` into `slots` of `layer`."""
+        ...
+
+    def prefill_attention(self, layer: int, q: "torch.Tensor", meta: PrefillMeta) -> "torch.Tensor":
+        """Causal attention of the prepared prefill sequence, cached prefix included: `[n_new, Hq, D]`."""
+        ...
+
+    def decode_attention(self, layer: int, q: "torch.Tensor") -> "torch.Tensor":
+        """Attention of the prepared decode batch's newest tokens over their caches: `[batch, Hq, D]`."""
+        ...
+
+    def memory(self) -> "MemorySnapshot":
+        """Exact, token-level byte accounting now."""
+        ...
+
+    def capacity(self) -> dict:
+        """What the budget holds: bytes, pages/slots, tokens, sequences at max_model_len."""
+        ...

@@ -1,0 +1,162 @@
+"""`ContiguousBackend`: each sequence reserves one unbroken region of a slab, sized up front by a policy.
+
+This is the pre-vLLM way (FasterTransformer, Orca): `max` reserves max_model_len tokens, `pow2` the final
+length rounded up to a power of two, `oracle` exactly the final length (an upper bound no real system reaches,
+since it needs the output length in advance). Regions come from a first-fit `ExtentAllocator`, so external
+fragmentation really happens and is measured.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pabench import kernels
+from pabench.kernels.batched import contiguous_decode_batched
+from pabench.backends.base import KVLayout, PrefillMeta, use_triton
+from pabench.core import Sequence
+from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.core.extents import ExtentAllocator
+from pabench.core.memory import MemorySnapshot
+
+POLICIES = ("max", "pow2", "oracle")
+
+
+def reservation(policy: str, max_total_tokens: int, max_model_len: int) -> int:
+    """Tokens a policy reserves for a sequence whose final length is `max_total_tokens`."""
+    if policy == "max":
+        return max_model_len
+    if policy == "pow2":
+        return min(1 << (max_total_tokens - 1).bit_length(), max_model_len)
+    if policy == "oracle":
+        return max_total_tokens
+    raise ConfigError(f"unknown contiguous policy {policy!r}; choose one of {', '.join(POLICIES)}")
+
+
+class ContiguousBackend:
+    """Contiguous KV cache: a `[num_slots, H, D]` slab per layer, one reserved extent per sequence."""
+
+    def __init__(self, layout: KVLayout, *, policy: str = "max", kv_budget_bytes: int | None = None,
+                 num_slots: int | None = None, max_num_seqs: int = 256, max_model_len: int = 2048,
+                 attn_impl: str = "auto") -> None:
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown contiguous policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        if (num_slots is None) == (kv_budget_bytes is None):
+            raise ConfigError("give exactly one of num_slots or kv_budget_bytes")
+        if num_slots is None:
+            num_slots = kv_budget_bytes // layout.bytes_per_token
+        if num_slots < 1:
+            raise ConfigError(f"KV budget of {kv_budget_bytes} bytes is smaller than one token "
+                              f"({layout.bytes_per_token} bytes)")
+        self.name = f"contiguous-{policy}"
+        self.policy = policy
+        self.layout = layout
+        self.num_slots = num_slots
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        self.attn_impl = attn_impl
+        self._use_triton = use_triton(attn_impl, layout.device)
+        self.allocator = ExtentAllocator(num_slots)
+        dev, dt = layout.device, layout.torch_dtype
+        L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
+        self.k_slab = torch.empty(L, num_slots, H, D, dtype=dt, device=dev)  # [L, num_slots, H, D]
+        self.v_slab = torch.empty(L, num_slots, H, D, dtype=dt, device=dev)  # [L, num_slots, H, D]
+        self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
+        self._reserved: dict[int, int] = {}  # seq_id -> extent length
+        self._live: dict[int, Sequence] = {}
+        self._reserved_total = 0
+        self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)
+
+    # ------------------------------------------------------------------ admission and growth
+    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
+        if len(self._live) + 1 + num_forks > self.max_num_seqs:
+            return False
+        need = reservation(self.policy, max_total_tokens, self.max_model_len)
+        if num_forks == 0:
+            return self.allocator.can_allocate(need)
+        extents = sorted((n for _, n in self.allocator.free_extents()), reverse=True)
+        fits = sum(n // need for n in extents)  # regions of `need` that fit, first-fit packs each extent
+        return fits >= 1 + num_forks
+
+    def admit(self, seq: Sequence, max_total_tokens: int) -> None:
+        if max_total_tokens > self.max_model_len:
+            raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
+        self._reserve(seq, reservation(self.policy, max_total_tokens, self.max_model_len))
+        seq.num_cached_tokens = 0
+
+    def _reserve(self, seq: Sequence, length: int) -> None:
+        if seq.seq_id in self._start:
+            raise SequenceStateError(f"sequence {seq.seq_id} already holds a region")
+        start = self.allocator.allocate(length)
+        if start is None:
+            raise OutOfPagesError(length, self.allocator.largest_free_extent, what=f"{self.name} region (tokens)")
+        self._start[seq.seq_id], self._reserved[seq.seq_id] = start, length
+        self._live[seq.seq_id] = seq
+        self._reserved_total += length
+
+    def can_grow(self, seq: Sequence) -> bool:
+        return seq.num_tokens <= self._reserved[seq.seq_id]
+
+    def grow(self, seq: Sequence) -> None:
+        if not self.can_grow(seq):
+            raise OutOfPagesError(1, 0, what=f"growth beyond the {self._reserved[seq.seq_id]}-token reservation")
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Reserve the child's own region and copy the parent's cached tokens into it (no sharing possible)."""
+        self._reserve(child, self._reserved[parent.seq_id])
+        ps, cs, n = self._start[parent.seq_id], self._start[child.seq_id], parent.num_computed_tokens
+        self.k_slab[:, cs:cs + n].copy_(self.k_slab[:, ps:ps + n])  # [L, n, H, D]
+        self.v_slab[:, cs:cs + n].copy_(self.v_slab[:, ps:ps + n])
+
+    def release(self, seq: Sequence) -> None:
+        if seq.seq_id not in self._start:
+            raise SequenceStateError(f"sequence {seq.seq_id} holds no memory in {self.name}")
+        self.allocator.free(self._start.pop(seq.seq_id))
+        self._reserved_total -= self._reserved.pop(seq.seq_id)
+        del self._live[seq.seq_id]
+
+    # ------------------------------------------------------------------ step preparation
+    def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
+        start = self._start[seq.seq_id]
+        slots = torch.arange(start + seq.num_cached_tokens, start + seq.num_tokens, device=self.layout.device)  # [n_new]
+        return PrefillMeta(slots=slots, n_new=seq.num_tokens - seq.num_cached_tokens, n_total=seq.num_tokens,
+                           kv_index=start)
+
+    def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        dev = self.layout.device
+        starts = torch.tensor([self._start[s.seq_id] for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
+        lens = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
+        self._decode = (starts, lens)
+        return (starts + lens - 1).long()  # [B] slot of each newest token
+
+    # ------------------------------------------------------------------ per-layer device work
+    def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        kernels.write_kv(self.k_slab[layer], self.v_slab[layer], slots, k, v, impl=self.attn_impl)
+
+    def prefill_attention(self, layer: int, q: torch.Tensor, meta: PrefillMeta) -> torch.Tensor:
+        start, n_total = meta.kv_index, meta.n_total
+        k = self.k_slab[layer, start:start + n_total]  # [n_total, H, D] a view: no gather needed
+        v = self.v_slab[layer, start:start + n_total]  # [n_total, H, D]
+        return kernels.prefill_attention(q, k, v)
+
+    def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        starts, lens = self._decode
+        if self._use_triton:
+            return kernels.contiguous_decode_attention(q, self.k_slab[layer], self.v_slab[layer], starts, lens,
+                                                       impl="triton")
+        return contiguous_decode_batched(q, self.k_slab[layer], self.v_slab[layer], starts, lens)
+
+    # ------------------------------------------------------------------ accounting
+    def memory(self) -> MemorySnapshot:
+        bpt = self.layout.bytes_per_token
+        used = sum(min(s.num_tokens, self._reserved[i]) for i, s in self._live.items())
+        reserved = self._reserved_total
+        return MemorySnapshot(budget_bytes=self.num_slots * bpt, reserved_bytes=reserved * bpt,
+                              used_bytes=used * bpt, slack_bytes=(reserved - used) * bpt,
+                              idle_bytes=(self.num_slots - reserved) * bpt, saved_bytes=0,
+                              largest_free_extent_bytes=self.allocator.largest_free_extent * bpt,
+                              num_seqs=len(self._live))
+
+    def capacity(self) -> dict:
+        return {"kv_budget_bytes": self.num_slots * self.layout.bytes_per_token, "num_slots": self.num_slots,
+                "page_size": 1, "num_tokens": self.num_slots,
+                "max_len_seqs": self.num_slots // self.max_model_len, "max_model_len": self.max_model_len}

@@ -1,0 +1,202 @@
+"""`PagedBackend`: the KV cache as a pool of fixed-size pages, handed out by the core `BlockManager`.
+
+Memory for a sequence grows one page at a time, pages can be shared (prefix caching, forks) and copied on
+write. The device keeps one persistent block table `int32 [max_seqs, max_pages_per_seq]`; each step writes
+only the entries that changed (new pages, copy-on-write replacements), never rebuilding it from Python lists.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from pabench.backends.base import KVLayout, PrefillMeta, use_triton
+from pabench.core import BlockManager, Sequence
+from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.core.memory import MemorySnapshot
+from pabench import kernels
+from pabench.kernels.batched import paged_decode_batched
+
+
+def pages_for_budget(layout: KVLayout, page_size: int, kv_budget_bytes: int) -> int:
+    """How many whole pages a byte budget buys."""
+    return kv_budget_bytes // (page_size * layout.bytes_per_token)
+
+
+class PagedBackend:
+    """Paged KV cache: `num_pages` pages of `page_size` tokens per layer, shared and copied on write."""
+
+    name = "paged"
+
+    def __init__(self, layout: KVLayout, *, page_size: int = 16, num_pages: int | None = None,
+                 kv_budget_bytes: int | None = None, enable_prefix_caching: bool = False,
+                 max_num_seqs: int = 256, max_model_len: int = 2048, attn_impl: str = "auto") -> None:
+        if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
+            raise ConfigError(f"page size must be a power of two in [1, 256], got {page_size}")
+        if (num_pages is None) == (kv_budget_bytes is None):
+            raise ConfigError("give exactly one of num_pages or kv_budget_bytes")
+        if num_pages is None:
+            num_pages = pages_for_budget(layout, page_size, kv_budget_bytes)
+            if num_pages < 1:
+                raise ConfigError(f"KV budget of {kv_budget_bytes} bytes is smaller than one page "
+                                  f"({page_size * layout.bytes_per_token} bytes)")
+        if max_num_seqs <= 0 or max_model_len <= 0:
+            raise ConfigError("max_num_seqs and max_model_len must be > 0")
+        self.layout = layout
+        self.page_size = page_size
+        self.num_pages = num_pages
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        self.attn_impl = attn_impl
+        self._use_triton = use_triton(attn_impl, layout.device)
+        self.enable_prefix_caching = enable_prefix_caching
+        if enable_prefix_caching:
+            self.name = "paged+prefix"
+        self.block_manager = BlockManager(num_pages, page_size, enable_prefix_caching=enable_prefix_caching)
+        dev, dt = layout.device, layout.torch_dtype
+        L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
+        self.k_pool = torch.empty(L, num_pages, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages, page_size, H, D]
+        self.v_pool = torch.empty(L, num_pages, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages, page_size, H, D]
+        self.max_pages_per_seq = -(-max_model_len // page_size)
+        self.block_table = torch.zeros(max_num_seqs, self.max_pages_per_seq, dtype=torch.int32, device=dev)  # [max_seqs, max_pages]
+        self._free_rows: deque[int] = deque(range(max_num_seqs))
+        self._row: dict[int, int] = {}  # seq_id -> block-table row
+        self._num_written: dict[int, int] = {}  # seq_id -> valid entries on the device
+        self._pending: list[tuple[int, int, int]] = []  # (row, index, page_id) writes not yet on the device
+        self._live: dict[int, Sequence] = {}
+        self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
+
+    # ------------------------------------------------------------------ admission and growth
+    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
+        if not self._free_rows or len(self._free_rows) < 1 + num_forks:
+            return False
+        return self.block_manager.can_allocate(seq)
+
+    def admit(self, seq: Sequence, max_total_tokens: int) -> None:
+        if max_total_tokens > self.max_model_len:
+            raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
+        if not self._free_rows:
+            raise OutOfPagesError(1, 0, what="a block-table row for admit")
+        self.block_manager.allocate(seq)
+        self._attach(seq)
+
+    def can_grow(self, seq: Sequence) -> bool:
+        return self.block_manager.can_append(seq)
+
+    def grow(self, seq: Sequence) -> None:
+        before = len(seq.page_table)
+        copy = self.block_manager.append_slot(seq)
+        row, table = self._row[seq.seq_id], seq.page_table
+        if copy is not None:
+            src, dst = copy
+            self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
+            self.v_pool[:, dst].copy_(self.v_pool[:, src])
+            self._pending.append((row, len(table) - 1, dst))
+        for i in range(before, len(table)):
+            self._pending.append((row, i, table[i]))
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        if not self._free_rows:
+            raise OutOfPagesError(1, 0, what="a block-table row for fork")
+        self.block_manager.fork(parent, child)
+        self._attach(child)
+
+    def release(self, seq: Sequence) -> None:
+        if seq.seq_id not in self._row:
+            raise SequenceStateError(f"sequence {seq.seq_id} holds no memory in {self.name}")
+        self.block_manager.free(seq)
+        self._free_rows.append(self._row.pop(seq.seq_id))
+        self._num_written.pop(seq.seq_id)
+        del self._live[seq.seq_id]
+
+    def _attach(self, seq: Sequence) -> None:
+        row = self._free_rows.popleft()
+        self._row[seq.seq_id] = row
+        self._live[seq.seq_id] = seq
+        self._num_written[seq.seq_id] = len(seq.page_table)
+        self._pending.extend((row, i, pid) for i, pid in enumerate(seq.page_table.page_ids))
+
+    def _flush(self) -> None:
+        """Write the changed block-table entries to the device in one indexed store."""
+        if not self._pending:
+            return
+        upd = torch.tensor(self._pending, dtype=torch.int64)  # [num_changes, 3] (row, index, page_id)
+        upd = upd.to(self.block_table.device, non_blocking=True)
+        self.block_table[upd[:, 0], upd[:, 1]] = upd[:, 2].to(torch.int32)
+        self._pending.clear()
+
+    # ------------------------------------------------------------------ step preparation
+    def _slots_of(self, seq: Sequence, start: int, stop: int) -> torch.Tensor:
+        pids = torch.tensor(seq.page_table.page_ids, dtype=torch.int64)  # [num_pages_of_seq]
+        pos = torch.arange(start, stop, dtype=torch.int64)  # [n]
+        slots = pids[pos // self.page_size] * self.page_size + pos % self.page_size  # [n]
+        return slots.to(self.layout.device, non_blocking=True)
+
+    def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
+        all_slots = self._slots_of(seq, 0, seq.num_tokens)  # [n_total]
+        return PrefillMeta(slots=all_slots[seq.num_cached_tokens:], n_new=seq.num_tokens - seq.num_cached_tokens,
+                           n_total=seq.num_tokens, kv_index=all_slots)
+
+    def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        self._flush()
+        dev = self.layout.device
+        rows = torch.tensor([self._row[s.seq_id] for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
+        lens = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
+        max_pages = -(-max(s.num_tokens for s in seqs) // self.page_size)
+        table = self.block_table[rows, :max_pages]  # [B, max_pages] gathered rows of the persistent table
+        pos = (lens - 1).long()  # [B]
+        slots = table.gather(1, (pos // self.page_size)[:, None])[:, 0].long() * self.page_size + pos % self.page_size  # [B]
+        self._decode = (table, lens)
+        return slots
+
+    # ------------------------------------------------------------------ per-layer device work
+    def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        kernels.write_kv(self.k_pool[layer], self.v_pool[layer], slots, k, v, impl=self.attn_impl)
+
+    def prefill_attention(self, layer: int, q: torch.Tensor, meta: PrefillMeta) -> torch.Tensor:
+        all_slots = meta.kv_index
+        H, D = self.layout.num_kv_heads, self.layout.head_dim
+        k = self.k_pool[layer].view(-1, H, D)[all_slots]  # [n_total, H, D] gathered through the page table
+        v = self.v_pool[layer].view(-1, H, D)[all_slots]  # [n_total, H, D]
+        return kernels.prefill_attention(q, k, v)
+
+    def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        table, lens = self._decode
+        if self._use_triton:
+            return kernels.paged_decode_attention(q, self.k_pool[layer], self.v_pool[layer], table, lens,
+                                                  impl="triton")
+        return paged_decode_batched(q, self.k_pool[layer], self.v_pool[layer], table, lens)
+
+    # ------------------------------------------------------------------ accounting
+    def memory(self) -> MemorySnapshot:
+        """Token-level bytes, O(live sequences): every used page is full except distinct last pages."""
+        ps, bpt = self.page_size, self.layout.bytes_per_token
+        bm = self.block_manager
+        num_used_pages = bm.num_used_pages
+        partial: dict[int, int] = {}  # last page id -> empty slots in it
+        num_refs = 0
+        for seq in self._live.values():
+            table = seq.page_table
+            num_refs += len(table)
+            covered = min(seq.num_tokens, len(table) * ps)  # newest token may await its grow()
+            tail = covered - (len(table) - 1) * ps  # tokens in the last page
+            partial[table[len(table) - 1]] = ps - tail
+        used_tokens = num_used_pages * ps - sum(partial.values())
+        reserved = num_used_pages * ps * bpt
+        budget = self.num_pages * ps * bpt
+        free_bytes = (self.num_pages - num_used_pages) * ps * bpt
+        return MemorySnapshot(budget_bytes=budget, reserved_bytes=reserved, used_bytes=used_tokens * bpt,
+                              slack_bytes=reserved - used_tokens * bpt, idle_bytes=budget - reserved,
+                              saved_bytes=(num_refs - num_used_pages) * ps * bpt,
+                              largest_free_extent_bytes=free_bytes, num_seqs=len(self._live))
+
+    def capacity(self) -> dict:
+        tokens = self.num_pages * self.page_size
+        return {"kv_budget_bytes": tokens * self.layout.bytes_per_token, "num_pages": self.num_pages,
+                "page_size": self.page_size, "num_tokens": tokens,
+                "max_len_seqs": tokens // self.max_model_len, "max_model_len": self.max_model_len}
+
+    @property
+    def num_preemptible(self) -> int:
+        return len(self._live)

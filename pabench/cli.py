@@ -1,0 +1,273 @@
+"""pabench command line: thin Typer commands over the library. Parse, call, print, exit code.
+
+Exit codes: 0 ok, 1 user error (one line on stderr, no traceback, no partial files), 2 regression found.
+Nothing heavy is imported at module level: `pabench --help` must not import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from pabench.core.errors import PabenchError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Measure what a paged KV cache buys over a contiguous one, on your own GPU or CPU.")
+workloads_app = typer.Typer(help="List the workload presets, or show one.", invoke_without_command=True)
+app.add_typer(workloads_app, name="workloads")
+
+RUN, MEM, SCHED, OUT = "Run", "KV memory", "Scheduler", "Output"
+
+
+def _err(message: str) -> None:
+    print(f"pabench: error: {message}", file=sys.stderr)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn expected failures into one line on stderr and exit 1 (130 on Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PabenchError as e:
+            _err(str(e))
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            _err("interrupted; no result file was written")
+            raise typer.Exit(130)
+        except FileNotFoundError as e:
+            _err(f"no such file: {e.filename}")
+            raise typer.Exit(1)
+        except Exception as e:  # noqa: BLE001 - torch OOM and friends deserve one line too
+            if type(e).__name__ == "OutOfMemoryError":
+                _err(f"the device ran out of memory: {str(e).splitlines()[0]} (try --kv-budget, --layers or "
+                     f"--max-num-seqs)")
+                raise typer.Exit(1)
+            raise
+
+    return wrapper
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    from pabench.core.errors import ConfigError
+
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what}: no value given")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------- run
+@app.command()
+@friendly
+def run(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)] = "default",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="Comma-separated: paged, contiguous-max, contiguous-pow2, contiguous-oracle (or paged+prefix, paged-noprefix), or 'all'.", rich_help_panel=RUN)] = "all",
+    model: Annotated[Optional[str], typer.Option(help="tiny, llama-3-8b, llama-3.1-70b, mistral-7b, qwen2.5-7b. Default: tiny on CPU, llama-3-8b on CUDA.", rich_help_panel=RUN)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Run only the first N layers of the model (same shapes).", rich_help_panel=RUN)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32. Default: fp32 on CPU, bf16 on CUDA.", rich_help_panel=RUN)] = None,
+    num_requests: Annotated[Optional[int], typer.Option(help="Override the preset's request count.", rich_help_panel=RUN)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the preset's seed (requests and weights).", rich_help_panel=RUN)] = None,
+    page_size: Annotated[int, typer.Option(help="Tokens per page (power of two, 1..256).", rich_help_panel=MEM)] = 16,
+    kv_budget: Annotated[Optional[str], typer.Option(help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.", rich_help_panel=MEM)] = None,
+    num_pages: Annotated[Optional[int], typer.Option(help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
+    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).", rich_help_panel=MEM)] = True,
+    max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)] = None,
+    max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)] = 8192,
+    attn_impl: Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)] = "auto",
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
+    json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)] = True,
+) -> None:
+    """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
+    from pabench.backends import parse_backends
+    from pabench.report import capacity_line, run_table, summary_line, write_csv, write_json
+    from pabench.runner import RunConfig, prepare, run_benchmark
+    from pabench.units import parse_size
+
+    cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
+                    device=device, dtype=dtype, page_size=page_size,
+                    kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
+                    prefix_caching=prefix_caching, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                    max_batched_tokens=max_batched_tokens, num_requests=num_requests, seed=seed, attn_impl=attn_impl)
+    err = _stderr()
+    with err.status("preparing model and workload...") if progress else _nullcontext():
+        p = prepare(cfg)
+    out = _stdout()
+    c = p.config
+    out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
+              f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
+              f"max_model_len {c.max_model_len}")
+    out.print(capacity_line(_capacity(p)))
+    results = _with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p)[0], len(c.backends) * len(p.requests),
+                             progress)
+    out.print(run_table(results))
+    out.print(summary_line(results))
+    if csv:
+        err.print(f"wrote {write_csv(results, csv)}")
+    if json:
+        err.print(f"wrote {write_json(results, json)}")
+
+
+def _capacity(p) -> dict:
+    layout, c = p.layout, p.config
+    tokens = p.kv_budget_bytes // layout.bytes_per_token
+    pages = p.kv_budget_bytes // (layout.bytes_per_token * c.page_size)
+    return {"kv_budget_bytes": p.kv_budget_bytes, "num_pages": pages, "page_size": c.page_size,
+            "num_tokens": tokens, "max_len_seqs": tokens // c.max_model_len, "max_model_len": c.max_model_len,
+            "bytes_per_token": layout.bytes_per_token}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _with_progress(work: Callable, total: int, enabled: bool):
+    """Run `work(callback)` under one rich progress bar on stderr (one task per backend)."""
+    if not enabled:
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_stderr(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def cb(name: str, done: int, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=n)
+            bar.update(tasks[name], completed=done)
+
+        return work(cb)
+
+
+# ---------------------------------------------------------------------------------------------- workloads
+@workloads_app.callback()
+@friendly
+def workloads(ctx: typer.Context) -> None:
+    """List the workload presets with their key parameters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pabench.report import workloads_table
+    from pabench.workloads import list_presets
+
+    _stdout().print(workloads_table(list_presets()))
+
+
+@workloads_app.command("show")
+@friendly
+def workloads_show(name: Annotated[str, typer.Argument(help="Preset name or TOML file.")]) -> None:
+    """Print one workload: its parameters and the length distributions it draws."""
+    from pabench.report import workload_detail
+    from pabench.workloads import load_workload
+
+    _stdout().print(workload_detail(load_workload(name)))
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+@app.command()
+@friendly
+def kernels(
+    case: Annotated[str, typer.Option(help="a (batch 64, ctx 4096), b (batch 256, lognormal lengths), c (batch 8, ctx 32768), d (batch 32, ctx 512), custom or all.")] = "custom",
+    batch: Annotated[int, typer.Option(help="Batch size (custom case).")] = 64,
+    context: Annotated[int, typer.Option(help="Context length, or mean length for lognormal (custom case).")] = 4096,
+    lengths: Annotated[str, typer.Option(help="fixed or lognormal (custom case).")] = "fixed",
+    page_sizes: Annotated[str, typer.Option(help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",
+    num_q_heads: Annotated[int, typer.Option(help="Query heads.")] = 32,
+    num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,
+    head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
+    json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
+) -> None:
+    """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy bandwidth."""
+    from pabench.atomic import atomic_write_text
+    from pabench.kernelbench import KernelBenchConfig, kernel_summary, kernel_table, run_kernel_bench
+
+    cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
+                            page_sizes=_int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,
+                            num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device)
+    err = _stderr()
+    rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
+    out = _stdout()
+    out.print(kernel_table(rows))
+    for line in kernel_summary(rows):
+        out.print(line)
+    if csv:
+        import pandas as pd
+
+        atomic_write_text(csv, pd.DataFrame(rows).to_csv(index=False))
+        err.print(f"wrote {csv}")
+    if json:
+        import json as _json
+
+        atomic_write_text(json, _json.dumps(rows, indent=2, default=str))
+        err.print(f"wrote {json}")
+
+
+# ---------------------------------------------------------------------------------------------- compare / check
+@app.command()
+@friendly
+def compare(
+    a: Annotated[Path, typer.Argument(help="First export (CSV or JSON from `pabench run`).")],
+    b: Annotated[Path, typer.Argument(help="Second export.")],
+) -> None:
+    """Side-by-side of two exports, with B/A ratios."""
+    from pabench.report import compare_table, read_results
+
+    _stdout().print(compare_table(read_results(a), read_results(b)))
+
+
+@app.command()
+@friendly
+def check(
+    result: Annotated[Path, typer.Argument(help="The export to check (CSV or JSON).")],
+    baseline: Annotated[Path, typer.Option(help="The export it must not be worse than.")],
+    max_regression: Annotated[str, typer.Option(help="Tolerance, e.g. 10% or 0.1.")] = "10%",
+) -> None:
+    """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
+    from pabench.report import check_regressions, parse_tolerance, read_results
+
+    regressions, table = check_regressions(read_results(result), read_results(baseline),
+                                           parse_tolerance(max_regression))
+    out = _stdout()
+    out.print(table)
+    if regressions:
+        out.print(f"{len(regressions)} regression(s) beyond {max_regression}:")
+        for r in regressions:
+            out.print(f"  {r}")
+        raise typer.Exit(2)
+    out.print(f"no regression beyond {max_regression}")
+
+
+from pabench import cli_see  # noqa: E402,F401  registers explain, sweep, plot
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,151 @@
+"""The "see it" commands: `pabench explain` (a guided tour of paging), `pabench sweep`, `pabench plot`.
+
+Registered on the main Typer app by importing this module from `pabench.cli`. Thin, like the rest of the CLI:
+parse, call the library (imported lazily: `pabench --help` stays torch-free), print, exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pabench.cli import _int_list, _stderr, _stdout, app, friendly
+
+SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
+GRID, RUN, OUT = "Grid", "Run", "Output"
+
+
+# ---------------------------------------------------------------------------------------------- explain
+@app.command()
+@friendly
+def explain(
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help=f"One of: {', '.join(SCENARIO_NAMES)}.")] = "tour",
+    step: Annotated[bool, typer.Option("--step", help="Wait for Enter between steps (end of input stops).")] = False,
+) -> None:
+    """Walk through what vLLM's memory manager does, step by step, on the real block manager (no GPU needed)."""
+    from pabench.explain import run_scenario
+    from pabench.explain_render import LEGEND, render_plain, render_rich
+
+    steps = run_scenario(scenario)
+    out = _stdout()
+    coloured = out.is_terminal
+    if coloured:
+        out.print(LEGEND, style="dim", markup=False)
+    else:
+        typer.echo(LEGEND + "\n")
+    for index, one in enumerate(steps):
+        if coloured:
+            out.print(render_rich(one, index, len(steps), out.width))
+        else:
+            typer.echo(render_plain(one, index, len(steps)))
+        if step and index + 1 < len(steps):
+            _stderr().print(f"[dim]Enter: step {index + 2}/{len(steps)}[/]", end="")
+            if not sys.stdin.readline():
+                _stderr().print(f"\n(end of input: stopped after step {index + 1} of {len(steps)})")
+                return
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def _float_list(text: str, what: str) -> tuple[float, ...]:
+    from pabench.core.errors import ConfigError
+
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what}: no value given")
+    return values
+
+
+@app.command()
+@friendly
+def sweep(
+    page_sizes: Annotated[Optional[str], typer.Option(help="Comma-separated page sizes (paged backends only).", rich_help_panel=GRID)] = "8,16,32",
+    kv_budgets: Annotated[Optional[str], typer.Option(help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.", rich_help_panel=GRID)] = None,
+    rates: Annotated[Optional[str], typer.Option(help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.", rich_help_panel=GRID)] = None,
+    max_num_seqs: Annotated[Optional[str], typer.Option(help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
+    backend: Annotated[str, typer.Option("--backend", "-b", help="Comma-separated backends, or 'all' (as in `pabench run`).", rich_help_panel=RUN)] = "all",
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Preset name or TOML file.", rich_help_panel=RUN)] = "default",
+    model: Annotated[Optional[str], typer.Option(help="Model preset. Default: tiny on CPU, llama-3-8b on CUDA.", rich_help_panel=RUN)] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Run only the first N layers.", rich_help_panel=RUN)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32.", rich_help_panel=RUN)] = None,
+    num_requests: Annotated[Optional[int], typer.Option(help="Override the preset's request count.", rich_help_panel=RUN)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the preset's seed.", rich_help_panel=RUN)] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output).", rich_help_panel=RUN)] = None,
+    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Prefix caching for the paged backend.", rich_help_panel=RUN)] = True,
+    attn_impl: Annotated[str, typer.Option(help="auto, triton or torch.", rich_help_panel=RUN)] = "auto",
+    csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="One progress bar on stderr.", rich_help_panel=OUT)] = True,
+) -> None:
+    """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
+
+    Contiguous backends do not depend on the page size: they run once per point of the other parameters,
+    with an empty sweep_page_size.
+    """
+    from pabench.atomic import atomic_write_text
+    from pabench.backends import parse_backends
+    from pabench.runner import RunConfig
+    from pabench.sweep import SweepGrid, run_sweep, sweep_summary, sweep_table
+    from pabench.units import parse_size
+
+    grid = SweepGrid(
+        page_sizes=_int_list(page_sizes, "--page-sizes") if page_sizes else None,
+        kv_budgets=tuple(parse_size(s) for s in kv_budgets.split(",") if s.strip()) if kv_budgets else None,
+        rates=_float_list(rates, "--rates") if rates else None,
+        max_num_seqs=_int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
+    base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
+                     device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
+                     num_requests=num_requests, seed=seed, attn_impl=attn_impl)
+    frame = _sweep_with_progress(grid, base, progress)
+    out = _stdout()
+    out.print(sweep_table(frame))
+    out.print(sweep_summary(frame))
+    _stderr().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
+
+
+def _sweep_with_progress(grid, base, enabled: bool):
+    """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
+    from pabench.sweep import run_sweep
+
+    if not enabled:
+        return run_sweep(grid, base)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=_stderr(), transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
+                                                                          completed=done, total=total))
+
+
+# ---------------------------------------------------------------------------------------------- plot
+@app.command()
+@friendly
+def plot(
+    result: Annotated[Path, typer.Argument(help="A CSV from `pabench sweep` or `pabench run --csv`.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
+    kernels: Annotated[Optional[Path], typer.Option("--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
+) -> None:
+    """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
+    from pabench.plot import _require_matplotlib, plot_results
+    from pabench.report import read_results
+
+    _require_matplotlib()  # before reading anything: one clear line when the extra is missing
+    import pandas as pd
+
+    frame = read_results(result)
+    kernel_frame = None
+    if kernels is not None:
+        try:
+            kernel_frame = pd.read_csv(kernels)
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            from pabench.core.errors import ConfigError
+
+            raise ConfigError(f"{kernels}: cannot read kernel results: {error}") from None
+    path, panels = plot_results(frame, output or result.with_suffix(".png"), kernel_frame)
+    _stdout().print(f"wrote {path} ({len(panels)} panels: {', '.join(panels)})", markup=False)

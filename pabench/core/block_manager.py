@@ -1,0 +1,292 @@
+"""`BlockManager`: hands out physical pages to sequences, shares them by reference count, caches prefixes.
+
+Every page is in exactly one of three places:
+  * the fresh deque: free, holding nothing reusable (taken from the left, returned to the right);
+  * the prefix cache's LRU: free, but still holding a registered full page (reused on a hit, evicted
+    oldest first when no fresh page is left);
+  * used (ref_count > 0): in the page tables of one or more sequences.
+Every call is O(pages it touches); only `check_invariants()` scans the pool. Failure is all-or-nothing:
+each mutating call checks first (`OutOfPagesError`, `SequenceStateError`), then mutates.
+
+Caveat: prefix hits may reference pages registered at `allocate` time, before their K/V is computed, so a
+backend must write a batch's K/V before attention reads it (true for one-shot prefill per layer).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.core.hashing import PrefixCache, page_token_ids
+from pabench.core.page import FrozenPage, Page
+from pabench.core.page_table import PageTable
+from pabench.core.sequence import Sequence
+
+
+class BlockManager:
+    """Page allocator with reference counting, copy-on-write and (optional) chained-hash prefix caching."""
+
+    def __init__(self, num_pages: int, page_size: int, enable_prefix_caching: bool = False, *,
+                 shuffle_seed: int | None = None) -> None:
+        """`shuffle_seed` shuffles the initial free order so a sequence's pages are not accidentally contiguous."""
+        if not isinstance(num_pages, int) or num_pages <= 0:
+            raise ConfigError(f"num_pages must be a positive int, got {num_pages!r}")
+        if not isinstance(page_size, int) or page_size <= 0:
+            raise ConfigError(f"page_size must be a positive int, got {page_size!r}")
+        self._num_pages, self._page_size = num_pages, page_size
+        self._enable_prefix_caching = bool(enable_prefix_caching)
+        self._pages = [Page(page_id) for page_id in range(num_pages)]
+        free_ids = list(range(num_pages))
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(free_ids)
+        self._fresh: deque[int] = deque(free_ids)
+        self._prefix_cache = PrefixCache(self._pages, page_size)
+        self.prefix_hit_tokens = 0  # prompt tokens served from the cache, summed over allocate calls
+        self.prefix_query_tokens = 0  # tokens looked up, summed over allocate calls (prefix caching on)
+        self.num_cow_copies = 0
+
+    # ---- sizes and counters ------------------------------------------------------------------------
+    @property
+    def num_pages(self) -> int:
+        return self._num_pages
+
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
+    @property
+    def enable_prefix_caching(self) -> bool:
+        return self._enable_prefix_caching
+
+    @property
+    def num_free_pages(self) -> int:
+        """Pages with ref_count 0 (cached prefix pages included: they are evicted on demand)."""
+        return len(self._fresh) + len(self._prefix_cache)
+
+    @property
+    def num_used_pages(self) -> int:
+        return self._num_pages - self.num_free_pages
+
+    @property
+    def num_cached_pages(self) -> int:
+        """Free pages that still hold a reusable, hashed full page."""
+        return len(self._prefix_cache)
+
+    @property
+    def cached_page_ids(self) -> list[int]:
+        """Cached pages in eviction order (next evicted first)."""
+        return self._prefix_cache.cached_page_ids
+
+    @property
+    def usage(self) -> float:
+        """Share of pages in use, 0.0..1.0."""
+        return self.num_used_pages / self._num_pages
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Tokens served from the prefix cache / tokens looked up (0.0 before any lookup)."""
+        return self.prefix_hit_tokens / self.prefix_query_tokens if self.prefix_query_tokens else 0.0
+
+    def page(self, page_id: int) -> FrozenPage:
+        """Read-only snapshot of one page."""
+        if not isinstance(page_id, int) or not 0 <= page_id < self._num_pages:
+            raise ConfigError(f"page_id must be in 0..{self._num_pages - 1}, got {page_id!r}")
+        return self._pages[page_id].frozen()
+
+    def pages_needed(self, num_tokens: int) -> int:
+        """Pages that hold `num_tokens` tokens: ceil(num_tokens / page_size)."""
+        if num_tokens < 0:
+            raise ConfigError(f"num_tokens must be >= 0, got {num_tokens}")
+        return -(-num_tokens // self._page_size)
+
+    def seq_page_ids(self, seq: Sequence) -> list[int]:
+        """Physical page ids of `seq` (empty when it holds none)."""
+        return [] if seq.page_table is None else seq.page_table.page_ids
+
+    # ---- prefill -----------------------------------------------------------------------------------
+    def can_allocate(self, seq: Sequence) -> bool:
+        """Whether `allocate(seq)` would succeed now (prefix hits counted)."""
+        self._require_no_table(seq, "can_allocate")
+        return self._num_missing(seq, self._match_prefix(seq)[0]) <= 0
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give `seq` a page table covering all its tokens, reusing cached prefix pages when enabled."""
+        self._require_no_table(seq, "allocate")
+        hit_ids, parent = self._match_prefix(seq)
+        missing = self._num_missing(seq, hit_ids)
+        if missing > 0:
+            num_new = self.pages_needed(seq.num_tokens) - len(hit_ids)
+            raise OutOfPagesError(num_new, num_new - missing, f"allocate seq {seq.seq_id}")
+        table = PageTable(self._page_size)  # checks done: mutate from here on
+        for page_id in hit_ids:
+            page = self._pages[page_id]
+            if page.ref_count == 0:
+                self._prefix_cache.revive(page_id)
+            page.ref_count += 1
+            table.append(page_id)
+        num_full = seq.num_tokens // self._page_size
+        for index in range(len(hit_ids), self.pages_needed(seq.num_tokens)):
+            page = self._pages[self._take_free_page()]
+            page.ref_count = 1
+            page.num_tokens = min(self._page_size, seq.num_tokens - index * self._page_size)
+            if self._enable_prefix_caching and index < num_full:
+                tokens = page_token_ids(seq.token_ids, index, self._page_size)
+                parent = self._prefix_cache.register(page, parent, tokens)
+            table.append(page.page_id)
+        seq.page_table = table
+        seq.num_cached_tokens = len(hit_ids) * self._page_size
+        if self._enable_prefix_caching:
+            self.prefix_hit_tokens += seq.num_cached_tokens
+            self.prefix_query_tokens += seq.num_tokens
+
+    # ---- decode ------------------------------------------------------------------------------------
+    def can_append(self, seq: Sequence) -> bool:
+        """Whether the pool can give a slot to the newest token (or, if it already has one, to the next)."""
+        covered, last = self._coverage(seq)
+        return self._append_cost(covered, last) <= self.num_free_pages
+
+    def append_slot(self, seq: Sequence) -> tuple[int, int] | None:
+        """Make the page table cover `seq.num_tokens` (call once after each `seq.append_token`).
+
+        Returns `(src_page_id, dst_page_id)` when the last page was shared and had to be copied
+        (copy-on-write: the backend copies the page's K/V), else None. With prefix caching, a page filled
+        during decode is hashed and registered when the next page opens (its K/V is computed by then).
+        """
+        covered, last = self._coverage(seq)
+        if covered == seq.num_tokens:
+            return None  # already covered
+        cost = self._append_cost(covered, last)
+        if cost > self.num_free_pages:
+            raise OutOfPagesError(cost, self.num_free_pages, f"append_slot seq {seq.seq_id}")
+        table = seq.page_table
+        if covered % self._page_size == 0:  # (1) the new token opens a new page
+            if self._enable_prefix_caching and last.content_hash is None:
+                self._register_decoded_page(seq, len(table) - 1)
+            page = self._pages[self._take_free_page()]
+            page.ref_count, page.num_tokens = 1, 1
+            table.append(page.page_id)
+            return None
+        if last.ref_count > 1:  # (2) the last page is shared: copy-on-write
+            page = self._pages[self._take_free_page()]
+            page.ref_count, page.num_tokens = 1, last.num_tokens + 1
+            last.ref_count -= 1
+            table.replace_last(page.page_id)
+            self.num_cow_copies += 1
+            return last.page_id, page.page_id
+        last.num_tokens += 1  # (3) room in our own last page
+        return None
+
+    # ---- sharing and release -----------------------------------------------------------------------
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Make `child` point at every page of `parent` (ref_count + 1 each). Needs no free page."""
+        if parent is child or parent.page_table is None:
+            raise SequenceStateError(f"fork needs a distinct parent that holds pages (parent {parent.seq_id})")
+        self._require_no_table(child, "fork")
+        if child.token_ids != parent.token_ids:
+            raise SequenceStateError(f"child {child.seq_id} must have the parent's tokens (use parent.fork())")
+        self._check_table(parent)
+        for page_id in parent.page_table:
+            self._pages[page_id].ref_count += 1
+        child.page_table = parent.page_table.copy()
+        child.num_computed_tokens = parent.num_computed_tokens
+        child.num_cached_tokens = parent.num_cached_tokens
+
+    def free(self, seq: Sequence) -> None:
+        """Release every page of `seq` (tail first, so LRU eviction takes tails first) and drop its table."""
+        if seq.page_table is None:
+            raise SequenceStateError(f"sequence {seq.seq_id} holds no pages (freed twice, or never allocated)")
+        self._check_table(seq)
+        for page_id in reversed(seq.page_table.page_ids):
+            page = self._pages[page_id]
+            page.ref_count -= 1
+            if page.ref_count > 0:
+                continue
+            if self._prefix_cache.is_registered(page):
+                self._prefix_cache.park(page_id)  # free, but its prefix stays reusable
+            else:
+                page.forget_content()
+                self._fresh.append(page_id)
+        seq.page_table = None
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _require_no_table(self, seq: Sequence, what: str) -> None:
+        if seq.page_table is not None:
+            raise SequenceStateError(f"{what}: sequence {seq.seq_id} already has a page table")
+
+    def _check_table(self, seq: Sequence) -> None:
+        """Refuse a table this manager cannot have produced (other page size, bad id, page not held)."""
+        table = seq.page_table
+        if table.page_size != self._page_size:
+            raise SequenceStateError(f"sequence {seq.seq_id}'s page table has page_size {table.page_size}, "
+                                     f"this manager {self._page_size}")
+        for page_id in table:
+            if not 0 <= page_id < self._num_pages or self._pages[page_id].ref_count <= 0:
+                raise SequenceStateError(f"sequence {seq.seq_id} points at page {page_id}, which it does not hold")
+
+    def _match_prefix(self, seq: Sequence) -> tuple[list[int], int | None]:
+        """Cached pages equal to `seq`'s leading full pages, keeping >= 1 token to compute (it yields logits)."""
+        if not self._enable_prefix_caching:
+            return [], None
+        return self._prefix_cache.match(seq.token_ids, (seq.num_tokens - 1) // self._page_size)
+
+    def _num_missing(self, seq: Sequence, hit_ids: list[int]) -> int:
+        """Pages `allocate` lacks (<= 0 when it fits). Cached hit pages are reused, so not free for others."""
+        num_new = self.pages_needed(seq.num_tokens) - len(hit_ids)
+        num_hit_cached = sum(1 for page_id in hit_ids if self._pages[page_id].ref_count == 0)
+        return num_new - (self.num_free_pages - num_hit_cached)
+
+    def _coverage(self, seq: Sequence) -> tuple[int, Page]:
+        """Tokens the table covers and its last page; raises unless coverage lags by 0 or 1 token."""
+        table = seq.page_table
+        if table is None or len(table) == 0:
+            raise SequenceStateError(f"sequence {seq.seq_id} has no page table; allocate it first")
+        last = self._pages[table[-1]]
+        covered = (len(table) - 1) * self._page_size + last.num_tokens
+        if not 0 <= seq.num_tokens - covered <= 1:
+            raise SequenceStateError(f"sequence {seq.seq_id} has {seq.num_tokens} tokens but its table covers "
+                                     f"{covered}: call append_slot once per appended token")
+        return covered, last
+
+    def _append_cost(self, covered: int, last: Page) -> int:
+        """Fresh pages needed for one token beyond `covered`: 1 for a new page or a CoW copy, else 0."""
+        return 1 if covered % self._page_size == 0 or last.ref_count > 1 else 0
+
+    def _take_free_page(self) -> int:
+        """A page to overwrite: a fresh one, else evict the least recently freed cached page."""
+        if self._fresh:
+            return self._fresh.popleft()
+        page_id = self._prefix_cache.evict()
+        self._pages[page_id].forget_content()
+        return page_id
+
+    def _register_decoded_page(self, seq: Sequence, index: int) -> None:
+        """Hash logical page `index` of `seq`, filled during decode, if its chain of hashes is unbroken."""
+        parent = None
+        if index > 0:
+            parent = self._pages[seq.page_table[index - 1]].content_hash
+            if parent is None:
+                return  # an unhashed predecessor: no lookup could ever reach this page
+        tokens = page_token_ids(seq.token_ids, index, self._page_size)
+        self._prefix_cache.register(self._pages[seq.page_table[index]], parent, tokens)
+
+    def check_invariants(self) -> None:
+        """Debug: scan the whole pool and assert the bookkeeping is consistent (O(num_pages); tests only)."""
+        fresh, cached = set(self._fresh), set(self._prefix_cache.cached_page_ids)
+        assert len(fresh) == len(self._fresh), "a page is twice in the fresh deque"
+        assert not fresh & cached, "a page is both fresh and cached"
+        for page in self._pages:
+            assert page.ref_count >= 0, f"negative ref_count: {page}"
+            assert 0 <= page.num_tokens <= self._page_size, f"num_tokens out of range: {page}"
+            is_free = page.page_id in fresh or page.page_id in cached
+            assert is_free == (page.ref_count == 0), f"page is neither free nor used, or both: {page}"
+            if page.page_id in fresh:
+                assert page.content_hash is None and page.num_tokens == 0, f"fresh page keeps content: {page}"
+            assert page.content_hash is None or self._enable_prefix_caching, f"hash without caching: {page}"
+        self._prefix_cache.check_invariants()
+        assert self.num_free_pages + self.num_used_pages == self._num_pages
+
+    def __repr__(self) -> str:
+        return (f"BlockManager(pages={self._num_pages} x {self._page_size} tokens, used={self.num_used_pages}, "
+                f"free={self.num_free_pages} (cached {self.num_cached_pages}), "
+                f"prefix_caching={'on' if self._enable_prefix_caching else 'off'})")

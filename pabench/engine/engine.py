@@ -1,0 +1,204 @@
+"""`Engine`: the serving loop. Arrivals -> scheduler -> model step through the backend -> tokens -> records.
+
+The same engine, scheduler and model serve every backend; only the KV cache differs. Host clocks are read
+after the sampled tokens reach the host, which synchronises the device, so timestamps are honest on GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+import torch
+
+from pabench.backends.base import KVCacheBackend
+from pabench.core import Sequence
+from pabench.core.errors import ConfigError
+from pabench.engine.model import DecoderModel
+from pabench.engine.records import RequestRecord, RunRecord, StepSample
+from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState
+
+ProgressFn = Callable[[int, int], None]  # (finished requests, total requests)
+
+
+class Engine:
+    """Serves a list of requests through one backend with continuous batching."""
+
+    def __init__(self, model: DecoderModel, backend: KVCacheBackend, config: SchedulerConfig) -> None:
+        self.model = model
+        self.backend = backend
+        self.config = config
+        self.scheduler = Scheduler(backend, config)
+        self._seq_ids = itertools.count()
+        self.device = model.device
+
+    # ------------------------------------------------------------------ public
+    def run(self, requests: Iterable, run_config: dict | None = None, on_progress: ProgressFn | None = None,
+            realtime: bool = True) -> RunRecord:
+        """Serve `requests` (objects with request_id, arrival_s, prompt_token_ids, output_len, num_samples)."""
+        pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
+        total = len(pending)
+        for r in pending:
+            self._check_fits(r)
+        record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
+                           capacity=self.backend.capacity())
+        groups: dict[int, list[SeqState]] = {}
+        arrivals: dict[int, float] = {}
+        remaining: dict[int, int] = {}
+        done = 0
+        t0 = time.perf_counter()
+        clock = lambda: time.perf_counter() - t0  # noqa: E731
+        while pending or self.scheduler.has_work:
+            now = clock()
+            if not realtime and not self.scheduler.has_work and pending:
+                now = max(now, pending[0].arrival_s)
+            while pending and pending[0].arrival_s <= now:
+                r = pending.popleft()
+                st = self._new_state(r)
+                groups[r.request_id] = [st]
+                arrivals[r.request_id] = r.arrival_s if realtime else now
+                remaining[r.request_id] = r.num_samples
+                self.scheduler.add(st)
+            if not self.scheduler.has_work:
+                time.sleep(max(0.0, pending[0].arrival_s - clock()))
+                continue
+            h0 = time.perf_counter()
+            step = self.scheduler.schedule()
+            finished = self._execute(step, groups, clock, h0, record)
+            for st in finished:
+                remaining[st.request_id] -= 1
+                if remaining[st.request_id] == 0:
+                    record.requests.append(self._request_record(groups[st.request_id], arrivals[st.request_id]))
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
+        record.wall_s = clock()
+        record.num_preemptions = self.scheduler.num_preemptions
+        bm = getattr(self.backend, "block_manager", None)
+        record.prefix_hit_rate = bm.prefix_hit_rate if bm is not None else 0.0
+        record.num_cow_copies = bm.num_cow_copies if bm is not None else 0
+        record.requests.sort(key=lambda r: r.request_id)
+        record.output_token_ids = {
+            rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in groups.items()
+        }
+        return record
+
+    # ------------------------------------------------------------------ one step
+    def _execute(self, step: ScheduledStep, groups: dict, clock: Callable[[], float], h0: float,
+                 record: RunRecord) -> list[SeqState]:
+        states = step.states
+        if step.kind == "prefill":
+            sampled, host_prep = self._prefill(states)
+        else:
+            sampled, host_prep = self._decode(states)
+        t_tokens = clock()  # tokens are on the host: the device work of this step is done
+        h1 = time.perf_counter()
+        finished: list[SeqState] = []
+        new_states: list[SeqState] = []
+        for st, toks in zip(states, sampled):
+            seq = st.seq
+            seq.num_computed_tokens = seq.num_tokens
+            if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
+                for j in range(1, st.num_forks + 1):
+                    child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
+                                     st.output_len, token_times=list(st.token_times))
+                    child.seq.num_computed_tokens = seq.num_computed_tokens
+                    self.backend.fork(seq, child.seq)
+                    self._append(child, toks[j], t_tokens, finished)
+                    new_states.append(child)
+                    groups[st.request_id].append(child)
+                st.num_forks = 0
+            self._append(st, toks[0], t_tokens, finished)
+        self.scheduler.running.extend(new_states)
+        self.scheduler.finish(finished)
+        host_s = host_prep + (time.perf_counter() - h1)
+        record.steps.append(StepSample(
+            time_s=clock(), kind=step.kind, num_seqs=len(states),
+            num_tokens=sum(s.seq.num_tokens for s in states) if step.kind == "prefill" else len(states),
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            host_s=host_s, step_s=time.perf_counter() - h0, memory=self.backend.memory()))
+        return finished
+
+    def _append(self, st: SeqState, token: int, t: float, finished: list[SeqState]) -> None:
+        st.seq.append_token(token)
+        st.token_times.append(t)
+        if st.num_generated >= st.output_len:
+            finished.append(st)
+
+    def _prefill(self, states: list[SeqState]) -> tuple[list[list[int]], float]:
+        h0 = time.perf_counter()
+        metas = [self.backend.prepare_prefill(st.seq) for st in states]
+        ids: list[int] = []
+        pos: list[int] = []
+        bounds: list[tuple[int, int]] = []
+        for st in states:
+            seq, start = st.seq, st.seq.num_cached_tokens
+            bounds.append((len(ids), len(ids) + seq.num_tokens - start))
+            ids.extend(seq.token_ids[start:])
+            pos.extend(range(start, seq.num_tokens))
+        dev = self.device
+        input_ids = torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
+        positions = torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
+        slots = torch.cat([m.slots for m in metas])  # [T]
+        last_rows = torch.tensor([b - 1 for _, b in bounds], dtype=torch.int64).to(dev, non_blocking=True)  # [n]
+        host = time.perf_counter() - h0
+
+        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.backend.write_kv(layer, slots, k, v)
+            return torch.cat([self.backend.prefill_attention(layer, q[a:b], m) for (a, b), m in zip(bounds, metas)])
+
+        logits = self.model.forward(input_ids, positions, attn, logits_rows=last_rows)  # [n, vocab]
+        k = 1 + max(st.num_forks for st in states)
+        top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
+        return top, host
+
+    def _decode(self, states: list[SeqState]) -> tuple[list[list[int]], float]:
+        h0 = time.perf_counter()
+        seqs = [st.seq for st in states]
+        slots = self.backend.prepare_decode(seqs)  # [B]
+        dev = self.device
+        input_ids = torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
+        positions = torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
+        host = time.perf_counter() - h0
+
+        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.backend.write_kv(layer, slots, k, v)
+            return self.backend.decode_attention(layer, q)
+
+        logits = self.model.forward(input_ids, positions, attn)  # [B, vocab]
+        return logits.argmax(-1)[:, None].tolist(), host
+
+    # ------------------------------------------------------------------ helpers
+    def _new_state(self, r) -> SeqState:
+        seq = Sequence(next(self._seq_ids), list(r.prompt_token_ids))
+        return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len, num_forks=r.num_samples - 1)
+
+    def _check_fits(self, r) -> None:
+        total = len(r.prompt_token_ids) + r.output_len
+        if total > self.config.max_model_len:
+            raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {self.config.max_model_len}")
+        if not _fits_empty(self.backend, total, r.num_samples - 1):
+            raise ConfigError(f"the KV budget of {self.backend.name} cannot hold request {r.request_id} "
+                              f"({total} tokens x {r.num_samples} sample(s)) even when empty")
+
+    def _request_record(self, sts: list[SeqState], arrival: float) -> RequestRecord:
+        times = tuple(tuple(st.token_times) for st in sorted(sts, key=lambda s: s.sample_index))
+        return RequestRecord(
+            request_id=sts[0].request_id, arrival_s=arrival, first_token_s=min(t[0] for t in times),
+            finish_s=max(t[-1] for t in times), num_prompt_tokens=sts[0].num_prompt_tokens,
+            num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
+            num_preemptions=sum(st.num_preemptions for st in sts),
+            num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def _fits_empty(backend: KVCacheBackend, total: int, num_forks: int) -> bool:
+    """Would a sequence of `total` tokens (plus `num_forks` siblings) fit in this backend if it were empty?"""
+    cap = backend.capacity()
+    if "num_pages" in cap:  # paged: one sample must fit; siblings can be preempted and recomputed
+        return -(-total // cap["page_size"]) <= cap["num_pages"]
+    from pabench.backends.contiguous import reservation
+
+    need = reservation(backend.policy, total, cap["max_model_len"])
+    return need * (1 + num_forks) <= cap["num_slots"]

@@ -1,0 +1,59 @@
+"""What one engine run produces: per-request timestamps, per-step samples, counters. Pure data, no torch.
+
+The bench layer (`pabench.metrics`) turns a `RunRecord` into a `Result` with nested `Stats`.
+All times are seconds since the run's start (host clock, taken after device synchronisation on GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pabench.core.memory import MemorySnapshot
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """Timestamps of one request. `token_times_s[i]` lists when sample i produced each output token."""
+
+    request_id: int
+    arrival_s: float
+    first_token_s: float  # first output token of the request (any sample)
+    finish_s: float  # last token of the last sample
+    num_prompt_tokens: int
+    num_output_tokens: int  # summed over samples
+    num_samples: int
+    token_times_s: tuple[tuple[float, ...], ...]  # [num_samples][output_len]
+    num_preemptions: int = 0
+    num_cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache (last admission)
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """One engine step: what ran, how long the host and the device took, and the memory afterwards."""
+
+    time_s: float  # end of the step
+    kind: str  # "prefill" | "decode" | "idle"
+    num_seqs: int  # sequences in this step's batch
+    num_tokens: int  # tokens processed in this step
+    num_running: int  # running sequences after the step
+    num_waiting: int  # arrived requests still waiting after the step
+    host_s: float  # host time spent scheduling + block manager + input preparation
+    step_s: float  # wall time of the whole step (device synchronised)
+    memory: MemorySnapshot
+
+
+@dataclass
+class RunRecord:
+    """Everything one backend's run produced, ready for `pabench.metrics.build_result`."""
+
+    backend: str
+    config: dict[str, Any]  # workload, model, device, dtype, page size, budget, limits, seed, ...
+    requests: list[RequestRecord] = field(default_factory=list)
+    steps: list[StepSample] = field(default_factory=list)
+    wall_s: float = 0.0
+    num_preemptions: int = 0
+    prefix_hit_rate: float = 0.0  # prompt tokens served from cache / prompt tokens queried
+    num_cow_copies: int = 0
+    capacity: dict[str, Any] = field(default_factory=dict)  # what the budget holds: pages, tokens, max-length seqs
+    output_token_ids: dict[int, tuple[tuple[int, ...], ...]] = field(default_factory=dict)  # request -> samples' tokens

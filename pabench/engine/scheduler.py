@@ -1,0 +1,151 @@
+"""`Scheduler`: continuous batching with FCFS admission and preemption by recompute.
+
+Each step is either a prefill (admit waiting sequences while the backend and the limits allow) or a decode of
+every running sequence (vLLM v0's prefill-first policy). When a running sequence cannot grow, the most
+recently admitted one is preempted: its memory is released and it goes back to the head of the queue, to be
+prefilled again later with everything it has generated so far.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from pabench.backends.base import KVCacheBackend
+from pabench.core import Sequence, SequenceStatus
+from pabench.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Batch limits: sequences per step, tokens per prefill step, longest sequence."""
+
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+    max_model_len: int = 2048
+
+    def __post_init__(self) -> None:
+        for f in ("max_num_seqs", "max_batched_tokens", "max_model_len"):
+            if getattr(self, f) <= 0:
+                raise ConfigError(f"{f} must be > 0, got {getattr(self, f)}")
+
+
+@dataclass
+class SeqState:
+    """Engine-side bookkeeping for one sample of one request."""
+
+    seq: Sequence
+    request_id: int
+    sample_index: int
+    num_prompt_tokens: int  # the request's original prompt
+    output_len: int  # tokens this sample must generate
+    num_forks: int = 0  # children to fork right after this sequence's first prefill (parallel sampling)
+    token_times: list[float] = field(default_factory=list)
+    num_preemptions: int = 0
+
+    @property
+    def max_total_tokens(self) -> int:
+        return self.num_prompt_tokens + self.output_len
+
+    @property
+    def num_generated(self) -> int:
+        return self.seq.num_tokens - self.num_prompt_tokens
+
+
+@dataclass(frozen=True)
+class ScheduledStep:
+    kind: str  # "prefill" | "decode"
+    states: list[SeqState]
+    preempted: list[SeqState]
+
+
+class Scheduler:
+    """Decides, each step, which sequences run and which wait; asks the backend about memory."""
+
+    def __init__(self, backend: KVCacheBackend, config: SchedulerConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self.waiting: deque[SeqState] = deque()
+        self.running: list[SeqState] = []  # admission order: the tail is preempted first
+        self.num_preemptions = 0
+
+    def add(self, state: SeqState) -> None:
+        self.waiting.append(state)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> ScheduledStep | None:
+        """Admit what fits (prefill step) or grow every running sequence (decode step)."""
+        batch = self._admit()
+        if batch:
+            self.running.extend(batch)
+            return ScheduledStep("prefill", batch, [])
+        if not self.running:
+            if self.waiting:
+                head = self.waiting[0]
+                raise ConfigError(f"the KV budget cannot hold request {head.request_id} "
+                                  f"({head.seq.num_tokens} tokens now, up to {head.max_total_tokens}) "
+                                  f"even with nothing else running")
+            return None
+        preempted = self._grow_all()
+        return ScheduledStep("decode", list(self.running), preempted)
+
+    def _admit(self) -> list[SeqState]:
+        cfg, batch, num_tokens = self.config, [], 0
+        num_seats = len(self.running)  # sequences running after this step, forks to come included
+        while self.waiting:
+            st = self.waiting[0]
+            if num_seats + 1 + st.num_forks > cfg.max_num_seqs:
+                break
+            if batch and num_tokens + st.seq.num_tokens > cfg.max_batched_tokens:
+                break
+            if not self.backend.can_admit(st.seq, st.max_total_tokens, st.num_forks):
+                break  # strict FCFS: nobody overtakes the head of the queue
+            self.backend.admit(st.seq, st.max_total_tokens)
+            st.seq.status = SequenceStatus.RUNNING
+            self.waiting.popleft()
+            batch.append(st)
+            num_tokens += st.seq.num_tokens
+            num_seats += 1 + st.num_forks
+        return batch
+
+    def _grow_all(self) -> list[SeqState]:
+        preempted: list[SeqState] = []
+        i = 0
+        while i < len(self.running):
+            st = self.running[i]
+            while not self.backend.can_grow(st.seq):
+                victim = self.running.pop()  # the most recently admitted
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is st:
+                    break
+            else:
+                self.backend.grow(st.seq)
+                i += 1
+                continue
+            break  # `st` itself was preempted: it was the last running sequence
+        if preempted and not self.running:
+            raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
+                              f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
+        for victim in preempted:  # victims popped newest first: appendleft restores admission order
+            self.waiting.appendleft(victim)
+        return preempted
+
+    def _preempt(self, st: SeqState) -> None:
+        self.backend.release(st.seq)
+        st.seq.reset_for_recompute()
+        st.num_preemptions += 1
+        self.num_preemptions += 1
+
+    def finish(self, finished: list[SeqState]) -> None:
+        """Retire finished sequences and release their memory at once (one pass over `running`)."""
+        if not finished:
+            return
+        done = {id(st) for st in finished}
+        self.running = [st for st in self.running if id(st) not in done]
+        for st in finished:
+            self.backend.release(st.seq)
+            st.seq.status = SequenceStatus.FINISHED

@@ -1,0 +1,427 @@
+"""Kernel benchmark behind `pabench kernels`: decode attention, paged vs contiguous vs vendor/peer paths.
+
+Every row times one implementation on one case and page size, checks its output once against the torch
+reference, and reports bandwidth as a share of a device-to-device copy measured in the same run.
+torch is imported inside functions so that importing this module (from the CLI) stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.markup import escape
+from rich.table import Table
+
+from pabench.core.errors import ConfigError
+
+CASES = ("a", "b", "c", "d")
+CASE_CHOICES = (*CASES, "custom", "all")
+IMPLS = ("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "flex-paged", "flashinfer-paged",
+         "torch-reference")
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||ref|| for a passing check
+CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # the CPU runs shrunken cases: only the torch paths, for a smoke test
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """A decode batch shape: `batch` sequences of `context` tokens, or lognormal lengths around `context`."""
+
+    batch: int
+    context: int
+    lengths: str = "fixed"  # "fixed" | "lognormal"
+    description: str = ""
+
+
+NAMED_CASES = {
+    "a": CaseSpec(64, 4096, "fixed", "batch 64, every context 4096"),
+    "b": CaseSpec(256, 1024, "lognormal", "batch 256, lognormal lengths, mean ~1008"),
+    "c": CaseSpec(8, 32768, "fixed", "batch 8, context 32768"),
+    "d": CaseSpec(32, 512, "fixed", "batch 32, context 512 (launch-bound)"),
+}
+
+
+@dataclass(frozen=True)
+class KernelBenchConfig:
+    """What `pabench kernels` measures. Options of the CLI map 1:1 onto these fields."""
+
+    case: str = "all"
+    batch: int = 16  # custom case only
+    context: int = 2048  # custom case only
+    lengths: str = "fixed"  # custom case only: "fixed" | "lognormal"
+    page_sizes: tuple[int, ...] | None = None  # None: 16 for named cases, (8, 16, 32, 64, 128) for custom
+    num_q_heads: int = 32
+    num_kv_heads: int = 8
+    head_dim: int = 128
+    dtype: str = "bf16"
+    impls: tuple[str, ...] = ()  # () = every implementation available on the device
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.case not in CASE_CHOICES:
+            raise ConfigError(f"case must be one of {CASE_CHOICES}, got {self.case!r}")
+        if self.lengths not in ("fixed", "lognormal"):
+            raise ConfigError(f"lengths must be 'fixed' or 'lognormal', got {self.lengths!r}")
+        if self.batch < 1 or self.context < 1:
+            raise ConfigError(f"batch and context must be >= 1, got {self.batch}, {self.context}")
+        for ps in self.page_sizes or ():
+            if ps < 1 or ps > 256 or ps & (ps - 1):
+                raise ConfigError(f"page sizes must be powers of two in [1, 256], got {ps}")
+        if self.num_kv_heads < 1 or self.num_q_heads % self.num_kv_heads:
+            raise ConfigError(f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.head_dim < 1 or self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {tuple(DTYPES)} and head_dim >= 1")
+        unknown = set(self.impls) - set(IMPLS)
+        if unknown:
+            raise ConfigError(f"unknown impls {sorted(unknown)}; choose from {IMPLS}")
+        if self.warmup_ms < 0 or self.rep_ms <= 0:
+            raise ConfigError("warmup_ms must be >= 0 and rep_ms > 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    def cases(self) -> dict[str, CaseSpec]:
+        """The cases this config runs, by name."""
+        if self.case == "custom":
+            return {"custom": CaseSpec(self.batch, self.context, self.lengths, "custom")}
+        names = CASES if self.case == "all" else (self.case,)
+        return {name: NAMED_CASES[name] for name in names}
+
+    def resolved_page_sizes(self) -> tuple[int, ...]:
+        """Page sizes to sweep: the given ones, else 16 for named cases and (8, ..., 128) for custom."""
+        if self.page_sizes:
+            return tuple(self.page_sizes)
+        return (8, 16, 32, 64, 128) if self.case == "custom" else (16,)
+
+
+def case_lengths(spec: CaseSpec, seed: int = 0) -> list[int]:
+    """Sequence lengths of a case: all equal, or lognormal(ln(context) - 0.5, 1) clipped to [16, 8 * context]."""
+    if spec.lengths == "fixed":
+        return [spec.context] * spec.batch
+    import numpy as np
+
+    raw = np.random.default_rng(seed).lognormal(mean=math.log(spec.context) - 0.5, sigma=1.0, size=spec.batch)
+    return [int(n) for n in np.clip(np.rint(raw), 16, 8 * spec.context)]
+
+
+def shrink_for_cpu(spec: CaseSpec, lens: list[int]) -> tuple[list[int], str]:
+    """Scale a case down for a CPU run; returns the lengths and a note saying what changed ('' if nothing)."""
+    scale = min(1.0, CPU_MAX_CONTEXT / max(lens))
+    small = [max(1, round(n * scale)) for n in lens[:CPU_MAX_BATCH]]
+    if small == lens:
+        return lens, ""
+    return small, f"CPU run shrunk: batch {len(lens)}->{len(small)}, max context {max(lens)}->{max(small)}"
+
+
+@dataclass
+class DecodeData:
+    """One decode batch stored both ways: a packed contiguous slab and (per page size) a shuffled page pool."""
+
+    lens: list[int]
+    q: Any  # [batch, num_q_heads, head_dim]
+    k_slab: Any  # [num_slots, num_kv_heads, head_dim]
+    v_slab: Any
+    seq_starts: Any  # int32 [batch]
+    seq_lens: Any  # int32 [batch]
+    generator: Any = field(repr=False, default=None)
+
+
+def make_decode_data(lens: list[int], num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: Any, device: Any,
+                     seed: int = 0) -> DecodeData:
+    """Random (never zero) q and K/V; sequence b's tokens are slab rows seq_starts[b] ... (packed, in order)."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    num_slots = sum(lens)
+    starts = [0]
+    for n in lens[:-1]:
+        starts.append(starts[-1] + n)
+    kw = dict(device=device, generator=gen)
+    q = torch.randn(len(lens), num_q_heads, head_dim, **kw).to(dtype)  # [batch, Hq, D]
+    k_slab = torch.randn(num_slots, num_kv_heads, head_dim, **kw).to(dtype)  # [num_slots, Hkv, D]
+    v_slab = torch.randn(num_slots, num_kv_heads, head_dim, **kw).to(dtype)  # [num_slots, Hkv, D]
+    as_int = dict(device=device, dtype=torch.int32)
+    return DecodeData(lens, q, k_slab, v_slab, torch.tensor(starts, **as_int), torch.tensor(lens, **as_int), gen)
+
+
+def paginate(data: DecodeData, page_size: int) -> tuple[Any, Any, Any]:
+    """The same K/V in a page pool with a random permutation of pages; unused table entries hold garbage ids."""
+    import torch
+
+    device = data.k_slab.device
+    num_used = [-(-n // page_size) for n in data.lens]
+    num_pages, width = sum(num_used), max(num_used)
+    perm = torch.randperm(num_pages, device=device, generator=data.generator)  # [num_pages]
+    table = torch.randint(10**6, 2 * 10**6, (len(data.lens), width), device=device, dtype=torch.int32,
+                          generator=data.generator)  # [batch, width] garbage past each sequence's pages
+    shape = (num_pages, page_size) + tuple(data.k_slab.shape[1:])
+    k_cache = torch.randn(shape, device=device, generator=data.generator).to(data.k_slab.dtype)  # tails: noise
+    v_cache = torch.randn(shape, device=device, generator=data.generator).to(data.k_slab.dtype)
+    first = 0
+    for b, (start, n, used) in enumerate(zip(data.seq_starts.tolist(), data.lens, num_used)):
+        pages = perm[first : first + used]  # [used]
+        table[b, :used] = pages.to(torch.int32)
+        slots = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()[:n]  # [n]
+        k_cache.view(-1, *shape[2:])[slots] = data.k_slab[start : start + n]
+        v_cache.view(-1, *shape[2:])[slots] = data.v_slab[start : start + n]
+        first += used
+    return k_cache, v_cache, table
+
+
+def pad_slab(data: DecodeData) -> tuple[Any, Any]:
+    """The slab as a padded [batch, max_len, Hkv, D] tensor pair (what vendor SDPA wants); padding is noise."""
+    import torch
+
+    batch, max_len = len(data.lens), max(data.lens)
+    shape = (batch, max_len) + tuple(data.k_slab.shape[1:])
+    k_pad = torch.randn(shape, device=data.k_slab.device, generator=data.generator).to(data.k_slab.dtype)
+    v_pad = torch.randn(shape, device=data.k_slab.device, generator=data.generator).to(data.k_slab.dtype)
+    for b, (start, n) in enumerate(zip(data.seq_starts.tolist(), data.lens)):
+        k_pad[b, :n] = data.k_slab[start : start + n]
+        v_pad[b, :n] = data.v_slab[start : start + n]
+    return k_pad, v_pad
+
+
+def time_us(fn: Callable[[], Any], device: Any, warmup_ms: float, rep_ms: float) -> tuple[float, float, float]:
+    """(median, p10, p90) of fn's run time in microseconds: CUDA events via do_bench, else perf_counter."""
+    if device.type == "cuda":
+        import triton.testing
+
+        p10, p50, p90 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.1, 0.5, 0.9])
+        return p50 * 1e3, p10 * 1e3, p90 * 1e3
+    import numpy as np
+
+    deadline = time.perf_counter() + warmup_ms / 1e3
+    fn()
+    while time.perf_counter() < deadline:
+        fn()
+    samples: list[float] = []
+    deadline = time.perf_counter() + rep_ms / 1e3
+    while len(samples) < 3 or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    p10, p50, p90 = np.percentile(samples, [10, 50, 90])
+    return float(p50), float(p10), float(p90)
+
+
+def copy_bandwidth_gbps(device: Any, warmup_ms: float, rep_ms: float) -> float:
+    """Device-to-device copy of a large buffer, counting bytes read plus bytes written, in GB/s."""
+    import torch
+
+    nbytes = 1 << 30 if device.type == "cuda" else 1 << 26
+    src = torch.ones(nbytes // 2, device=device, dtype=torch.float16)
+    dst = torch.empty_like(src)
+    median_us, _, _ = time_us(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
+    return 2 * nbytes / (median_us * 1e-6) / 1e9
+
+
+def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: Any) -> dict[str, Any]:
+    """Per impl, a zero-argument callable for one page size (setup such as FlexAttention's mask done here),
+    or the exception its setup raised."""
+    from pabench.kernels import (contiguous_decode_attention, flashinfer_available, flex_available, flex_paged_decode,
+                                 gather_sdpa_decode, paged_decode_attention, paged_decode_reference)
+
+    k_cache, v_cache, table = paginate(data, page_size)
+    q, lens = data.q, data.seq_lens
+    lens_cpu = lens.cpu()
+    makers: dict[str, Callable[[], Callable[[], Any]]] = {
+        "triton-paged": lambda: lambda: paged_decode_attention(q, k_cache, v_cache, table, lens, impl="triton",
+                                                               check_values=False),
+        "triton-contiguous": lambda: lambda: contiguous_decode_attention(
+            q, data.k_slab, data.v_slab, data.seq_starts, lens, impl="triton", check_values=False),
+        "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu)[0],
+        "flex-paged": lambda: flex_paged_decode(q, k_cache, v_cache, table, lens),
+        "flashinfer-paged": lambda: flashinfer_paged_decode_runner(q, k_cache, v_cache, table, lens),
+        "torch-reference": lambda: lambda: paged_decode_reference(q, k_cache, v_cache, table, lens),
+    }
+    available = {"flex-paged": flex_available(), "flashinfer-paged": flashinfer_available()}
+    runners: dict[str, Any] = {}
+    for impl in impls:
+        if impl not in makers or not available.get(impl, True):
+            continue
+        try:
+            runners[impl] = makers[impl]()
+        except Exception as err:  # noqa: BLE001 - a peer that cannot set up is a visible row, not a crash
+            runners[impl] = err
+    return runners
+
+
+def flashinfer_paged_decode_runner(*args: Any) -> Callable[[], Any]:
+    from pabench.kernels.sdpa import flashinfer_paged_decode
+
+    return flashinfer_paged_decode(*args)
+
+
+def default_impls(device: Any) -> tuple[str, ...]:
+    """Every implementation that runs on the device (on a CPU: the torch paths only)."""
+    if device.type != "cuda":
+        return ("torch-reference", "torch-sdpa", "gather+sdpa")
+    from pabench.kernels import flashinfer_available
+
+    return tuple(i for i in IMPLS if i != "torch-reference" and (i != "flashinfer-paged" or flashinfer_available()))
+
+
+def _environment(device: Any) -> dict[str, str]:
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:  # pragma: no cover - triton ships with CUDA torch on Linux
+        triton_version = "none"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device_name": name, "torch": torch.__version__, "triton": triton_version}
+
+
+def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Time every (case, impl, page size); one dict per row. A failed check or a crashed impl is a visible row."""
+    import torch
+
+    from pabench.kernels import contiguous_decode_reference, sdpa_decode_attention
+
+    say = progress or (lambda message: None)
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device")
+    device = torch.device("cuda" if use_cuda else "cpu")
+    dtype = getattr(torch, DTYPES[cfg.dtype])
+    impls = cfg.impls or default_impls(device)
+    env = _environment(device)
+    say(f"measuring copy bandwidth on {env['device_name']}")
+    copy_bw = copy_bandwidth_gbps(device, cfg.warmup_ms, cfg.rep_ms)
+    rows: list[dict] = []
+    for case, spec in cfg.cases().items():
+        lens = case_lengths(spec, cfg.seed)
+        note = ""
+        if device.type != "cuda":
+            lens, note = shrink_for_cpu(spec, lens)
+        data = make_decode_data(lens, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, dtype, device, cfg.seed)
+        ref = contiguous_decode_reference(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens).float()
+        elem = torch.finfo(dtype).bits // 8
+        base = {"case": case, "batch": len(lens), "mean_context": sum(lens) / len(lens), "dtype": cfg.dtype,
+                "kv_bytes": 2 * sum(lens) * cfg.num_kv_heads * cfg.head_dim * elem, "copy_bw_gbps": copy_bw,
+                "note": note, **env}
+        jobs: list[tuple[str, int | None, Callable[[], Callable[[], Any]]]] = []
+        if "torch-sdpa" in impls:
+            jobs.append(("torch-sdpa", None, lambda: _sdpa_runner(sdpa_decode_attention, data)))
+        for ps in cfg.resolved_page_sizes():
+            paged = tuple(i for i in impls if i != "torch-sdpa")
+            jobs.append(("", ps, lambda ps=ps, paged=paged: _runners(paged, data, ps, device)))
+        for label, ps, setup in jobs:
+            say(f"case {case}: {label or 'page size'} {ps or ''}")
+            try:
+                runners = setup()
+                runners = runners if isinstance(runners, dict) else {label: runners}
+            except Exception as err:  # noqa: BLE001 - a peer that cannot even set up is reported, not fatal
+                rows.append({**base, "impl": label or "setup", "page_size": ps, "check": "ERROR", "error": _short(err)})
+                continue
+            for impl, fn in runners.items():
+                if isinstance(fn, BaseException):
+                    rows.append({**base, "impl": impl, "page_size": ps, "check": "ERROR", "error": _short(fn)})
+                    continue
+                rows.append({**base, "page_size": ps, **_measure(impl, fn, ref, cfg, device, copy_bw, base)})
+        _add_ratios([r for r in rows if r["case"] == case])
+        del data, ref
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _sdpa_runner(sdpa: Callable, data: DecodeData) -> dict[str, Callable[[], Any]]:
+    k_pad, v_pad = pad_slab(data)
+    lens_cpu = data.seq_lens.cpu()
+    _, backend = sdpa(data.q, k_pad, v_pad, lens_cpu)
+    return {f"torch-sdpa[{backend}]": lambda: sdpa(data.q, k_pad, v_pad, lens_cpu)[0]}
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _measure(impl: str, fn: Callable[[], Any], ref: Any, cfg: KernelBenchConfig, device: Any, copy_bw: float,
+             base: dict) -> dict:
+    """Check fn's output once against the reference, then time it."""
+    import torch
+
+    row: dict[str, Any] = {"impl": impl}
+    try:
+        out = fn().float()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        err = float((out - ref).norm() / ref.norm())
+        row["rel_err"] = err
+        row["check"] = "ok" if err <= TOLERANCE[cfg.dtype] else "FAIL"  # NaN fails too
+        median, p10, p90 = time_us(fn, device, cfg.warmup_ms, cfg.rep_ms)
+    except Exception as exc:  # noqa: BLE001 - keep the other rows; this one says what broke
+        row["check"] = "ERROR"
+        row["error"] = _short(exc)
+        return row
+    gbps = base["kv_bytes"] / (median * 1e-6) / 1e9
+    row.update(median_us=median, p10_us=p10, p90_us=p90, gbps=gbps, pct_of_copy_bw=100 * gbps / copy_bw)
+    return row
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """paged_over_contiguous on triton-paged rows: its time over triton-contiguous's, same case and page size
+    (the contiguous kernel ignores the page size; measuring it beside each paged row keeps the pair adjacent)."""
+    contiguous = {r["page_size"]: r["median_us"] for r in rows if r["impl"] == "triton-contiguous" and "median_us" in r}
+    for row in rows:
+        if row["impl"] == "triton-paged" and "median_us" in row and row["page_size"] in contiguous:
+            row["paged_over_contiguous"] = row["median_us"] / contiguous[row["page_size"]]
+
+
+def kernel_table(rows: list[dict]) -> Table:
+    """Rich table, one line per row, hyperfine-like timing columns."""
+    table = Table(title="decode attention kernels")
+    columns = [("case", "case", "{}"), ("impl", "impl", "{}"), ("page", "page_size", "{}"), ("batch", "batch", "{}"),
+               ("ctx", "mean_context", "{:.0f}"), ("median µs", "median_us", "{:.1f}"), ("p10", "p10_us", "{:.1f}"),
+               ("p90", "p90_us", "{:.1f}"), ("GB/s", "gbps", "{:.0f}"), ("% copy", "pct_of_copy_bw", "{:.1f}"),
+               ("paged/contig", "paged_over_contiguous", "{:.3f}"), ("rel err", "rel_err", "{:.1e}"),
+               ("check", "check", "{}")]
+    for title, _, _ in columns:
+        table.add_column(title, justify="left" if title in ("case", "impl", "check") else "right")
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else escape(fmt.format(value)))
+        if row.get("error"):
+            cells[-1] = f"[red]{row.get('check', 'ERROR')}: {escape(row['error'][:60])}[/red]"
+        elif row.get("check") == "FAIL":
+            cells[-1] = "[red]FAIL[/red]"
+        table.add_row(*cells)
+    return table
+
+
+def kernel_summary(rows: list[dict]) -> list[str]:
+    """Closing lines: triton-paged's share of copy bandwidth per case, paged/contiguous, and peers' speed."""
+    lines = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        case_rows = [r for r in rows if r["case"] == case and "median_us" in r]
+        paged = [r for r in case_rows if r["impl"] == "triton-paged"]
+        for row in paged:
+            ratio = row.get("paged_over_contiguous")
+            text = f"({case}) page {row['page_size']}: triton-paged reaches {row['pct_of_copy_bw']:.1f}% of copy bandwidth"
+            lines.append(text + (f"; paged/contiguous = {ratio:.3f}" if ratio else ""))
+        if paged:
+            mine = min(r["median_us"] for r in paged)
+            for peer in (r for r in case_rows if r["impl"] not in ("triton-paged", "triton-contiguous")):
+                speed = peer["median_us"] / mine
+                lines.append(f"({case}) triton-paged (best page size) is {max(speed, 1 / speed):.2f}x "
+                             f"{'faster' if speed >= 1 else 'slower'} than {peer['impl']}"
+                             + (f" at page {peer['page_size']}" if peer.get("page_size") else ""))
+        if not paged and case_rows:
+            best = min(case_rows, key=lambda r: r["median_us"])
+            lines.append(f"({case}) fastest: {best['impl']} at {best['median_us']:.1f} µs")
+    lines += [f"({r['case']}) {r['impl']} page {r.get('page_size')}: {r.get('check', 'ERROR')} "
+              f"{r.get('error', '')}".rstrip() for r in rows if r.get("check") in ("FAIL", "ERROR") or r.get("error")]
+    lines += sorted({r["note"] for r in rows if r.get("note")})
+    return lines

@@ -1,0 +1,29 @@
+"""Attention kernels for decode over a paged or contiguous KV cache, the KV write, and vendor/peer paths.
+
+`impl="auto"` runs Triton on CUDA and the torch reference elsewhere; `impl="triton"` also runs on the CPU
+under TRITON_INTERPRET=1 (slow, for tests).
+"""
+
+from pabench.kernels.decode import (DecodeConfig, choose_decode_config, contiguous_decode_attention,
+                                    paged_decode_attention)
+from pabench.kernels.kv_write import write_kv
+from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference, write_kv_reference
+from pabench.kernels.sdpa import (flashinfer_available, flex_available, flex_paged_decode, gather_sdpa_decode,
+                                  prefill_attention, sdpa_decode_attention)
+
+__all__ = [
+    "DecodeConfig",
+    "choose_decode_config",
+    "contiguous_decode_attention",
+    "contiguous_decode_reference",
+    "flashinfer_available",
+    "flex_available",
+    "flex_paged_decode",
+    "gather_sdpa_decode",
+    "paged_decode_attention",
+    "paged_decode_reference",
+    "prefill_attention",
+    "sdpa_decode_attention",
+    "write_kv",
+    "write_kv_reference",
+]

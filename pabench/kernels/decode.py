@@ -1,0 +1,307 @@
+"""Split-K ("flash-decoding") Triton decode attention over a paged cache or a contiguous slab.
+
+One kernel serves both layouts (`PAGED` constexpr: page-table lookup vs direct addressing), so their
+time ratio isolates what the page-table indirection costs. The work is cut into fixed-size KV chunks
+spread over all sequences (not one program per sequence): the chunk size is computed on device from
+sum(seq_lens), so a batch of very different lengths still gives every SM about the same work.
+
+Reference: `pabench.kernels.reference.paged_decode_reference` (gather, then fp32 softmax).
+Bytes moved: 2 * sum(seq_lens) * num_kv_heads * head_dim * elem for K and V, plus fp32 partials
+(num_chunks * num_q_heads * (head_dim + 1) * 4, written once and read once, mostly from L2).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from pabench.core.errors import ConfigError
+from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
+                                    check_triton_decode, resolve_impl)
+from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference
+
+LOG2E = 1.4426950408889634
+POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
+
+
+@triton.jit
+def _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per-sequence chunk counts and their running sum; every program recomputes it (B lanes, no launch)."""
+    offs_b = tl.arange(0, BLOCK_B)
+    lens = tl.load(lens_ptr + offs_b, mask=offs_b < batch, other=0)  # [BLOCK_B]
+    total = tl.sum(lens, axis=0)
+    chunk = tl.cdiv(tl.cdiv(total, target_chunks), BLOCK_N) * BLOCK_N  # tokens per chunk, multiple of BLOCK_N
+    num_chunks = tl.cdiv(lens, chunk)  # [BLOCK_B], 0 on padding lanes
+    ends = tl.cumsum(num_chunks, axis=0)  # [BLOCK_B] first chunk id past each sequence
+    return offs_b, chunk, num_chunks, ends
+
+
+@triton.jit
+def _decode_chunk_kernel(
+    # inputs: q [B, Hq, D]; k/v cache [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [B, pages] or starts [B]
+    q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
+    # outputs: fp32 partials, normalized, per (chunk, q head): out [C, Hq, D], log2-sum-exp lse [C, Hq]
+    part_out_ptr, part_lse_ptr,
+    # runtime scalars
+    batch, target_chunks, sm_scale_log2,
+    # strides, in elements (head_dim is contiguous everywhere)
+    stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_tb,
+    stride_oc, stride_oh, stride_lc,
+    # compile-time shape and tiling
+    NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    PAGED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+):
+    """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it."""
+    pid = tl.program_id(0)
+    chunk_id = pid // NUM_KV_HEADS
+    kv_head = pid % NUM_KV_HEADS
+    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B, BLOCK_N)
+    if chunk_id < tl.sum(num_chunks, axis=0):  # the grid is an upper bound; surplus programs do nothing
+        seq = tl.sum((ends <= chunk_id).to(tl.int32), axis=0)  # the sequence owning this chunk
+        first_chunk = tl.sum(tl.where(offs_b == seq, ends - num_chunks, 0), axis=0)
+        seq_len = tl.load(lens_ptr + seq)
+        start = (chunk_id - first_chunk) * chunk
+        end = tl.minimum(start + chunk, seq_len)
+
+        offs_h = tl.arange(0, BLOCK_H)  # query heads of the group, padded to >= 16 rows for tl.dot
+        offs_d = tl.arange(0, HEAD_DIM)
+        offs_n = tl.arange(0, BLOCK_N)
+        q_heads = kv_head * GROUP + offs_h  # [BLOCK_H]
+        h_mask = offs_h < GROUP
+        q = tl.load(q_ptr + seq * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=h_mask[:, None], other=0.0)  # [BLOCK_H, HEAD_DIM]
+        if DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
+            q = q.to(tl.float32)
+        k_base = k_ptr + kv_head * stride_kh
+        v_base = v_ptr + kv_head * stride_vh
+        if not PAGED:
+            seq_start = tl.load(table_ptr + seq).to(tl.int64)
+
+        m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running max (log2 domain)
+        l_i = tl.zeros([BLOCK_H], tl.float32)  # running sum of exp2
+        acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+        for tile in range(start, end, BLOCK_N):
+            tok = tile + offs_n  # [BLOCK_N] logical positions
+            tok_mask = tok < end
+            if PAGED:
+                page = tl.load(table_ptr + seq * stride_tb + tok // PAGE_SIZE, mask=tok_mask, other=0).to(tl.int64)
+                slot_in_page = tok % PAGE_SIZE
+                k_rows = page * stride_kp + slot_in_page * stride_ks  # [BLOCK_N]
+                v_rows = page * stride_vp + slot_in_page * stride_vs
+            else:
+                k_rows = (seq_start + tok) * stride_ks
+                v_rows = (seq_start + tok) * stride_vs
+            k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+            if DOT_UPCAST:
+                k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [BLOCK_H, BLOCK_N]
+            s = tl.where(tok_mask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])  # [BLOCK_H, BLOCK_N]
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+            if DOT_UPCAST:
+                v = v.to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            m_i = m_new
+
+        out_ptrs = part_out_ptr + chunk_id * stride_oc + q_heads[:, None] * stride_oh + offs_d[None, :]
+        tl.store(out_ptrs, acc / l_i[:, None], mask=h_mask[:, None])
+        tl.store(part_lse_ptr + chunk_id * stride_lc + q_heads, m_i + tl.log2(l_i), mask=h_mask)
+
+
+@triton.jit
+def _merge_kernel(
+    # inputs: partials from _decode_chunk_kernel, seq_lens [B]; output out [B, Hq, D] in q's dtype
+    part_out_ptr, part_lse_ptr, lens_ptr, out_ptr,
+    batch, target_chunks,
+    stride_oc, stride_oh, stride_lc, stride_ob, stride_oh_final,
+    HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """One program = one (sequence, query head): softmax-weighted sum of its chunks' partial outputs."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B, BLOCK_N)
+    n = tl.sum(tl.where(offs_b == seq, num_chunks, 0), axis=0)
+    first = tl.sum(tl.where(offs_b == seq, ends, 0), axis=0) - n
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m = float("-inf")
+    total = 0.0
+    acc = tl.zeros([HEAD_DIM], tl.float32)
+    for c0 in range(0, n, BLOCK_C):
+        c = first + c0 + offs_c  # [BLOCK_C] chunk ids
+        c_mask = c0 + offs_c < n
+        lse = tl.load(part_lse_ptr + c * stride_lc + head, mask=c_mask, other=float("-inf"))  # [BLOCK_C]
+        o = tl.load(part_out_ptr + c[:, None] * stride_oc + head * stride_oh + offs_d[None, :],
+                    mask=c_mask[:, None], other=0.0)  # [BLOCK_C, HEAD_DIM]
+        m_new = tl.maximum(m, tl.max(lse, axis=0))
+        alpha = tl.exp2(m - m_new)
+        w = tl.exp2(lse - m_new)  # [BLOCK_C], 0 on masked lanes
+        total = total * alpha + tl.sum(w, axis=0)
+        acc = acc * alpha + tl.sum(w[:, None] * o, axis=0)
+        m = m_new
+    out = acc / total
+    tl.store(out_ptr + seq * stride_ob + head * stride_oh_final + offs_d, out.to(out_ptr.dtype.element_ty))
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Tiling of the decode kernels. `items_per_sm` sets how many (chunk, KV head) items the work is cut into."""
+
+    block_n: int = 64  # KV tokens per tile
+    num_warps: int = 4
+    num_stages: int = 2
+    items_per_sm: int = 16  # target work items per SM; the chunk size follows from sum(seq_lens) on device
+    merge_block: int = 16  # partials merged per step
+    merge_warps: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ConfigError(f"DecodeConfig.{name} must be a power of two, got {value}")
+        if self.block_n < 16 or self.merge_block < 2:
+            raise ConfigError("DecodeConfig needs block_n >= 16 and merge_block >= 2")
+        if self.num_stages < 1 or self.items_per_sm < 1:
+            raise ConfigError("DecodeConfig needs num_stages >= 1 and items_per_sm >= 1")
+
+
+@functools.lru_cache(maxsize=8)
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 2 for the CPU interpreter (keeps test grids small)."""
+    if device.type != "cuda":
+        return 2
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
+    """A small shape-keyed heuristic (tuned on an H200, see benchmarks/KERNEL_NOTES.md)."""
+    block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]
+    if dtype == torch.float32:
+        block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
+    return DecodeConfig(block_n=block_n)
+
+
+def _launch_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, seq_lens: torch.Tensor,
+    shape: DecodeShape, scale: float, paged: bool, config: DecodeConfig | None, out: torch.Tensor | None,
+) -> torch.Tensor:
+    """Allocate partials, launch the chunk kernel over an upper-bound grid, then the merge kernel."""
+    config = config or choose_decode_config(shape, q.dtype)
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    target_chunks = max(1, -(-num_sms(q.device) * config.items_per_sm // shape.num_kv_heads))
+    max_chunks = target_chunks + shape.batch  # sum(ceil(len/chunk)) <= sum(len)/chunk + batch
+    alloc = torch.full if POISON_SCRATCH else torch.empty
+    fill = (float("nan"),) if POISON_SCRATCH else ()
+    part_out = alloc((max_chunks, shape.num_q_heads, shape.head_dim), *fill, device=q.device, dtype=torch.float32)
+    part_lse = alloc((max_chunks, shape.num_q_heads), *fill, device=q.device, dtype=torch.float32)
+    out = torch.empty_like(q) if out is None else out  # [batch, num_q_heads, head_dim]
+    block_b = max(64, triton.next_power_of_2(shape.batch))  # few distinct values: fewer recompiles
+    if paged:  # k/v [num_pages, page_size, Hkv, D]
+        stride_kp, stride_ks, stride_kh = k.stride(0), k.stride(1), k.stride(2)
+        stride_vp, stride_vs, stride_vh = v.stride(0), v.stride(1), v.stride(2)
+        stride_tb = table.stride(0)
+    else:  # k/v [num_slots, Hkv, D]
+        stride_kp, stride_ks, stride_kh = 0, k.stride(0), k.stride(1)
+        stride_vp, stride_vs, stride_vh = 0, v.stride(0), v.stride(1)
+        stride_tb = 0
+    _decode_chunk_kernel[(max_chunks * shape.num_kv_heads,)](
+        q, k, v, table, seq_lens, part_out, part_lse,
+        shape.batch, target_chunks, scale * LOG2E,
+        stride_qb=q.stride(0), stride_qh=q.stride(1),
+        stride_kp=stride_kp, stride_ks=stride_ks, stride_kh=stride_kh,
+        stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
+        stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
+        NUM_KV_HEADS=shape.num_kv_heads, GROUP=shape.group, HEAD_DIM=shape.head_dim, PAGE_SIZE=shape.page_size,
+        PAGED=paged, BLOCK_B=block_b, BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
+        BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    _merge_kernel[(shape.batch, shape.num_q_heads)](
+        part_out, part_lse, seq_lens, out,
+        shape.batch, target_chunks,
+        stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
+        stride_ob=out.stride(0), stride_oh_final=out.stride(1),
+        HEAD_DIM=shape.head_dim, BLOCK_B=block_b, BLOCK_N=config.block_n, BLOCK_C=config.merge_block,
+        num_warps=config.merge_warps,
+    )
+    return out
+
+
+def _check_out(out: torch.Tensor | None, q: torch.Tensor) -> None:
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or out.device != q.device):
+        raise ConfigError(f"out must match q ({tuple(q.shape)}, {q.dtype}, {q.device}), got "
+                          f"{tuple(out.shape)}, {out.dtype}, {out.device}")
+
+
+def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    """Copy a torch-path result into `out` when the caller gave one."""
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
+
+
+def _triton_allowed(impl: str, shape: DecodeShape, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Resolved impl "triton" runs Triton; "auto" also falls back to torch where the kernel has limits."""
+    try:
+        check_triton_decode(shape, k, v)
+    except ConfigError:
+        if impl == "auto":
+            return False
+        raise
+    return True
+
+
+def paged_decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor,
+    *, scale: float | None = None, impl: str = "auto", check_values: bool = True, config: DecodeConfig | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode attention, one new token per sequence, over a paged KV cache. Returns [batch, num_q_heads, head_dim].
+
+    check_values=False skips the length/page-id checks (they sync a GPU); config overrides the tiling heuristic;
+    out (like q) receives the result of the Triton path instead of a fresh tensor.
+    """
+    # q [batch, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; page_table [batch, pages]; seq_lens [batch]
+    shape = check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, paged=True)
+    _check_out(out, q)
+    resolved = resolve_impl(impl, q.device)
+    if check_values:
+        check_paged_values(seq_lens, page_table, shape.page_size, k_cache.shape[0])
+    scale = shape.head_dim**-0.5 if scale is None else float(scale)
+    if resolved == "triton" and _triton_allowed(impl, shape, k_cache, v_cache):
+        return _launch_decode(q, k_cache, v_cache, page_table, seq_lens, shape, scale, True, config, out)
+    return _into(out, paged_decode_reference(q, k_cache, v_cache, page_table, seq_lens, scale))
+
+
+def contiguous_decode_attention(
+    q: torch.Tensor, k_slab: torch.Tensor, v_slab: torch.Tensor, seq_starts: torch.Tensor, seq_lens: torch.Tensor,
+    *, scale: float | None = None, impl: str = "auto", check_values: bool = True, config: DecodeConfig | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode attention where sequence b's tokens are rows seq_starts[b] .. seq_starts[b] + seq_lens[b] - 1.
+
+    Keyword arguments as in `paged_decode_attention`.
+    """
+    # q [batch, Hq, D]; k_slab/v_slab [num_slots, Hkv, D]; seq_starts, seq_lens [batch]
+    shape = check_decode_inputs(q, k_slab, v_slab, seq_starts, seq_lens, paged=False)
+    _check_out(out, q)
+    resolved = resolve_impl(impl, q.device)
+    if check_values:
+        check_contiguous_values(seq_lens, seq_starts, k_slab.shape[0])
+    scale = shape.head_dim**-0.5 if scale is None else float(scale)
+    if resolved == "triton" and _triton_allowed(impl, shape, k_slab, v_slab):
+        return _launch_decode(q, k_slab, v_slab, seq_starts, seq_lens, shape, scale, False, config, out)
+    return _into(out, contiguous_decode_reference(q, k_slab, v_slab, seq_starts, seq_lens, scale))
+
+
+__all__ = ["DecodeConfig", "choose_decode_config", "contiguous_decode_attention", "paged_decode_attention"]

@@ -1,0 +1,78 @@
+"""Torch reference attention for decode (paged and contiguous) and the KV write, in plain indexing.
+
+These are the ground truth the Triton kernels are tested against, so they share no code with them:
+gather each sequence's K/V with ordinary indexing, then softmax in fp32. They loop over the batch
+(clear, not fast) and double as the `impl="torch"` path on machines without a GPU.
+
+Bytes each must move (the floor any implementation shares), per call, with e = bytes per element:
+  decode:   read  2 * sum(seq_lens) * num_kv_heads * head_dim * e   (K and V of every live token)
+            + q and out: 2 * batch * num_q_heads * head_dim * e      (negligible next to the KV)
+  write_kv: read and write 2 * num_tokens * num_kv_heads * head_dim * e each
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """One sequence's decode attention in fp32. q [Hq, D], k/v [n, Hkv, D] -> [Hq, D] (fp32)."""
+    num_kv_heads, head_dim = k.shape[1], k.shape[2]
+    qg = q.float().view(num_kv_heads, -1, head_dim)  # [Hkv, group, D]: query heads sharing one KV head
+    scores = torch.einsum("kgd,nkd->kgn", qg, k.float()) * scale  # [Hkv, group, n]
+    probs = torch.softmax(scores, dim=-1)  # [Hkv, group, n]
+    return torch.einsum("kgn,nkd->kgd", probs, v.float()).reshape(q.shape)  # [Hq, D]
+
+
+def paged_decode_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Decode attention over a paged cache: token p of sequence b is at page page_table[b, p // page_size]."""
+    # q [batch, num_q_heads, head_dim]; k_cache/v_cache [num_pages, page_size, num_kv_heads, head_dim]
+    page_size, head_dim = k_cache.shape[1], q.shape[-1]
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.empty_like(q)  # [batch, num_q_heads, head_dim]
+    for b, n in enumerate(seq_lens.tolist()):
+        num_pages = -(-n // page_size)
+        page_ids = page_table[b, :num_pages].long()  # [num_pages]
+        k = k_cache[page_ids].flatten(0, 1)[:n]  # [n, num_kv_heads, head_dim]
+        v = v_cache[page_ids].flatten(0, 1)[:n]  # [n, num_kv_heads, head_dim]
+        out[b] = _attend_one(q[b], k, v, scale).to(q.dtype)
+    return out
+
+
+def contiguous_decode_reference(
+    q: torch.Tensor,
+    k_slab: torch.Tensor,
+    v_slab: torch.Tensor,
+    seq_starts: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Decode attention over a slab: token p of sequence b is at row seq_starts[b] + p."""
+    # q [batch, num_q_heads, head_dim]; k_slab/v_slab [num_slots, num_kv_heads, head_dim]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out = torch.empty_like(q)  # [batch, num_q_heads, head_dim]
+    for b, (start, n) in enumerate(zip(seq_starts.tolist(), seq_lens.tolist())):
+        k = k_slab[start : start + n]  # [n, num_kv_heads, head_dim]
+        v = v_slab[start : start + n]  # [n, num_kv_heads, head_dim]
+        out[b] = _attend_one(q[b], k, v, scale).to(q.dtype)
+    return out
+
+
+def write_kv_reference(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """Scatter k, v [num_tokens, H, D] to rows slot_mapping [num_tokens] of the caches, in place."""
+    slots = slot_mapping.long()  # [num_tokens]
+    for cache, new in ((k_cache, k), (v_cache, v)):
+        if cache.dim() == 3:
+            cache.index_copy_(0, slots, new.to(cache.dtype))  # [num_slots, H, D]
+        else:  # any strides: index (page, offset) directly instead of relying on a flattened view
+            page_size = cache.shape[1]
+            cache[slots // page_size, slots % page_size] = new.to(cache.dtype)  # [num_tokens, H, D]

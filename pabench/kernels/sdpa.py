@@ -1,0 +1,235 @@
+"""Vendor and peer attention paths: prefill via torch SDPA, SDPA decode over a padded cache, gather+SDPA over
+a paged cache, FlexAttention over a paged cache, and FlashInfer's paged decode when it is importable.
+
+These are the rows the Triton decode kernel is measured against (`pabench kernels`). None shares code with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pabench.core.errors import ConfigError
+
+SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")  # tried in this order; the first that runs is pinned
+
+
+@functools.lru_cache(maxsize=1)
+def _has_enable_gqa() -> bool:
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 5)  # SDPA grew enable_gqa in torch 2.5
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+          scale: float | None) -> torch.Tensor:
+    """SDPA on [batch, heads, len, D] tensors with GQA: enable_gqa where torch has it, else repeated KV heads."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1 and _has_enable_gqa():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
+                                              enable_gqa=True)
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)  # [batch, Hq, len, D]
+        v = v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
+    """Causal attention of the last n_new positions of ONE sequence over all n_total (a cached prefix first).
+
+    q [n_new, Hq, D]; k, v [n_total, Hkv, D]; new token i sees positions <= n_total - n_new + i. fp32 softmax
+    (SDPA's fused GPU kernels accumulate in fp32; on the CPU the inputs are upcast). Returns [n_new, Hq, D].
+    """
+    if q.dim() != 3 or k.dim() != 3 or k.shape != v.shape or q.shape[2] != k.shape[2]:
+        raise ConfigError(f"prefill needs q [n_new, Hq, D] and k, v [n_total, Hkv, D], "
+                          f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    n_new, num_q_heads, _ = q.shape
+    n_total, num_kv_heads, _ = k.shape
+    if n_new < 1 or n_total < n_new:
+        raise ConfigError(f"prefill needs 1 <= n_new <= n_total, got n_new={n_new}, n_total={n_total}")
+    if num_q_heads % num_kv_heads:
+        raise ConfigError(f"num_q_heads ({num_q_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+    if len({q.device, k.device, v.device}) > 1 or len({q.dtype, k.dtype, v.dtype}) > 1:
+        raise ConfigError("q, k, v must share one device and dtype")
+    compute = torch.float32 if q.device.type == "cpu" else q.dtype
+    qt = q.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hq, n_new, D]
+    kt = k.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv, n_total, D]
+    vt = v.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv, n_total, D]
+    if n_new == n_total:
+        out = _sdpa(qt, kt, vt, None, True, scale)  # [1, Hq, n_new, D]
+    else:
+        rows = torch.arange(n_new, device=q.device)[:, None] + (n_total - n_new)  # [n_new, 1]
+        mask = torch.arange(n_total, device=q.device)[None, :] <= rows  # [n_new, n_total]
+        out = _sdpa(qt, kt, vt, mask, False, scale)  # [1, Hq, n_new, D]
+    return out[0].transpose(0, 1).to(q.dtype)  # [n_new, Hq, D]
+
+
+def _backend_enum(name: str):
+    from torch.nn.attention import SDPBackend
+
+    return {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name]
+
+
+_PINNED: dict[tuple, str] = {}  # (device type, dtype, masked, shapes) -> the SDPA backend that ran
+
+
+def _lengths_list(seq_lens: torch.Tensor | Sequence[int]) -> list[int]:
+    return seq_lens.tolist() if isinstance(seq_lens, torch.Tensor) else [int(n) for n in seq_lens]
+
+
+def sdpa_decode_attention(q: torch.Tensor, k_padded: torch.Tensor, v_padded: torch.Tensor,
+                          seq_lens: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, str]:
+    """Vendor decode over a padded contiguous cache [batch, max_len, Hkv, D]; returns (out [batch, Hq, D], backend).
+
+    Uniform lengths equal to max_len run unmasked; otherwise a boolean mask hides the padding. The first SDPA
+    backend that accepts the call (cudnn, flash, efficient, math) is pinned with `sdpa_kernel` and named.
+    seq_lens may be a CPU tensor or list (a CUDA tensor costs one sync to read).
+    """
+    from torch.nn.attention import sdpa_kernel
+
+    if q.dim() != 3 or k_padded.dim() != 4 or k_padded.shape != v_padded.shape:
+        raise ConfigError(f"need q [batch, Hq, D] and k/v_padded [batch, max_len, Hkv, D], "
+                          f"got {tuple(q.shape)}, {tuple(k_padded.shape)}, {tuple(v_padded.shape)}")
+    batch, max_len = k_padded.shape[:2]
+    lens = _lengths_list(seq_lens)
+    if len(lens) != batch or min(lens) < 1 or max(lens) > max_len:
+        raise ConfigError(f"seq_lens must hold {batch} lengths in [1, {max_len}]")
+    qt = q.unsqueeze(2)  # [batch, Hq, 1, D]
+    kt = k_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
+    vt = v_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
+    mask = None
+    if any(n != max_len for n in lens):
+        lens_t = torch.tensor(lens, device=q.device)  # [batch]
+        mask = (torch.arange(max_len, device=q.device)[None, :] < lens_t[:, None])[:, None, None, :]  # [b,1,1,L]
+    key = (q.device.type, q.dtype, mask is not None, tuple(q.shape), tuple(k_padded.shape))
+    names = [_PINNED[key]] if key in _PINNED else list(SDPA_BACKENDS)
+    errors = []
+    for name in names:
+        try:
+            with warnings.catch_warnings(), sdpa_kernel([_backend_enum(name)]):
+                warnings.simplefilter("ignore")
+                out = _sdpa(qt, kt, vt, mask, False, None)  # [batch, Hq, 1, D]
+        except RuntimeError as err:
+            errors.append(f"{name}: {str(err).splitlines()[0]}")
+            continue
+        _PINNED[key] = name
+        return out[:, :, 0], name
+    raise ConfigError("no SDPA backend accepted the decode call: " + "; ".join(errors))
+
+
+def gather_paged(cache: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
+    """Copy every sequence's pages into a padded contiguous tensor [batch, pages_per_seq * page_size, H, D]."""
+    pages = cache[page_table.long()]  # [batch, pages_per_seq, page_size, H, D]
+    return pages.flatten(1, 2)  # [batch, pages_per_seq * page_size, H, D]
+
+
+def gather_sdpa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+                       seq_lens: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, str]:
+    """The naive paged path: gather pages into a padded copy, then SDPA. Moves the KV three times, not once.
+
+    Table entries past a sequence's pages may hold garbage: they are replaced by page 0 before the gather.
+    """
+    page_size = k_cache.shape[1]
+    lens = torch.as_tensor(_lengths_list(seq_lens), device=page_table.device)  # [batch]
+    num_used = (lens + page_size - 1) // page_size  # [batch]
+    cols = torch.arange(page_table.shape[1], device=page_table.device)  # [pages_per_seq]
+    table = torch.where(cols[None, :] < num_used[:, None], page_table, 0)  # [batch, pages_per_seq]
+    return sdpa_decode_attention(q, gather_paged(k_cache, table), gather_paged(v_cache, table), seq_lens)
+
+
+def flex_available() -> bool:
+    """True when torch ships FlexAttention."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=4)
+def _flex_fn(compiled: bool) -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+
+
+def flex_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+                      seq_lens: torch.Tensor, *, compiled: bool | None = None) -> Callable[[], torch.Tensor]:
+    """Prepare FlexAttention over the physical page pool; returns a zero-argument callable that runs it.
+
+    The pool is one long KV sequence [1, Hkv, num_pages * page_size, D] shared by a batch of one-token
+    queries; each query's block mask lists its own pages (KV block = one page), and the mask_mod hides
+    other sequences' tokens and the unused tail of the last page. Needs page_size >= 16.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
+    batch, num_q_heads, _ = q.shape
+    if page_size < 16:
+        raise ConfigError(f"the FlexAttention paged path needs page_size >= 16 (one page per KV block), got {page_size}")
+    compiled = q.device.type == "cuda" if compiled is None else compiled
+    device = q.device
+    lens = seq_lens.to(device=device, dtype=torch.int64)  # [batch]
+    num_used = (lens + page_size - 1) // page_size  # [batch]
+    table = page_table.to(device=device, dtype=torch.int32)  # [batch, pages_per_seq]
+    cols = torch.arange(table.shape[1], device=device)  # [pages_per_seq]
+    used = cols[None, :] < num_used[:, None]  # [batch, pages_per_seq]
+    owner = torch.full((num_pages,), batch, device=device, dtype=torch.int64)  # batch = "no sequence"
+    logical = torch.zeros(num_pages, device=device, dtype=torch.int64)  # logical page index within its owner
+    seq_ids = torch.arange(batch, device=device)[:, None].expand_as(table)  # [batch, pages_per_seq]
+    owner[table[used].long()] = seq_ids[used]
+    logical[table[used].long()] = cols[None, :].expand_as(table)[used]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        page = kv_idx // page_size
+        return (owner[page] == b) & (logical[page] * page_size + kv_idx % page_size < lens[b])
+
+    kv_num_blocks = num_used.to(torch.int32)[:, None, None]  # [batch, 1, 1]
+    kv_indices = torch.where(used, table, 0)[:, None, None, :].contiguous()  # [batch, 1, 1, pages_per_seq]
+    block_mask = BlockMask.from_kv_blocks(kv_num_blocks, kv_indices, BLOCK_SIZE=(128, page_size), mask_mod=mask_mod,
+                                          seq_lengths=(1, num_pages * page_size))
+    qf = q.unsqueeze(2)  # [batch, Hq, 1, D]
+    kf = k_cache.flatten(0, 1).transpose(0, 1).unsqueeze(0)  # [1, Hkv, num_pages * page_size, D]
+    vf = v_cache.flatten(0, 1).transpose(0, 1).unsqueeze(0)  # [1, Hkv, num_pages * page_size, D]
+    fn = _flex_fn(compiled)
+
+    def run() -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # eager flex on the CPU warns that it is unfused
+            out = fn(qf, kf, vf, block_mask=block_mask, enable_gqa=num_q_heads != num_kv_heads)
+        return out[:, :, 0]  # [batch, Hq, D]
+
+    return run
+
+
+def flashinfer_available() -> bool:
+    """True when the flashinfer package imports."""
+    try:
+        import flashinfer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def flashinfer_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+                            seq_lens: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Plan FlashInfer's batch paged decode (NHD layout = our [num_pages, page_size, H, D]); returns a runner."""
+    import flashinfer
+
+    num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
+    lens = seq_lens.to(q.device, torch.int32)  # [batch]
+    num_used = (lens + page_size - 1) // page_size  # [batch]
+    used = torch.arange(page_table.shape[1], device=q.device)[None, :] < num_used[:, None]  # [batch, pages]
+    indices = page_table.to(q.device, torch.int32)[used]  # [sum(num_used)]
+    indptr = torch.zeros(len(lens) + 1, device=q.device, dtype=torch.int32)  # [batch + 1]
+    indptr[1:] = torch.cumsum(num_used, 0)
+    last_len = lens - (num_used - 1) * page_size  # [batch], in [1, page_size]
+    workspace = torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=q.device)
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=True)
+    wrapper.plan(indptr, indices, last_len, q.shape[1], num_kv_heads, head_dim, page_size,
+                 q_data_type=q.dtype, kv_data_type=k_cache.dtype)
+    return lambda: wrapper.run(q, (k_cache, v_cache))

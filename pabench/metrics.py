@@ -1,0 +1,209 @@
+"""Metrics: turn one engine run (`RunRecord`) into a `Result` of throughput, latency `Stats` and KV memory.
+
+Latency definitions (seconds, per request or per sample):
+- TTFT: first output token - arrival. E2E: last token of the last sample - arrival.
+- TPOT: per sample with >= 2 tokens, (last token - first token) / (num tokens - 1).
+- ITL: every gap between consecutive tokens of each sample.
+Throughput: output tokens / wall; total = (prompt + output tokens) / wall; requests / wall.
+Memory means are over *working* steps (prefill/decode; "idle" steps, waiting for arrivals, are skipped);
+`mean_waste_pct` also skips steps with nothing reserved. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from pabench.engine.records import RequestRecord, RunRecord, StepSample
+
+PERCENTILES = (50, 90, 99)
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of samples: mean, population std (numpy's default), percentiles (linear), min, max, count."""
+
+    mean: float
+    std: float
+    p50: float
+    p90: float
+    p99: float
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[float]) -> Stats:
+        """Summarise `samples`; no samples gives NaN everywhere and count 0 (not an error)."""
+        values = np.asarray(list(samples), dtype=np.float64)  # [count]
+        if values.size == 0:
+            return cls(NAN, NAN, NAN, NAN, NAN, NAN, NAN, 0)
+        p50, p90, p99 = np.percentile(values, PERCENTILES)
+        return cls(mean=float(values.mean()), std=float(values.std()), p50=float(p50), p90=float(p90),
+                   p99=float(p99), min=float(values.min()), max=float(values.max()), count=int(values.size))
+
+    def as_dict(self, prefix: str, unit: str = "", scale: float = 1.0) -> dict[str, float | int]:
+        """Flat columns `{prefix}_{stat}_{unit}` (values times `scale`, e.g. 1e3 for s -> ms) and `{prefix}_count`."""
+        suffix = f"_{unit}" if unit else ""
+        flat: dict[str, float | int] = {}
+        for f in fields(self):
+            if f.name == "count":
+                flat[f"{prefix}_count"] = self.count
+            else:
+                flat[f"{prefix}_{f.name}{suffix}"] = getattr(self, f.name) * scale
+        return flat
+
+
+@dataclass
+class Result:
+    """What one backend achieved on one workload: the numbers the report prints and exports."""
+
+    backend: str
+    config: dict[str, Any]
+    # throughput
+    output_tok_s: float
+    total_tok_s: float
+    req_s: float
+    # latency (seconds)
+    ttft_s: Stats
+    tpot_s: Stats
+    itl_s: Stats
+    e2e_s: Stats
+    # scheduling
+    concurrency: Stats  # running sequences after each decode step
+    peak_concurrency: int
+    num_preemptions: int
+    prefix_hit_rate: float
+    num_cow_copies: int
+    # memory
+    kv_budget_bytes: int
+    peak_reserved_bytes: int
+    mean_waste_pct: float  # slack / reserved: reserved KV holding no token
+    mean_slack_pct: float  # of budget
+    mean_idle_pct: float  # of budget
+    mean_used_pct: float  # of budget
+    peak_saved_bytes: int
+    mean_saved_bytes: float
+    # host overhead
+    host_frac: float  # sum(host_s) / sum(step_s) over decode steps
+    decode_step_s: Stats
+    # totals
+    wall_s: float
+    num_steps: int
+    num_requests: int
+    num_prompt_tokens: int
+    num_output_tokens: int
+    capacity: dict[str, Any] = field(default_factory=dict)
+    requests: list[RequestRecord] = field(default_factory=list, repr=False)  # raw, kept for JSON
+    steps: list[StepSample] = field(default_factory=list, repr=False)  # raw, summarised in JSON
+
+
+def _per_second(count: float, wall_s: float) -> float:
+    return count / wall_s if wall_s > 0 else NAN
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else NAN
+
+
+def _sample_gaps(requests: list[RequestRecord]) -> tuple[list[float], list[float]]:
+    """(TPOT per sample with >= 2 tokens, every inter-token gap of every sample)."""
+    tpot: list[float] = []
+    itl: list[float] = []
+    for request in requests:
+        for times in request.token_times_s:
+            if len(times) >= 2:
+                tpot.append((times[-1] - times[0]) / (len(times) - 1))
+                itl.extend(np.diff(times).tolist())  # [len(times) - 1]
+    return tpot, itl
+
+
+def build_result(run: RunRecord) -> Result:
+    """Summarise one backend's run; empty runs give NaN statistics rather than errors."""
+    requests = run.requests
+    num_output = sum(r.num_output_tokens for r in requests)
+    num_prompt = sum(r.num_prompt_tokens for r in requests)
+    tpot, itl = _sample_gaps(requests)
+    decode = [s for s in run.steps if s.kind == "decode"]
+    working = [s.memory for s in run.steps if s.kind != "idle"]
+    concurrency = Stats.from_samples(s.num_running for s in decode)
+    decode_step_total = sum(s.step_s for s in decode)
+    budget = run.steps[0].memory.budget_bytes if run.steps else int(run.config.get("kv_budget_bytes", 0))
+    return Result(
+        backend=run.backend,
+        config=dict(run.config),
+        output_tok_s=_per_second(num_output, run.wall_s),
+        total_tok_s=_per_second(num_prompt + num_output, run.wall_s),
+        req_s=_per_second(len(requests), run.wall_s),
+        ttft_s=Stats.from_samples(r.first_token_s - r.arrival_s for r in requests),
+        tpot_s=Stats.from_samples(tpot),
+        itl_s=Stats.from_samples(itl),
+        e2e_s=Stats.from_samples(r.finish_s - r.arrival_s for r in requests),
+        concurrency=concurrency,
+        peak_concurrency=int(concurrency.max) if concurrency.count else 0,
+        num_preemptions=run.num_preemptions,
+        prefix_hit_rate=run.prefix_hit_rate,
+        num_cow_copies=run.num_cow_copies,
+        kv_budget_bytes=budget,
+        peak_reserved_bytes=max((s.memory.reserved_bytes for s in run.steps), default=0),
+        mean_waste_pct=_mean([m.waste_pct for m in working if m.reserved_bytes > 0]),
+        mean_slack_pct=_mean([m.slack_pct for m in working]),
+        mean_idle_pct=_mean([m.idle_pct for m in working]),
+        mean_used_pct=_mean([m.used_pct for m in working]),
+        peak_saved_bytes=max((s.memory.saved_bytes for s in run.steps), default=0),
+        mean_saved_bytes=_mean([m.saved_bytes for m in working]),
+        host_frac=sum(s.host_s for s in decode) / decode_step_total if decode_step_total > 0 else NAN,
+        decode_step_s=Stats.from_samples(s.step_s for s in decode),
+        wall_s=run.wall_s,
+        num_steps=len(run.steps),
+        num_requests=len(requests),
+        num_prompt_tokens=num_prompt,
+        num_output_tokens=num_output,
+        capacity=dict(run.capacity),
+        requests=list(requests),
+        steps=list(run.steps),
+    )
+
+
+def metric_row(result: Result) -> dict[str, float | int]:
+    """Every metric of `result` as flat columns with units in their names (the CSV/JSON row, minus config)."""
+    row: dict[str, float | int] = {
+        "output_tok_per_s": result.output_tok_s,
+        "total_tok_per_s": result.total_tok_s,
+        "req_per_s": result.req_s,
+        **result.ttft_s.as_dict("ttft", "ms", 1e3),
+        **result.tpot_s.as_dict("tpot", "ms", 1e3),
+        **result.itl_s.as_dict("itl", "ms", 1e3),
+        **result.e2e_s.as_dict("e2e", "s"),
+        **result.concurrency.as_dict("concurrency"),
+        "peak_concurrency": result.peak_concurrency,
+        "num_preemptions": result.num_preemptions,
+        "prefix_hit_pct": 100.0 * result.prefix_hit_rate,
+        "num_cow_copies": result.num_cow_copies,
+        "kv_budget_bytes": result.kv_budget_bytes,
+        "peak_reserved_bytes": result.peak_reserved_bytes,
+        "mean_waste_pct": result.mean_waste_pct,
+        "mean_slack_pct": result.mean_slack_pct,
+        "mean_idle_pct": result.mean_idle_pct,
+        "mean_used_pct": result.mean_used_pct,
+        "peak_saved_bytes": result.peak_saved_bytes,
+        "mean_saved_bytes": result.mean_saved_bytes,
+        "host_pct": 100.0 * result.host_frac,
+        **result.decode_step_s.as_dict("decode_step", "ms", 1e3),
+        "wall_s": result.wall_s,
+        "num_steps": result.num_steps,
+        "num_requests": result.num_requests,
+        "num_prompt_tokens": result.num_prompt_tokens,
+        "num_output_tokens": result.num_output_tokens,
+    }
+    return row
+
+
+def is_missing(value: Any) -> bool:
+    """True for None and NaN (an empty statistic)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))

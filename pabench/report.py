@@ -1,0 +1,430 @@
+"""Report: rich tables and summary lines for the terminal, flat CSV/JSON exports, compare and regression check.
+
+Everything here returns tables or strings; the CLI prints them (results on stdout). Exports are flat: one row per
+backend (and swept setting), units in column names, the run's config and the pabench version/commit beside the
+numbers, so a CSV read back with pandas can be compared (`compare_table`) or checked (`check_regressions`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich import box
+from rich.table import Table
+
+import pabench
+from pabench.atomic import atomic_write_text
+from pabench.core.errors import ConfigError
+from pabench.engine.records import RequestRecord, RunRecord, StepSample
+from pabench.metrics import Result, Stats, build_result, is_missing, metric_row
+from pabench.workloads import WorkloadSpec
+
+HIGHER_IS_BETTER = ("output_tok_per_s", "total_tok_per_s", "req_per_s")
+LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s", "e2e_p99_s",
+                   "mean_waste_pct", "num_preemptions")
+CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `check_regressions` and `compare_table` look at
+META_COLUMNS = ("pabench_version", "git_commit")
+_METRIC_COLUMNS = frozenset(metric_row(build_result(RunRecord(backend="", config={}))))
+_MIB, _GIB = 2**20, 2**30
+
+
+# ---- formatting -------------------------------------------------------------------------------------------
+
+def format_bytes(num_bytes: float) -> str:
+    """'0 B', '512.0 KiB', '64.0 MiB', '1.50 GiB'."""
+    if is_missing(num_bytes):
+        return "–"
+    if abs(num_bytes) >= _GIB:
+        return f"{num_bytes / _GIB:.2f} GiB"
+    if abs(num_bytes) >= _MIB:
+        return f"{num_bytes / _MIB:.1f} MiB"
+    if abs(num_bytes) >= 1024:
+        return f"{num_bytes / 1024:.1f} KiB"
+    return f"{num_bytes:.0f} B"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    """A number with `digits` decimals and thousands separators; '–' for missing."""
+    return "–" if is_missing(value) else f"{value:,.{digits}f}"
+
+
+def _cell(value: Any) -> str:
+    """A table cell for an exported value: whole numbers without decimals, others with two."""
+    if is_missing(value):
+        return "–"
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:,.2f}"
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Short commit of the repo pabench runs from, or 'unknown' (never raises)."""
+    root = Path(pabench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return "unknown"
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+# ---- terminal ---------------------------------------------------------------------------------------------
+
+def run_table(results: list[Result]) -> Table:
+    """One row per backend: throughput, latency, concurrency, preemptions, prefix hits, KV waste, wall time."""
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left", header_style="bold")
+    table.add_column("backend", justify="left", style="bold")
+    headers = ("out tok/s", "req/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s", "conc mean/peak",
+               "preempt", "prefix hit %", "KV waste %", "idle %", "saved", "wall s")
+    for header in headers:
+        table.add_column(header, justify="right")
+    for r in results:
+        table.add_row(r.backend, _num(r.output_tok_s), _num(r.req_s, 2), _num(r.ttft_s.p50 * 1e3),
+                      _num(r.ttft_s.p99 * 1e3), _num(r.tpot_s.p50 * 1e3, 2), _num(r.e2e_s.p50, 2),
+                      f"{_num(r.concurrency.mean)} / {r.peak_concurrency}", str(r.num_preemptions),
+                      _num(100 * r.prefix_hit_rate), _num(r.mean_waste_pct), _num(r.mean_idle_pct),
+                      format_bytes(r.peak_saved_bytes), _num(r.wall_s, 2))
+    return table
+
+
+def summary_line(results: list[Result]) -> str:
+    """'paged served 3.12× the output tokens/s of contiguous-max (and 1.41× contiguous-oracle), with ...'."""
+    paged = next((r for r in results if r.backend.startswith("paged")), None)
+    others = [r for r in results if r.backend.startswith("contiguous")]
+    if paged is None or not others:
+        best = max(results, key=lambda r: -math.inf if is_missing(r.output_tok_s) else r.output_tok_s,
+                   default=None)
+        if best is None:
+            return "no results"
+        return (f"only {', '.join(r.backend for r in results)} ran: best {best.backend} "
+                f"at {_num(best.output_tok_s)} output tok/s (nothing to compare paged against)")
+
+    def ratio(other: Result) -> str:
+        if is_missing(paged.output_tok_s) or is_missing(other.output_tok_s) or other.output_tok_s <= 0:
+            return "n/a×"
+        return f"{paged.output_tok_s / other.output_tok_s:.2f}×"
+
+    first, rest = others[0], others[1:]
+    line = f"{paged.backend} served {ratio(first)} the output tokens/s of {first.backend}"
+    if rest:
+        line += " (and " + ", ".join(f"{ratio(o)} {o.backend}" for o in rest) + ")"
+    if not any(is_missing(v) for v in (paged.output_tok_s, first.output_tok_s)) \
+            and paged.output_tok_s < first.output_tok_s:
+        line += ", i.e. it was slower"
+    return line + f", with {_num(paged.mean_waste_pct)}% KV waste vs {_num(first.mean_waste_pct)}% for {first.backend}."
+
+
+def capacity_line(capacity: dict[str, Any]) -> str:
+    """'KV budget 64.0 MiB = 1,024 pages × 16 tokens = 16,384 tokens = 8 sequences at max_model_len 2,048'.
+
+    Reads `kv_budget_bytes`, `num_pages`, `page_size`, `num_tokens`, `max_model_len`, `max_len_seqs` and
+    `bytes_per_token`; missing ones are derived when possible or left out, other keys are appended as `key value`.
+    """
+    known = ("kv_budget_bytes", "num_pages", "page_size", "num_tokens", "max_model_len", "max_len_seqs",
+             "bytes_per_token")
+    pages, page_size = capacity.get("num_pages"), capacity.get("page_size")
+    tokens = capacity.get("num_tokens", pages * page_size if pages and page_size else None)
+    max_len = capacity.get("max_model_len")
+    seqs = capacity.get("max_len_seqs", tokens // max_len if tokens and max_len else None)
+    parts = [f"KV budget {format_bytes(capacity['kv_budget_bytes'])}" if "kv_budget_bytes" in capacity
+             else "KV budget"]
+    if pages is not None and page_size is not None:
+        parts.append(f"{pages:,} pages × {page_size} tokens")
+    if tokens is not None:
+        parts.append(f"{tokens:,} tokens")
+    if seqs is not None and max_len is not None:
+        parts.append(f"{seqs:,} sequence{'' if seqs == 1 else 's'} at max_model_len {max_len:,}")
+    extra = [f"{format_bytes(capacity['bytes_per_token'])} per token"] if "bytes_per_token" in capacity else []
+    extra += [f"{k} {v}" for k, v in capacity.items() if k not in known]
+    return " = ".join(parts) + (f" ({', '.join(extra)})" if extra else "")
+
+
+# ---- exports ----------------------------------------------------------------------------------------------
+
+def _flat_value(value: Any) -> Any:
+    """Scalars as they are, anything else as sorted JSON text (one CSV cell)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def result_row(result: Result) -> dict[str, Any]:
+    """One flat export row: backend, config keys, metrics, `capacity_*`, version and commit.
+
+    A config key that is also a metric name keeps the measured value; if the config differs it is kept as
+    `config_<key>`.
+    """
+    metrics = metric_row(result)
+    row: dict[str, Any] = {"backend": result.backend}
+    for key, value in result.config.items():
+        if key == "backend":
+            continue
+        if key in metrics:
+            if value != metrics[key]:
+                row[f"config_{key}"] = _flat_value(value)
+            continue
+        row[key] = _flat_value(value)
+    row.update(metrics)
+    row.update({f"capacity_{k}": _flat_value(v) for k, v in result.capacity.items()})
+    row.update(pabench_version=pabench.__version__, git_commit=git_commit())
+    return row
+
+
+def results_frame(results: list[Result]) -> pd.DataFrame:
+    """One row per result, flat columns with units in their names (see `result_row`)."""
+    return pd.DataFrame([result_row(r) for r in results])
+
+
+def write_csv(results: list[Result], path: str | Path) -> Path:
+    """Write `results_frame(results)` as CSV, atomically (parent directories created)."""
+    return atomic_write_text(path, results_frame(results).to_csv(index=False))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def steps_summary(steps: list[StepSample], max_points: int = 256) -> dict[str, Any]:
+    """Per step kind: counts and Stats of step/host time and batch size; plus a memory timeline of <= max_points."""
+    by_kind: dict[str, Any] = {}
+    for kind in sorted({s.kind for s in steps}):
+        chosen = [s for s in steps if s.kind == kind]
+        by_kind[kind] = dict(num_steps=len(chosen), num_tokens=sum(s.num_tokens for s in chosen),
+                             step_s=dataclasses.asdict(Stats.from_samples(s.step_s for s in chosen)),
+                             host_s=dataclasses.asdict(Stats.from_samples(s.host_s for s in chosen)),
+                             num_seqs=dataclasses.asdict(Stats.from_samples(s.num_seqs for s in chosen)))
+    picks = sorted(set(np.linspace(0, len(steps) - 1, min(len(steps), max_points)).round().astype(int).tolist()))
+    sampled = [steps[i] for i in picks]
+    timeline = {"time_s": [s.time_s for s in sampled], "kind": [s.kind for s in sampled],
+                "num_running": [s.num_running for s in sampled], "num_waiting": [s.num_waiting for s in sampled]}
+    for name in ("reserved_bytes", "used_bytes", "slack_bytes", "idle_bytes", "saved_bytes"):
+        timeline[name] = [getattr(s.memory, name) for s in sampled]
+    return {"by_kind": by_kind, "timeline": timeline}
+
+
+def _request_json(request: RequestRecord) -> dict[str, Any]:
+    """One raw request record, times rounded to the microsecond (keeps big runs' JSON small)."""
+    doc = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}  # asdict deep-copies: slow
+    doc["token_times_s"] = [np.round(np.asarray(times, dtype=np.float64), 6).tolist()  # [output_len]
+                            for times in request.token_times_s]
+    for key in ("arrival_s", "first_token_s", "finish_s"):
+        doc[key] = round(float(doc[key]), 6)
+    return doc
+
+
+def results_json(results: list[Result], *, include_samples: bool = True) -> dict[str, Any]:
+    """The JSON export as a dict: flat rows, then per backend its config, capacity, step summary, raw requests."""
+    backends = []
+    for r in results:
+        entry: dict[str, Any] = _json_safe({"backend": r.backend, "config": r.config, "capacity": r.capacity,
+                                            "steps": steps_summary(r.steps)})
+        if include_samples:  # finite floats and ints already: skip the (slow, per-value) _json_safe walk
+            entry["requests"] = [_request_json(q) for q in r.requests]
+        backends.append(entry)
+    return {"pabench_version": pabench.__version__, "git_commit": git_commit(),
+            "rows": _json_safe([result_row(r) for r in results]), "backends": backends}
+
+
+def write_json(results: list[Result], path: str | Path, *, include_samples: bool = True) -> Path:
+    """Write `results_json` atomically as compact JSON (parent directories created)."""
+    doc = results_json(results, include_samples=include_samples)
+    return atomic_write_text(path, json.dumps(doc, separators=(",", ":"), default=str) + "\n")
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read an export back (CSV, or JSON's `rows`) as a frame; ConfigError if it is not a pabench export."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["rows"])
+        else:
+            frame = pd.read_csv(path)
+    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as error:
+        raise ConfigError(f"{path}: cannot read results: {error}") from None
+    if "backend" not in frame.columns:
+        raise ConfigError(f"{path}: not a pabench export (no 'backend' column)")
+    return frame
+
+
+# ---- compare and check ------------------------------------------------------------------------------------
+
+def join_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """Columns two exports are matched on: backend plus every setting both have that varies within either."""
+    keys = ["backend"]
+    for column in a.columns:
+        if column in keys or column in _METRIC_COLUMNS or column in META_COLUMNS or column.startswith("capacity_"):
+            continue
+        if column in b.columns and (a[column].nunique(dropna=False) > 1 or b[column].nunique(dropna=False) > 1):
+            keys.append(column)
+    return keys
+
+
+def _key_value(value: Any) -> Any:
+    """A hashable, comparable cell: numpy scalars as Python, NaN as None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if is_missing(value) else value
+
+
+def _rows_by_key(frame: pd.DataFrame, keys: list[str]) -> dict[tuple[Any, ...], pd.Series]:
+    """First row of each key tuple, in frame order."""
+    rows: dict[tuple[Any, ...], pd.Series] = {}
+    for _, row in frame.iterrows():
+        rows.setdefault(tuple(_key_value(row[k]) for k in keys), row)
+    return rows
+
+
+def _worsening(metric: str, baseline: float, current: float) -> float:
+    """Relative change in the bad direction: +0.2 = 20% worse, negative = better, inf when baseline is 0."""
+    delta = baseline - current if metric in HIGHER_IS_BETTER else current - baseline
+    if baseline == 0:
+        return 0.0 if delta <= 0 else math.inf
+    return delta / abs(baseline)
+
+
+def _key_text(keys: list[str], key: tuple[Any, ...]) -> str:
+    return " ".join(str(v) if k == "backend" else f"{k}={v}" for k, v in zip(keys, key))
+
+
+def compare_table(a: pd.DataFrame, b: pd.DataFrame) -> Table:
+    """Side by side key metrics of export A and export B, matched on backend (and swept settings), with B/A."""
+    keys = join_columns(a, b)
+    metrics = [m for m in CHECKED_METRICS if m in a.columns and m in b.columns]
+    rows_a, rows_b = _rows_by_key(a, keys), _rows_by_key(b, keys)
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for header, justify in (("run", "left"), ("metric", "left"), ("A", "right"), ("B", "right"), ("B/A", "right")):
+        table.add_column(header, justify=justify)
+    for key in list(rows_a) + [k for k in rows_b if k not in rows_a]:
+        row_a, row_b = rows_a.get(key), rows_b.get(key)
+        for i, metric in enumerate(metrics):
+            va = None if row_a is None else row_a[metric]
+            vb = None if row_b is None else row_b[metric]
+            ratio = "–"
+            if not (is_missing(va) or is_missing(vb)) and va != 0:
+                worse = _worsening(metric, float(va), float(vb))
+                colour = "red" if worse > 0.005 else "green" if worse < -0.005 else ""
+                ratio = f"[{colour}]{vb / va:.2f}×[/]" if colour else f"{vb / va:.2f}×"
+            table.add_row(_key_text(keys, key) if i == 0 else "", metric,
+                          "missing" if row_a is None else _cell(va), "missing" if row_b is None else _cell(vb),
+                          ratio, end_section=i == len(metrics) - 1)
+    return table
+
+
+def parse_tolerance(text: str) -> float:
+    """'10%' -> 0.10, '0.1' -> 0.1. Bare numbers are fractions in [0, 1]; ConfigError otherwise."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"tolerance {text!r}: expected a percentage like '10%' or a fraction like '0.1'") from None
+    if not math.isfinite(value) or value < 0 or (not raw.endswith("%") and value > 1):
+        raise ConfigError(f"tolerance {text!r}: must be >= 0 (a fraction <= 1, or a percentage like '10%')")
+    return value
+
+
+@dataclass(frozen=True)
+class Regression:
+    """One metric of one run that got worse than the baseline by more than the tolerance (or went missing)."""
+
+    run: str  # backend and swept settings, e.g. "paged page_size=16"
+    metric: str  # column name, or "(run)" when the whole run is missing from current
+    baseline: float | None
+    current: float | None
+    change: float  # relative worsening: 0.2 = 20% worse; inf when missing or the baseline was 0
+
+    def __str__(self) -> str:
+        if self.metric == "(run)":
+            return f"{self.run}: missing from the current results"
+        if self.current is None:
+            return f"{self.run}: {self.metric} has no value in the current results"
+        return f"{self.run}: {self.metric} {self.baseline:g} -> {self.current:g} ({self.change:+.1%} worse)"
+
+
+def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame,
+                      max_regression: float) -> tuple[list[Regression], Table]:
+    """Direction-aware check of `current` against `baseline`: a metric regresses when worse by > max_regression."""
+    if not (math.isfinite(max_regression) and max_regression >= 0):
+        raise ConfigError(f"max_regression: must be >= 0 (got {max_regression})")
+    keys = join_columns(baseline, current)
+    metrics = [m for m in CHECKED_METRICS if m in baseline.columns and m in current.columns]
+    rows_now = _rows_by_key(current, keys)
+    regressions: list[Regression] = []
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for header, justify in (("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
+                            ("change", "right"), ("status", "left")):
+        table.add_column(header, justify=justify)
+    for key, before in _rows_by_key(baseline, keys).items():
+        run = _key_text(keys, key)
+        now = rows_now.get(key)
+        if now is None:
+            regressions.append(Regression(run, "(run)", None, None, math.inf))
+            table.add_row(run, "(all)", "", "missing", "", "[red]REGRESSION[/]", end_section=True)
+            continue
+        for i, metric in enumerate(metrics):
+            b, c = before[metric], now[metric]
+            if is_missing(b):
+                continue
+            worse = math.inf if is_missing(c) else _worsening(metric, float(b), float(c))
+            bad = worse > max_regression
+            if bad:
+                regressions.append(Regression(run, metric, float(b), None if is_missing(c) else float(c), worse))
+            change = "–" if is_missing(c) else "n/a" if b == 0 else f"{(float(c) - float(b)) / abs(float(b)):+.1%}"
+            table.add_row(run if i == 0 else "", metric, _cell(b), _cell(c), change,
+                          "[red]REGRESSION[/]" if bad else "[green]ok[/]", end_section=i == len(metrics) - 1)
+    table.title = f"{len(regressions)} regression(s) at tolerance {max_regression:.1%}"
+    return regressions, table
+
+
+# ---- workloads ----------------------------------------------------------------------------------------------
+
+def workloads_table(specs: list[WorkloadSpec]) -> Table:
+    """The presets: name, arrivals, count, samples, prompt/output lengths, shared prefix, what it models."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for header in ("name", "arrival", "requests", "n", "prompt", "output", "shared prefix", "max len",
+                   "description"):
+        table.add_column(header, justify="right" if header in ("requests", "n", "max len") else "left",
+                         no_wrap=header in ("name", "arrival"), min_width=30 if header == "description" else None)
+    for s in specs:
+        prefix = f"{s.shared_prefix.num_prefixes} × {s.shared_prefix.length}" if s.shared_prefix else "–"
+        table.add_row(s.name, s.arrival_text(), str(s.num_requests), str(s.num_samples), s.prompt.short(),
+                      s.output.short(), prefix, str(s.max_request_len), s.description)
+    return table
+
+
+def workload_detail(spec: WorkloadSpec, num_draws: int = 4096) -> Table:
+    """Every setting of one workload plus the sampled length statistics (`num_draws` draws with its seed)."""
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"{spec.name}: {spec.description}",
+                  title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    prefix = (f"{spec.shared_prefix.num_prefixes} prompts × {spec.shared_prefix.length} tokens"
+              if spec.shared_prefix else "none")
+    rng = np.random.default_rng(spec.seed)
+    for key, value in (("file", spec.source or "–"), ("requests", str(spec.num_requests)),
+                       ("arrival", spec.arrival_text()), ("samples per request", str(spec.num_samples)),
+                       ("seed", str(spec.seed)), ("shared prefix", prefix), ("prompt", spec.prompt.short()),
+                       ("output", spec.output.short()), ("longest request", f"{spec.max_request_len} tokens")):
+        table.add_row(key, value)
+    for name, dist in (("prompt", spec.prompt), ("output", spec.output)):
+        st = Stats.from_samples(dist.sample(rng, num_draws))
+        table.add_row(f"{name} sampled", f"mean {st.mean:.1f}  p50 {st.p50:.0f}  p90 {st.p90:.0f}  "
+                                         f"p99 {st.p99:.0f}  max {st.max:.0f}  ({num_draws} draws)")
+    return table

@@ -1,0 +1,215 @@
+"""`run_benchmark`: serve one workload through each backend with the same scheduler and model.
+
+The library behind `pabench run` and `pabench sweep`. It resolves device-dependent defaults (CPU: the `tiny`
+model in fp32; CUDA: `llama-3-8b` in bf16), sizes the KV budget so that memory, not compute, limits
+concurrency, warms up on CUDA (Triton compilation stays out of the numbers), and returns one `Result` each.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from pabench.core.errors import ConfigError
+
+BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
+
+ProgressFn = Callable[[str, int, int], None]  # (backend, finished requests, total)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one `pabench run` needs. `None` fields take a device-dependent default in `resolve()`."""
+
+    workload: str = "default"
+    backends: tuple[str, ...] = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
+    model: str | None = None  # tiny on CPU, llama-3-8b on CUDA
+    layers: int | None = None
+    device: str = "auto"
+    dtype: str | None = None  # fp32 on CPU, bf16 on CUDA
+    page_size: int = 16
+    kv_budget_bytes: int | None = None
+    num_pages: int | None = None
+    prefix_caching: bool = True
+    max_num_seqs: int | None = None  # 32 on CPU, 256 on CUDA
+    max_batched_tokens: int = 8192
+    max_model_len: int | None = None  # 1024 on CPU, 2048 on CUDA
+    num_requests: int | None = None
+    seed: int | None = None
+    rate: float | None = None  # override: Poisson arrivals at this many requests/s
+    attn_impl: str = "auto"
+    warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
+    realtime: bool = True  # honour Poisson arrival times on the wall clock
+    extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        if self.kv_budget_bytes is not None and self.num_pages is not None:
+            raise ConfigError("give --kv-budget or --num-pages, not both")
+        for f in ("page_size", "max_batched_tokens"):
+            if getattr(self, f) <= 0:
+                raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {getattr(self, f)}")
+        for f in ("layers", "num_pages", "max_num_seqs", "max_model_len", "num_requests", "kv_budget_bytes"):
+            v = getattr(self, f)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {v}")
+        if self.page_size & (self.page_size - 1) or self.page_size > 256:
+            raise ConfigError(f"page size must be a power of two in [1, 256], got {self.page_size}")
+        if self.rate is not None and self.rate <= 0:
+            raise ConfigError(f"rate must be > 0 requests/s, got {self.rate}")
+        if not self.backends:
+            raise ConfigError("no backend given")
+
+    def resolve(self) -> "RunConfig":
+        """Fill the device-dependent defaults."""
+        import torch
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        cuda = device == "cuda"
+        return replace(
+            self, device=device,
+            model=self.model or ("llama-3-8b" if cuda else "tiny"),
+            dtype=self.dtype or ("bf16" if cuda else "fp32"),
+            max_num_seqs=self.max_num_seqs or (256 if cuda else 32),
+            max_model_len=self.max_model_len or (2048 if cuda else 1024),
+            warmup=True if self.warmup is None else self.warmup,
+        )
+
+
+def default_budget_tokens(max_num_seqs: int, max_model_len: int) -> int:
+    """Room for max_num_seqs / 8 sequences at max_model_len: memory, not batch limits, binds concurrency."""
+    return max(1, max_num_seqs // BUDGET_SEQS_DIVISOR) * max_model_len
+
+
+@dataclass
+class Prepared:
+    """A resolved config plus the model, the requests and the budget, shared by every backend of a run."""
+
+    config: RunConfig
+    spec: object
+    requests: list
+    model: object
+    layout: object
+    kv_budget_bytes: int
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Resolve defaults, load the workload, build the model, size the budget. Raises ConfigError early."""
+    import torch
+
+    from pabench.backends import KVLayout, parse_backends
+    from pabench.engine.model import DecoderModel, ModelConfig
+    from pabench.workloads import generate, load_workload
+
+    cfg = cfg.resolve()
+    parse_backends(",".join(cfg.backends))
+    mcfg = ModelConfig.from_name(cfg.model, cfg.layers)
+    spec = load_workload(cfg.workload)
+    if cfg.rate is not None:
+        spec = replace(spec, arrival="poisson", rate=cfg.rate)
+    requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
+                        num_requests=cfg.num_requests, seed=cfg.seed)
+    layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)
+    if cfg.num_pages is not None:
+        budget = cfg.num_pages * cfg.page_size * layout.bytes_per_token
+    elif cfg.kv_budget_bytes is not None:
+        budget = cfg.kv_budget_bytes
+    else:
+        budget = default_budget_tokens(cfg.max_num_seqs, cfg.max_model_len) * layout.bytes_per_token
+    if budget < cfg.page_size * layout.bytes_per_token:
+        raise ConfigError(f"KV budget of {budget} bytes is smaller than one page "
+                          f"({cfg.page_size} tokens x {layout.bytes_per_token} bytes)")
+    if cfg.device == "cuda":
+        weight_bytes = mcfg.num_params * (4 if cfg.dtype == "fp32" else 2)
+        free, _ = torch.cuda.mem_get_info()
+        if weight_bytes + 2 * budget > free:
+            raise ConfigError(f"model {mcfg.name} ({mcfg.num_layers} layers, {weight_bytes / 2**30:.1f} GiB of "
+                              f"weights) plus the KV budget ({budget / 2**30:.1f} GiB) do not fit in "
+                              f"{free / 2**30:.1f} GiB of free GPU memory; try --layers or a smaller --kv-budget")
+    model = DecoderModel(mcfg, dtype=layout.torch_dtype, device=cfg.device, seed=0 if cfg.seed is None else cfg.seed,
+                         max_position=cfg.max_model_len + 1)
+    return Prepared(cfg, spec, requests, model, layout, budget)
+
+
+def run_config_dict(p: Prepared, backend: str) -> dict:
+    """The parameters a result is reported with (CSV columns)."""
+    c = p.config
+    mc = p.model.config
+    out = {"workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
+           "dtype": c.dtype, "page_size": c.page_size if backend.startswith("paged") else 1,
+           "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
+           "max_batched_tokens": c.max_batched_tokens, "num_requests": len(p.requests),
+           "seed": p.spec.seed if c.seed is None else c.seed,
+           "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
+           "attn_impl": c.attn_impl, "arrival": p.spec.arrival_text()}
+    out.update(c.extra)
+    return out
+
+
+def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):
+    """Serve the prepared requests through one backend; returns its `RunRecord`."""
+    import torch
+
+    from pabench.backends import make_backend
+    from pabench.engine.engine import Engine
+    from pabench.engine.scheduler import SchedulerConfig
+
+    c = p.config
+    sched = SchedulerConfig(max_num_seqs=c.max_num_seqs, max_batched_tokens=c.max_batched_tokens,
+                            max_model_len=c.max_model_len)
+
+    def build():
+        return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
+                            enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
+                            max_model_len=c.max_model_len, attn_impl=c.attn_impl)
+
+    if c.warmup:
+        _warmup(p, build(), sched)
+    backend = build()
+    engine = Engine(p.model, backend, sched)
+    progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
+    record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
+    del engine, backend
+    gc.collect()
+    if c.device == "cuda":
+        torch.cuda.empty_cache()
+    return record
+
+
+def _warmup(p: Prepared, backend, sched) -> None:
+    """Compile kernels for the batch shapes to come: a short burst of requests on a throwaway backend."""
+    import torch
+
+    from pabench.engine.engine import Engine
+
+    n = 24 if p.config.device == "cuda" else 4
+    reqs = [replace(r, arrival_s=0.0, output_len=min(r.output_len, 8)) for r in p.requests[:n]]
+    Engine(p.model, backend, sched).run(reqs, realtime=False)
+    del backend
+    gc.collect()
+    if p.config.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepared: Prepared | None = None):
+    """Run every backend of `cfg`; returns (results, records, prepared)."""
+    from pabench.metrics import build_result
+
+    p = prepared or prepare(cfg)
+    records = [run_backend(p, name, on_progress) for name in p.config.backends]
+    return [build_result(r) for r in records], records, p
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    return "cpu"

@@ -1,0 +1,91 @@
+"""GPU checks (skipped without CUDA): realistic shapes in bf16, every page size, graph capture."""
+
+import pytest
+import torch
+from kernel_checks import assert_close, rel_err
+
+from pabench.kernelbench import NAMED_CASES, case_lengths, make_decode_data, paginate
+from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
+                             paged_decode_attention, write_kv, write_kv_reference)
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+MIXED = [1, 16, 17, 255, 256, 1000, 2048, 3001, 64, 5, 4096, 333]
+
+
+def _reference(data):
+    return contiguous_decode_reference(data.q.float(), data.k_slab.float(), data.v_slab.float(), data.seq_starts,
+                                       data.seq_lens)
+
+
+@pytest.mark.parametrize("page_size", [1, 8, 16, 32, 64, 128, 256])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_paged_bf16_all_page_sizes(page_size, head_dim, poison_scratch):
+    data = make_decode_data(MIXED, 32, 8, head_dim, torch.bfloat16, CUDA, seed=page_size)
+    k_cache, v_cache, table = paginate(data, page_size)
+    out = torch.full_like(data.q, float("nan"))
+    paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, out=out)  # auto -> triton on CUDA
+    assert_close(out, _reference(data), torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("group", [1, 4, 8])
+def test_dtypes_and_groups(dtype, group, poison_scratch):
+    data = make_decode_data(MIXED[:6], 8 * group, 8, 128, dtype, CUDA, seed=group)
+    k_cache, v_cache, table = paginate(data, 16)
+    out = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton")
+    assert_close(out, _reference(data), dtype)
+
+
+@pytest.mark.parametrize("case", ["b", "d"])
+def test_bench_cases_paged_equals_contiguous(case, poison_scratch):
+    data = make_decode_data(case_lengths(NAMED_CASES[case]), 32, 8, 128, torch.bfloat16, CUDA, seed=1)
+    k_cache, v_cache, table = paginate(data, 16)
+    paged = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens)
+    contiguous = contiguous_decode_attention(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens)
+    assert rel_err(paged, contiguous) < 1e-3
+    assert_close(paged, _reference(data), torch.bfloat16)
+
+
+@pytest.mark.parametrize("config", [DecodeConfig(block_n=32, num_warps=8, num_stages=4, items_per_sm=64),
+                                    DecodeConfig(block_n=128, num_stages=3, items_per_sm=4)])
+def test_configs(config, poison_scratch):
+    data = make_decode_data(MIXED, 32, 8, 128, torch.bfloat16, CUDA, seed=3)
+    k_cache, v_cache, table = paginate(data, 16)
+    out = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, config=config)
+    assert_close(out, _reference(data), torch.bfloat16)
+
+
+def test_graph_capture():
+    """No host sync inside the launcher (check_values=False): a CUDA graph replays it with new data."""
+    data = make_decode_data(MIXED, 32, 8, 128, torch.bfloat16, CUDA, seed=4)
+    k_cache, v_cache, table = paginate(data, 16)
+
+    def step():
+        return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, check_values=False)
+
+    step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    data.q.copy_(torch.randn_like(data.q))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(out, _reference(data), torch.bfloat16)
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 256])
+def test_write_kv_gpu(page_size):
+    gen = torch.Generator(device=CUDA).manual_seed(page_size)
+    num_pages = 4096 // page_size
+    shape = (num_pages, page_size, 8, 128)
+    k_cache = torch.randn(shape, device=CUDA, generator=gen).bfloat16()
+    v_cache = torch.randn(shape, device=CUDA, generator=gen).bfloat16()
+    slots = torch.randperm(4096, device=CUDA, generator=gen)[:300].int()
+    k = torch.randn(300, 8, 128, device=CUDA, generator=gen).bfloat16()
+    v = torch.randn(300, 8, 128, device=CUDA, generator=gen).bfloat16()
+    expect_k, expect_v = k_cache.clone(), v_cache.clone()
+    write_kv_reference(expect_k, expect_v, slots, k, v)
+    write_kv(k_cache, v_cache, slots, k, v)
+    assert torch.equal(k_cache, expect_k) and torch.equal(v_cache, expect_v)

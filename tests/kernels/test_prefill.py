@@ -1,0 +1,48 @@
+"""prefill_attention (torch SDPA) against a naive per-token loop in float64."""
+
+import pytest
+import torch
+from kernel_checks import assert_close
+
+from pabench.core.errors import ConfigError
+from pabench.kernels import prefill_attention
+
+
+def naive_prefill(q, k, v, scale=None):
+    """New token i (of n_new) sees cached positions 0 .. n_total - n_new + i, one token at a time."""
+    n_new, num_q_heads, head_dim = q.shape
+    n_total, num_kv_heads, _ = k.shape
+    group = num_q_heads // num_kv_heads
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.empty(n_new, num_q_heads, head_dim, dtype=torch.float64)
+    for i in range(n_new):
+        last = n_total - n_new + i
+        for h in range(num_q_heads):
+            keys = k[: last + 1, h // group].double()  # [last + 1, D]
+            scores = keys @ q[i, h].double() * scale  # [last + 1]
+            out[i, h] = torch.softmax(scores, 0) @ v[: last + 1, h // group].double()
+    return out
+
+
+@pytest.mark.parametrize("n_new,n_total", [(6, 6), (3, 10), (1, 7)])
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_matches_naive_loop(n_new, n_total, group, dtype):
+    gen = torch.Generator().manual_seed(n_new * 100 + n_total)
+    num_kv_heads, head_dim = 2, 32
+    q = torch.randn(n_new, num_kv_heads * group, head_dim, generator=gen).to(dtype)
+    k = torch.randn(n_total, num_kv_heads, head_dim, generator=gen).to(dtype)
+    v = torch.randn(n_total, num_kv_heads, head_dim, generator=gen).to(dtype)
+    out = prefill_attention(q, k, v)
+    assert out.dtype == dtype
+    assert_close(out, naive_prefill(q, k, v), dtype)
+
+
+def test_prefill_scale_and_errors():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(n, 2, 16, generator=gen) for n in (2, 5, 5))
+    assert_close(prefill_attention(q, k, v, scale=0.5), naive_prefill(q, k, v, scale=0.5), torch.float32)
+    with pytest.raises(ConfigError):
+        prefill_attention(torch.randn(6, 2, 16), k, v)  # n_new > n_total
+    with pytest.raises(ConfigError):
+        prefill_attention(torch.randn(2, 3, 16), k, v)  # 3 q heads over 2 kv heads

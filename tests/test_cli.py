@@ -1,0 +1,113 @@
+"""The CLI end to end on CPU through typer's CliRunner: exit codes, tables, files written (or not)."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pabench.cli import app
+
+runner = CliRunner()
+SMALL = ["--num-requests", "6", "--no-progress", "--max-model-len", "512"]
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from pabench.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "pabench", "--help"], capture_output=True, text=True, check=True)
+    assert "run" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    res = invoke("run", *SMALL, "--csv", str(d / "r.csv"), "--json", str(d / "r.json"))
+    assert res.exit_code == 0, res.output
+    return d, res.output
+
+
+def test_run_prints_a_comparison_table(exported):
+    _, output = exported
+    for name in ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle"):
+        assert name in output
+    assert "KV budget" in output
+    assert "× the output tokens/s of contiguous-max" in output or "x the output tokens/s" in output
+
+
+def test_run_exports_csv_and_json(exported):
+    d, _ = exported
+    df = pd.read_csv(d / "r.csv")
+    assert list(df["backend"]) == ["paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle"]
+    for col in ("output_tok_per_s", "workload", "model", "page_size", "kv_budget_bytes", "pabench_version",
+                "git_commit", "seed", "max_num_seqs"):
+        assert col in df.columns, col
+    assert (df["output_tok_per_s"] > 0).all()
+    assert (df["num_requests"] == 6).all()
+    data = json.loads((d / "r.json").read_text())
+    assert "results" in data or isinstance(data, dict)
+    assert "request" in json.dumps(data)  # raw per-request samples are there
+
+
+def test_check_passes_unchanged_and_catches_regression(exported, tmp_path):
+    d, _ = exported
+    res = invoke("check", str(d / "r.csv"), "--baseline", str(d / "r.csv"), "--max-regression", "10%")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(d / "r.csv")
+    df.loc[df["backend"] == "paged", "output_tok_per_s"] *= 0.5
+    worse = tmp_path / "worse.csv"
+    df.to_csv(worse, index=False)
+    res = invoke("check", str(worse), "--baseline", str(d / "r.csv"), "--max-regression", "10%")
+    assert res.exit_code == 2, res.output
+    assert "output_tok_per_s" in res.output
+
+
+def test_compare(exported):
+    d, _ = exported
+    res = invoke("compare", str(d / "r.csv"), str(d / "r.csv"))
+    assert res.exit_code == 0, res.output
+    assert "paged" in res.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--backend", "pagd"], "unknown backend"),
+    (["--model", "gpt-9"], "unknown model"),
+    (["--workload", "no-such-preset"], "no-such-preset"),
+    (["--kv-budget", "1KiB"], "smaller than one page"),
+    (["--kv-budget", "lots"], "cannot read size"),
+    (["--page-size", "12"], "power of two"),
+    (["--num-pages", "2"], "cannot hold request"),
+])
+def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
+    out = tmp_path / "r.csv"
+    res = invoke("run", *SMALL, *args, "--csv", str(out))
+    assert res.exit_code == 1, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_bad_workload_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    from pabench.workloads import presets_dir
+
+    bad.write_text((presets_dir() / "default.toml").read_text() + "\nbogus_key = 1\n")
+    res = invoke("run", *SMALL, "--workload", str(bad))
+    assert res.exit_code == 1
+    assert "bad.toml" in res.output and "bogus_key" in res.output
+
+
+def test_workloads_list_and_show():
+    res = invoke("workloads")
+    assert res.exit_code == 0, res.output
+    for name in ("default", "sharegpt-like", "alpaca-like", "long-context", "shared-prefix", "parallel-sampling"):
+        assert name in res.output
+    res = invoke("workloads", "show", "sharegpt-like")
+    assert res.exit_code == 0 and "lognormal" in res.output
+    assert invoke("workloads", "show", "nope").exit_code == 1

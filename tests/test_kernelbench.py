@@ -1,0 +1,80 @@
+"""The kernel benchmark library end to end on the CPU (tiny sizes), and its config validation."""
+
+import math
+
+import pytest
+from rich.console import Console
+
+from pabench.core.errors import ConfigError
+from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, kernel_summary, kernel_table,
+                                 run_kernel_bench, shrink_for_cpu)
+
+
+def test_case_b_lengths_are_the_specified_lognormal():
+    lens = case_lengths(NAMED_CASES["b"])
+    assert len(lens) == 256 and min(lens) >= 16 and max(lens) <= 8192
+    assert 950 < sum(lens) / len(lens) < 1070  # mean ~1008
+    assert case_lengths(NAMED_CASES["a"]) == [4096] * 64
+
+
+def test_cpu_shrink_says_so():
+    lens, note = shrink_for_cpu(NAMED_CASES["c"], case_lengths(NAMED_CASES["c"]))
+    assert max(lens) <= 256 and "shrunk" in note
+    assert shrink_for_cpu(NAMED_CASES["d"], [3, 4]) == ([3, 4], "")
+
+
+@pytest.mark.parametrize("kwargs", [{"case": "e"}, {"lengths": "zipf"}, {"page_sizes": (12,)}, {"dtype": "int8"},
+                                    {"impls": ("cuda-magic",)}, {"num_q_heads": 6, "num_kv_heads": 4},
+                                    {"rep_ms": 0}, {"device": "tpu"}, {"batch": 0}])
+def test_config_validation(kwargs):
+    with pytest.raises(ConfigError):
+        KernelBenchConfig(**kwargs)
+
+
+def test_page_size_defaults():
+    assert KernelBenchConfig(case="custom").resolved_page_sizes() == (8, 16, 32, 64, 128)
+    assert KernelBenchConfig(case="a").resolved_page_sizes() == (16,)
+    assert KernelBenchConfig(case="a", page_sizes=(1, 256)).resolved_page_sizes() == (1, 256)
+
+
+def test_tiny_custom_run_end_to_end():
+    cfg = KernelBenchConfig(case="custom", batch=3, context=24, lengths="lognormal", page_sizes=(4, 16),
+                            num_q_heads=4, num_kv_heads=2, head_dim=32, dtype="fp32", warmup_ms=0.5, rep_ms=2,
+                            device="cpu",
+                            impls=("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "torch-reference"))
+    messages = []
+    rows = run_kernel_bench(cfg, progress=messages.append)
+    assert messages and all(r["case"] == "custom" for r in rows)
+    impls = {r["impl"].split("[")[0] for r in rows}
+    assert impls == {"triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "torch-reference"}
+    assert len(rows) == 1 + 2 * 4  # one SDPA row, then four page-dependent rows per page size
+    for row in rows:
+        assert row["check"] == "ok", row
+        assert row["median_us"] > 0 and row["p10_us"] <= row["median_us"] <= row["p90_us"]
+        assert row["kv_bytes"] == 2 * sum_lens(cfg) * 2 * 32 * 4
+        assert math.isclose(row["gbps"], row["kv_bytes"] / row["median_us"] / 1e3)
+        assert row["copy_bw_gbps"] > 0 and row["device_name"] == "cpu" and row["torch"]
+    paged = [r for r in rows if r["impl"] == "triton-paged"]
+    assert len(paged) == 2 and all(r["paged_over_contiguous"] > 0 for r in paged)
+    console = Console(width=200, record=True)
+    console.print(kernel_table(rows))
+    assert "triton-paged" in console.export_text()
+    summary = kernel_summary(rows)
+    assert any("paged/contiguous" in line for line in summary)
+
+
+def sum_lens(cfg: KernelBenchConfig) -> int:
+    return sum(case_lengths(next(iter(cfg.cases().values())), cfg.seed))
+
+
+def test_a_wrong_kernel_is_a_visible_failure(monkeypatch):
+    """A timed impl whose output is wrong is flagged FAIL in its row and in the summary, not silently timed."""
+    import pabench.kernels as kernels
+
+    monkeypatch.setattr(kernels, "paged_decode_reference", lambda q, *args, **kw: q * 0 + 1)
+    cfg = KernelBenchConfig(case="custom", batch=2, context=20, page_sizes=(8,), num_q_heads=4, num_kv_heads=2,
+                            head_dim=32, dtype="fp32", warmup_ms=0.5, rep_ms=1, device="cpu",
+                            impls=("torch-reference",))
+    rows = run_kernel_bench(cfg)
+    assert [r["check"] for r in rows] == ["FAIL"]
+    assert any("FAIL" in line for line in kernel_summary(rows))

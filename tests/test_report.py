@@ -1,0 +1,237 @@
+"""Report: tables render, summary/capacity lines, flat CSV/JSON exports (atomic), compare and regression check."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+import pabench.atomic
+from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
+from pabench.atomic import atomic_write_text
+from pabench.core.errors import ConfigError
+from pabench.metrics import build_result
+from pabench.report import (capacity_line, check_regressions, compare_table, format_bytes, git_commit,
+                            parse_tolerance, read_results, results_frame, run_table, summary_line,
+                            workload_detail, workloads_table, write_csv, write_json)
+from pabench.workloads import list_presets, load_workload
+
+
+def _render(renderable) -> str:
+    console = Console(record=True, width=250, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+@pytest.fixture(scope="module")
+def results():
+    return [build_result(run) for run in make_runs()]
+
+
+# ---- terminal ------------------------------------------------------------------------------------------------
+
+def test_run_table_has_a_row_per_backend(results):
+    text = _render(run_table(results))
+    for backend in BACKENDS:
+        assert backend in text
+    assert "2.8" in text and "1.4" in text  # paged 2.75 and contiguous-max 1.375 output tok/s
+    assert "KV waste %" in text and "28.3" in text  # paged's mean waste
+    assert "3.0 / 3" not in text and "2.0 / 3" in text  # mean / peak concurrency
+
+
+def test_summary_line(results):
+    line = summary_line(results)
+    assert line.startswith("paged served 2.00× the output tokens/s of contiguous-max")
+    assert "(and 1.50× contiguous-pow2, 1.25× contiguous-oracle)" in line
+    assert "with 28.3% KV waste vs 56.8% for contiguous-max." in line
+    slower = [build_result(make_run("paged", wall_s=8.0)), build_result(make_run("contiguous-max", wall_s=4.0))]
+    assert "served 0.50×" in summary_line(slower) and "slower" in summary_line(slower)
+    only = summary_line(results[:1])
+    assert "only paged ran" in only and "2.8" in only
+    assert summary_line([]) == "no results"
+
+
+def test_capacity_line():
+    capacity = dict(kv_budget_bytes=64 * 2**20, num_pages=1024, page_size=16, max_model_len=2048)
+    assert capacity_line(capacity) == ("KV budget 64.0 MiB = 1,024 pages × 16 tokens = 16,384 tokens = 8 sequences "
+                                       "at max_model_len 2,048")
+    assert capacity_line({"kv_budget_bytes": 3 * 2**30, "policy": "max"}) == "KV budget 3.00 GiB (policy max)"
+    lead = dict(kv_budget_bytes=2**20, num_pages=16, page_size=16, num_tokens=256, max_len_seqs=2, max_model_len=128,
+                bytes_per_token=4096)  # what the CLI passes
+    assert capacity_line(lead) == ("KV budget 1.0 MiB = 16 pages × 16 tokens = 256 tokens = 2 sequences at "
+                                   "max_model_len 128 (4.0 KiB per token)")
+    assert (format_bytes(512 * 1024), format_bytes(0), format_bytes(100)) == ("512.0 KiB", "0 B", "100 B")
+
+
+def test_workload_tables():
+    text = _render(workloads_table(list_presets()))
+    assert "sharegpt-like" in text and "poisson 8 req/s" in text and "4 × 512" in text
+    detail = _render(workload_detail(load_workload("sharegpt-like")))
+    assert "lognormal ~160 σ 1 [4-1024]" in detail and "prompt sampled" in detail and "sharegpt-like.toml" in detail
+
+
+# ---- exports -------------------------------------------------------------------------------------------------
+
+def test_results_frame_columns(results):
+    frame = results_frame(results)
+    assert list(frame["backend"]) == list(BACKENDS)
+    for column in ("workload", "model", "device", "dtype", "page_size", "max_num_seqs", "max_model_len", "seed",
+                   "prefix_caching", "kv_budget_bytes", "num_requests", "output_tok_per_s", "total_tok_per_s",
+                   "req_per_s", "peak_reserved_bytes", "mean_waste_pct", "mean_idle_pct", "peak_saved_bytes",
+                   "capacity_num_pages", "pabench_version", "git_commit"):
+        assert column in frame.columns, column
+    for metric, unit in (("ttft", "ms"), ("tpot", "ms"), ("itl", "ms"), ("e2e", "s")):
+        for stat in ("mean", "std", "p50", "p90", "p99", "min", "max"):
+            assert f"{metric}_{stat}_{unit}" in frame.columns
+        assert f"{metric}_count" in frame.columns
+    assert frame["git_commit"].iloc[0] == git_commit() and isinstance(git_commit(), str)
+    assert frame.loc[0, "output_tok_per_s"] == 2.75 and frame.loc[1, "output_tok_per_s"] == 1.375
+
+
+def test_config_key_colliding_with_a_metric():
+    same = results_frame([build_result(make_run(num_requests=3))])
+    assert "config_num_requests" not in same.columns and same.loc[0, "num_requests"] == 3
+    differs = results_frame([build_result(make_run(num_requests=100, extra={"a": [1, 2]}))])
+    assert differs.loc[0, "config_num_requests"] == 100 and differs.loc[0, "num_requests"] == 3
+    assert differs.loc[0, "extra"] == '{"a": [1, 2]}'
+
+
+def test_csv_round_trip_and_committed_fixture(results, tmp_path):
+    path = write_csv(results, tmp_path / "deep" / "dir" / "run.csv")
+    back = read_results(path)
+    pd.testing.assert_frame_equal(back, results_frame(results), check_dtype=False)
+    stored = read_results(BASELINE_CSV)  # regenerate with fixtures.runs.write_baseline_csv() if columns change
+    assert list(stored.columns) == list(back.columns)
+    numeric = [c for c in back.columns if c not in ("pabench_version", "git_commit")]
+    pd.testing.assert_frame_equal(stored[numeric], back[numeric], check_dtype=False)
+
+
+def test_json_export(results, tmp_path):
+    path = write_json(results, tmp_path / "run.json")
+    doc = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert [row["backend"] for row in doc["rows"]] == list(BACKENDS)
+    paged = doc["backends"][0]
+    assert paged["backend"] == "paged" and len(paged["requests"]) == 3
+    assert paged["requests"][1]["token_times_s"] == [[2.0, 2.5], [2.0, 2.25, 2.5, 3.5]]
+    assert paged["steps"]["by_kind"]["decode"]["num_steps"] == 3
+    assert paged["steps"]["timeline"]["reserved_bytes"] == [400, 500, 200, 0, 0]
+    assert doc["rows"][0]["ttft_p50_ms"] == 1500.0 and doc["pabench_version"]
+    lean = json.loads(write_json(results, tmp_path / "lean.json", include_samples=False).read_text())
+    assert "requests" not in lean["backends"][0] and lean["rows"] == doc["rows"]
+    empty = json.loads(write_json([build_result(make_run().__class__("paged", {}))], tmp_path / "e.json").read_text())
+    assert empty["rows"][0]["output_tok_per_s"] is None  # NaN written as null
+
+
+def test_read_results_errors(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="no 'backend' column"):
+        read_results(tmp_path / "x.csv")
+    with pytest.raises(ConfigError, match="cannot read results"):
+        read_results(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch, results, failing):
+    target = tmp_path / "out.csv"
+
+    def boom(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(pabench.atomic.os, failing, boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_csv(results, target)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temp file
+    monkeypatch.undo()
+    atomic_write_text(target, "old\n")
+    monkeypatch.setattr(pabench.atomic.os, failing, boom)
+    with pytest.raises(OSError):
+        write_json(results, target)
+    assert target.read_text() == "old\n" and list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_write_keeps_usual_permissions(tmp_path):
+    fresh = atomic_write_text(tmp_path / "new.txt", "x")
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    (tmp_path / "old.txt").write_text("y")
+    (tmp_path / "old.txt").chmod(0o640)
+    assert atomic_write_text(tmp_path / "old.txt", "z").stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---- compare and check ---------------------------------------------------------------------------------------
+
+def _frame() -> pd.DataFrame:
+    return read_results(BASELINE_CSV)
+
+
+def test_compare_table_ratios():
+    a = _frame()
+    b = a.copy()
+    b.loc[b["backend"] == "paged", "output_tok_per_s"] *= 0.8
+    b = b[b["backend"] != "contiguous-pow2"]
+    text = _render(compare_table(a, b))
+    assert "0.80×" in text and "1.00×" in text
+    assert "missing" in text  # contiguous-pow2 only in A
+    assert text.count("paged") == 1
+
+
+def test_compare_joins_on_swept_columns():
+    a = pd.concat([_frame().assign(page_size=16), _frame().assign(page_size=32, output_tok_per_s=1.0)])
+    b = pd.concat([_frame().assign(page_size=32, output_tok_per_s=2.0), _frame().assign(page_size=16)])
+    text = _render(compare_table(a, b))
+    assert "paged page_size=16" in text and "paged page_size=32" in text
+    assert "2.00×" in text  # 32 matched with 32, not with 16
+
+
+def test_check_regressions():
+    base = _frame()
+    regressions, _ = check_regressions(base.copy(), base, 0.10)
+    assert regressions == []
+
+    slower = base.copy()
+    slower.loc[slower["backend"] == "paged", "output_tok_per_s"] *= 0.8  # -20% throughput
+    regressions, table = check_regressions(slower, base, 0.10)
+    assert [(r.run, r.metric) for r in regressions] == [("paged", "output_tok_per_s")]
+    assert regressions[0].change == pytest.approx(0.2) and "20.0% worse" in str(regressions[0])
+    assert "REGRESSION" in _render(table) and "1 regression(s)" in _render(table)
+
+    latency = base.copy()
+    latency["ttft_p50_ms"] *= 1.05  # +5% latency, within 10%
+    latency["output_tok_per_s"] *= 1.5  # faster is never a regression
+    assert check_regressions(latency, base, 0.10)[0] == []
+    latency["tpot_p99_ms"] *= 1.2
+    assert {r.metric for r in check_regressions(latency, base, 0.10)[0]} == {"tpot_p99_ms"}
+    assert len(check_regressions(latency, base, 0.10)[0]) == 4  # every backend
+
+
+def test_check_missing_backend_and_zero_baseline():
+    base = _frame()
+    missing, table = check_regressions(base[base["backend"] != "contiguous-max"], base, 0.10)
+    assert [(r.run, r.metric) for r in missing] == [("contiguous-max", "(run)")] and math.isinf(missing[0].change)
+    assert "missing" in str(missing[0])
+    preempt = base.copy()
+    base_zero = base.assign(num_preemptions=0)
+    preempt["num_preemptions"] = 1
+    assert {r.metric for r in check_regressions(preempt, base_zero, 0.5)[0]} == {"num_preemptions"}
+    with pytest.raises(ConfigError):
+        check_regressions(base, base, -0.1)
+
+
+@pytest.mark.parametrize("text, value", [("10%", 0.10), ("0.1", 0.1), (" 2.5 % ", 0.025), ("0", 0.0), ("150%", 1.5)])
+def test_parse_tolerance(text, value):
+    assert parse_tolerance(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "-5%", "10", "", "nan%"])
+def test_parse_tolerance_rejects(text):
+    with pytest.raises(ConfigError, match="tolerance"):
+        parse_tolerance(text)
