@@ -21,7 +21,8 @@ import torch
 
 from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, copy_bandwidth_gbps, kernel_summary,
                                  make_decode_data, paginate, run_kernel_bench, shrink_for_cpu, time_us)
-from pabench.kernels import DecodeConfig, contiguous_decode_reference, paged_decode_attention
+from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
+                             paged_decode_attention)
 from pabench.kernels.checks import DecodeShape
 from pabench.kernels.decode import choose_decode_config
 
@@ -60,8 +61,8 @@ def run_tests(out: Path) -> str:
 
 
 def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_s: float, rows: list[dict],
-          device: torch.device, page_size: int = 16) -> None:
-    """Time triton-paged under each config on each case; one row each, with its error against the reference."""
+          device: torch.device, page_size: int = 16, contiguous: bool = False) -> None:
+    """Time triton-paged (and triton-contiguous) under each config on each case; one row each, with its error."""
     heads = (32, 8, 128) if device.type == "cuda" else (4, 2, 64)  # CPU: a dry run through the interpreter
     for case in cases:
         spec = NAMED_CASES[case]
@@ -78,16 +79,24 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
                 break
             row = {"case": case, "page_size": page_size, **cfg.__dict__}
 
-            def fn(cfg=cfg):
+            def paged(cfg=cfg):
                 return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton",
                                               check_values=False, config=cfg)
 
+            def contig(cfg=cfg):
+                return contiguous_decode_attention(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens,
+                                                   impl="triton", check_values=False, config=cfg)
+
             try:
-                out = fn().float()
+                out = paged().float()
                 row["rel_err"] = float((out - ref).norm() / ref.norm())
-                median, p10, p90 = time_us(fn, device, 10, 40)
+                median, p10, p90 = time_us(paged, device, 10, 40)
                 row.update(median_us=median, p10_us=p10, p90_us=p90,
                            pct_of_copy_bw=100 * kv_bytes / (median * 1e-6) / 1e9 / copy_bw)
+                if contiguous:
+                    row["contig_rel_err"] = float((contig().float() - ref).norm() / ref.norm())
+                    row["contig_us"] = time_us(contig, device, 10, 40)[0]
+                    row["paged_over_contiguous"] = median / row["contig_us"]
             except Exception as err:  # noqa: BLE001 - a config that fails to compile is a row, not a crash
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:150] if str(err) else ''}"
             rows.append(row)
@@ -108,7 +117,7 @@ def best(rows: list[dict], case: str) -> DecodeConfig | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--stages", default="tests,sweep,bench,pages")
+    parser.add_argument("--stages", default="tests,bench,sweep,pages,flex")
     parser.add_argument("--budget-s", type=float, default=420.0)
     parser.add_argument("--sweep", default="full", choices=["full", "short"])
     parser.add_argument("--dry-run", action="store_true", help="CPU + TRITON_INTERPRET=1, tiny shapes: check the script")
@@ -131,8 +140,9 @@ def main() -> None:
 
     rows: list[dict] = []
     if "bench" in stages:
-        log("kernel bench: all cases, page 16, every impl")
-        cfg = KernelBenchConfig(case="all", page_sizes=(16,), device=device.type)
+        log("kernel bench: all cases, page 16, every impl but FlexAttention (last: a device assert there kills the context)")
+        cfg = KernelBenchConfig(case="all", page_sizes=(16,), device=device.type,
+                                impls=("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "flashinfer-paged"))
         if args.dry_run:
             cfg = KernelBenchConfig(case="custom", batch=2, context=40, page_sizes=(16,), num_q_heads=4, num_kv_heads=2,
                                     head_dim=64, device="cpu", warmup_ms=1, rep_ms=2,
@@ -164,6 +174,23 @@ def main() -> None:
                 t = min(r["median_us"] for r in timed)
                 summary.append(f"sweep ({case}) best {t:.1f} us  {min(timed, key=lambda r: r['median_us'])['pct_of_copy_bw']:.1f}% : {top}")
 
+    if "tune" in stages:
+        grid = [DecodeConfig(block_n=bn, num_stages=st, items_per_sm=it, prefetch_pages=pf)
+                for pf, bn, st, it in itertools.product((True, False), (64, 128), (2, 3, 4), (8, 16))]
+        grid = grid[:2] if args.dry_run else grid
+        log(f"tune: {len(grid)} configs on (a), (b), (c), paged and contiguous")
+        sweep(["a", "b", "c"], grid, copy_bw, args.budget_s, sweep_rows, device, contiguous=True)
+        d_grid = [DecodeConfig(block_n=64, num_stages=st, items_per_sm=it) for st in (2, 3) for it in (4, 8, 16)]
+        sweep(["d"], d_grid[:1] if args.dry_run else d_grid, copy_bw, args.budget_s, sweep_rows, device,
+              contiguous=True)
+        write_csv(args.out / "sweep.csv", sweep_rows)
+        for case in ("a", "b", "c", "d"):
+            timed = [r for r in sweep_rows if r["case"] == case and "median_us" in r]
+            for r in sorted(timed, key=lambda r: r["median_us"])[:3]:
+                summary.append(f"tune ({case}) {r['median_us']:.1f} us {r['pct_of_copy_bw']:.1f}% "
+                               f"p/c {r.get('paged_over_contiguous', float('nan')):.3f} bn {r['block_n']} "
+                               f"st {r['num_stages']} items {r['items_per_sm']} prefetch {r['prefetch_pages']}")
+
     if "pages" in stages and elapsed() < args.budget_s:
         log("kernel bench: (a), (b) over page sizes")
         for case in ("a", "b"):
@@ -176,6 +203,15 @@ def main() -> None:
                                         num_kv_heads=2, head_dim=64, device="cpu", warmup_ms=1, rep_ms=2,
                                         impls=("triton-paged", "triton-contiguous"))
             rows += run_kernel_bench(cfg, progress=log)
+            save_rows(args.out, rows)
+    if "flex" in stages and elapsed() < args.budget_s:
+        log("kernel bench: FlexAttention paged, all cases, page 16")
+        flex_cfg = KernelBenchConfig(case="all", page_sizes=(16,), device=device.type, impls=("flex-paged",))
+        if not args.dry_run:
+            try:
+                rows += run_kernel_bench(flex_cfg, progress=log)
+            except Exception as err:  # noqa: BLE001 - keep every row measured so far
+                summary.append(f"flex stage failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
             save_rows(args.out, rows)
     if rows:
         summary += kernel_summary(rows)

@@ -54,9 +54,10 @@ def friendly(fn: Callable) -> Callable:
 
 
 def _stdout():
+    """Results console. Not a terminal (pipe, file, tests): 140 columns so tables are never truncated."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def _stderr():
@@ -97,6 +98,7 @@ def run(
     max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)] = None,
     max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)] = 8192,
     attn_impl: Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)] = "auto",
+    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)] = True,
@@ -111,7 +113,8 @@ def run(
                     device=device, dtype=dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
                     prefix_caching=prefix_caching, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                    max_batched_tokens=max_batched_tokens, num_requests=num_requests, seed=seed, attn_impl=attn_impl)
+                    max_batched_tokens=max_batched_tokens, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
+                    cuda_graphs=cuda_graphs)
     err = _stderr()
     with err.status("preparing model and workload...") if progress else _nullcontext():
         p = prepare(cfg)

@@ -184,9 +184,16 @@ class Walkthrough:
 
     # ---- actions ------------------------------------------------------------------------------------------
     def arrive(self, seq_id: int, prompt: SequenceABC[int], *, max_len: int, num_samples: int = 1) -> None:
-        """A request arrives: prefill it (prefix hits first), fork its extra samples, try the slab too."""
+        """A request arrives: prefill it (prefix hits first), fork its extra samples, try the slab too.
+
+        Samples get ids seq_id + 1 ... seq_id + num_samples - 1. If the pool cannot take the request it stays
+        WAITING (`resume` admits it later, as a single sequence).
+        """
         if not len(prompt) <= max_len <= self.max_model_len:
             raise ConfigError(f"{seq_name(seq_id)}: need len(prompt) <= max_len <= {self.max_model_len}")
+        new_ids = range(seq_id, seq_id + num_samples)
+        if num_samples < 1 or any(i in self.seqs for i in new_ids):
+            raise ConfigError(f"{seq_name(seq_id)}: need num_samples >= 1 and unused seq ids {list(new_ids)}")
         seq = Sequence(seq_id, prompt)
         self.seqs[seq_id], self._max_len[seq_id] = seq, max_len
         group = [seq_id]
@@ -198,7 +205,7 @@ class Walkthrough:
                 self._running_ids.append(child_id)
                 group.append(child_id)
                 self._emit("fork", (seq_id, child_id), seq.page_table.page_ids,
-                               f"{seq_name(child_id)} points at all {seq.num_pages} pages of {seq_name(seq_id)}")
+                           f"{seq_name(child_id)} points at all {seq.num_pages} pages of {seq_name(seq_id)}")
         self._slab_waiting.append(group)
         self._place_waiting(announce_ids=frozenset(group))
 
@@ -227,10 +234,11 @@ class Walkthrough:
         self._place_waiting()
 
     def resume(self, seq_id: int) -> None:
-        """A preempted sequence is prefilled again (prompt + generated tokens); cached pages cut the work."""
+        """A preempted (or waiting) sequence is prefilled again, prompt + generated tokens; cached pages cut
+        the work."""
         seq = self.seqs[seq_id]
-        if seq.status is not SequenceStatus.PREEMPTED:
-            raise SequenceStateError(f"{seq_name(seq_id)} is {seq.status.name}, not PREEMPTED")
+        if seq.status not in (SequenceStatus.PREEMPTED, SequenceStatus.WAITING):
+            raise SequenceStateError(f"{seq_name(seq_id)} is {seq.status.name}, not PREEMPTED or WAITING")
         self._admit(seq)
 
     def step(self, title: str, sentence: str) -> Step:
@@ -306,6 +314,8 @@ class Walkthrough:
 
     def _release(self, seq: Sequence) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Free `seq`'s pages; (pages whose ref_count reached 0, those of them kept as cached prefix pages)."""
+        if seq.page_table is None:
+            raise SequenceStateError(f"{seq_name(seq.seq_id)} is {seq.status.name} and holds no pages")
         returned = tuple(i for i in seq.page_table.page_ids if self.blocks.page(i).ref_count == 1)
         self.blocks.free(seq)
         self._running_ids.remove(seq.seq_id)
@@ -348,8 +358,8 @@ class Walkthrough:
                 continue
             for seq_id, start in zip(group, starts):
                 self._slab_start[seq_id] = start
-            self._emit("reserve_contiguous", tuple(group), (),
-                       ", ".join(f"{seq_label(i)}: slots {s}-{s + self._reservation(i) - 1}" for i, s in zip(group, starts)))
+            regions = (f"{seq_label(i)}: slots {s}-{s + self._reservation(i) - 1}" for i, s in zip(group, starts))
+            self._emit("reserve_contiguous", tuple(group), (), ", ".join(regions))
         self._slab_waiting = still_waiting
 
     # ---- views --------------------------------------------------------------------------------------------

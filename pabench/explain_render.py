@@ -38,17 +38,20 @@ def owner_style(seq_id: int) -> str:
 
 def _cell(page, id_width: int, mark_width: int) -> Text:
     """`[ 3:AB2]`: page id, owner letters (coloured), ref_count; free and cached pages get a mark."""
-    cell = Text("[", style="dim")
+    cell = Text().append("[", style="dim")
     cell.append(f"{page.page_id:>{id_width}}:", style="dim")
     if page.state == "free":
         cell.append(FREE_MARK.ljust(mark_width), style="dim")
     elif page.state == "cached":
         cell.append(CACHED_MARK.ljust(mark_width), style="bold green")
-    else:
+    elif page.state == "used":  # one owner: the whole cell in its colour
+        text = f"{seq_label(page.owner_ids[0])}{page.ref_count}".ljust(mark_width)
+        cell.append(text, style=f"bold reverse {owner_style(page.owner_ids[0])}")
+    else:  # shared: each owner's letter in its colour, the ref_count in red
         for owner_id in page.owner_ids:
             cell.append(seq_label(owner_id), style=f"bold {owner_style(owner_id)}")
         ref = str(page.ref_count)
-        cell.append(ref, style="bold red" if page.ref_count > 1 else "")
+        cell.append(ref, style="bold red")
         cell.append(" " * (mark_width - len(page.owner_ids) - len(ref)))
     cell.append("]", style="dim")
     return cell
@@ -58,7 +61,7 @@ def pool_lines(pool: PoolView) -> list[Text]:
     """A summary line, then the pool as rows of CELLS_PER_ROW cells in page id order."""
     num_pages = len(pool.pages)
     shared = pool.count("shared")
-    head = Text("PAGED", style="bold")
+    head = Text().append("PAGED", style="bold")
     head.append(f"  {num_pages} pages x {pool.page_size} tokens")
     counts = Text(f"{pool.num_in_use} in use ({shared} shared), {pool.count('free')} free, "
                   f"{pool.count('cached')} cached; slack {pool.num_slack_tokens} slots"
@@ -75,7 +78,7 @@ def table_lines(tables: tuple[TableView, ...]) -> list[Text]:
     """One line per sequence: letter, id, status, tokens, page table as logical->physical pairs."""
     lines = []
     for t in tables:
-        line = Text(f"  {seq_label(t.seq_id)}", style=f"bold {owner_style(t.seq_id)}")
+        line = Text().append(f"  {seq_label(t.seq_id)}", style=f"bold {owner_style(t.seq_id)}")
         line.append(f" seq {t.seq_id} ")
         line.append(f"{t.status:<9}", style=STATUS_STYLES.get(t.status, ""))
         line.append(f" {t.num_tokens:>3} tokens  ")
@@ -96,7 +99,7 @@ def table_lines(tables: tuple[TableView, ...]) -> list[Text]:
 def slab_lines(slab: SlabView, row_slots: int) -> list[Text]:
     """A summary line, the slab one character per slot (`row_slots` per row), then one line per region."""
     policy = "max_model_len per sequence" if slab.policy == "max" else "exact final length"
-    head = Text("CONTIGUOUS", style="bold")
+    head = Text().append("CONTIGUOUS", style="bold")
     head.append(f"  {slab.num_slots} slots, reserving {policy}")
     pct = 100.0 * slab.num_slack / slab.num_reserved if slab.num_reserved else 0.0
     counts = Text(f"{slab.num_reserved} reserved, slack {slab.num_slack} ({pct:.0f}%), {slab.num_free} free, "
@@ -105,21 +108,23 @@ def slab_lines(slab: SlabView, row_slots: int) -> list[Text]:
     for r in slab.reservations:
         letter, style = seq_label(r.seq_id), owner_style(r.seq_id)
         for i in range(r.length):
-            chars[r.start + i] = (letter, f"bold {style}") if i < r.num_tokens else (letter.lower(), f"dim {style}")
+            chars[r.start + i] = ((letter, f"bold reverse {style}") if i < r.num_tokens
+                                  else (letter.lower(), f"dim {style}"))
     id_width = len(str(slab.num_slots - 1))
     lines = [head, counts]
     for row in range(0, slab.num_slots, row_slots):
-        line = Text(f"{row:>{id_width}} ", style="dim")
+        line = Text().append(f"{row:>{id_width}} ", style="dim")
         for char, style in chars[row:row + row_slots]:
             line.append(char, style=style)
         lines.append(line)
     for r in slab.reservations:
-        line = Text(f"  {seq_label(r.seq_id)}", style=f"bold {owner_style(r.seq_id)}")
+        line = Text().append(f"  {seq_label(r.seq_id)}", style=f"bold {owner_style(r.seq_id)}")
         line.append(f" slots {r.start}-{r.start + r.length - 1}: {r.num_tokens} tokens, {r.num_slack} slack")
         lines.append(line)
     if slab.waiting_ids:
         names = ", ".join(seq_label(i) for i in slab.waiting_ids)
-        lines.append(Text(f"  cannot place {names}: no free region long enough, waiting", style="bold red"))
+        lines.append(Text().append(f"  cannot place {names}: no free region long enough, waiting",
+                                   style="bold red"))
     return lines
 
 
@@ -130,7 +135,8 @@ def event_lines(events: tuple[Event, ...]) -> list[Text]:
     width = max((len(e.kind) for e in events), default=0)
     lines = []
     for e in events:
-        line = Text(f"  {e.kind:<{width}}  ", style="bold red" if "fail" in e.kind or e.kind == "preempt" else "bold")
+        alarm = "fail" in e.kind or e.kind == "preempt"
+        line = Text().append(f"  {e.kind:<{width}}  ", style="bold red" if alarm else "bold")
         line.append(e.detail)
         if e.page_ids and e.kind not in ("cow",):
             line.append(f"  [{', '.join(map(str, e.page_ids))}]", style="dim")

@@ -1,7 +1,8 @@
 """`plot_results`: one PNG with the panels a result CSV supports, from `pabench sweep` or a single `pabench run`.
 
 Panels, each only when the data has what it needs:
-  * throughput (output tok/s) vs KV budget per backend, or per backend as bars when the budget is fixed;
+  * throughput (output tok/s) vs KV budget per backend, or per backend as bars when the budget is fixed
+    (and vs max_num_seqs when that was swept);
   * the KV budget split into used / slack / idle % per backend (stacked bars), with the waste % on top;
   * TTFT and TPOT (p50 solid, p99 dashed) vs request rate, or as bars when the rate is fixed;
   * for a page-size sweep (vLLM paper's trade-off): waste % vs page size, and decode step ms (plus kernel µs
@@ -72,6 +73,8 @@ def choose_panels(frame: pd.DataFrame, kernels: pd.DataFrame | None = None) -> l
     if "output_tok_per_s" in frame.columns:
         panels.append("throughput_vs_budget" if _varies(frame, "sweep_kv_budget_bytes", "kv_budget_bytes")
                       else "throughput")
+    if "output_tok_per_s" in frame.columns and _varies(frame, "sweep_max_num_seqs"):
+        panels.append("throughput_vs_max_num_seqs")
     if {"mean_used_pct", "mean_slack_pct", "mean_idle_pct"} <= set(frame.columns):
         panels.append("waste")
     if _varies(frame, "sweep_rate"):
@@ -174,6 +177,11 @@ def _draw(ax, panel: str, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> 
         _log2_axis(ax, data["_mib"], "KV budget (MiB)")
         ax.set_ylabel("output throughput (tok/s)")
         ax.set_title("Throughput vs KV budget")
+    elif panel == "throughput_vs_max_num_seqs":
+        _lines(ax, _mean_by(frame, _labels(frame, True), "sweep_max_num_seqs", "output_tok_per_s"))
+        _log2_axis(ax, frame["sweep_max_num_seqs"], "max_num_seqs (batch limit, sequences)")
+        ax.set_ylabel("output throughput (tok/s)")
+        ax.set_title("Throughput vs batch limit")
     elif panel == "throughput":
         _bars(ax, _mean_by(frame, _labels(frame, True), None, "output_tok_per_s"), "output throughput (tok/s)",
               "Throughput per backend")

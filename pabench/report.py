@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich import box
+from rich.console import Group
 from rich.table import Table
 
 import pabench
@@ -80,21 +81,31 @@ def git_commit() -> str:
 
 # ---- terminal ---------------------------------------------------------------------------------------------
 
-def run_table(results: list[Result]) -> Table:
-    """One row per backend: throughput, latency, concurrency, preemptions, prefix hits, KV waste, wall time."""
-    table = Table(box=box.SIMPLE_HEAD, title_justify="left", header_style="bold")
-    table.add_column("backend", justify="left", style="bold")
-    headers = ("out tok/s", "req/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "E2E p50 s", "conc mean/peak",
-               "preempt", "prefix hit %", "KV waste %", "idle %", "saved", "wall s")
-    for header in headers:
-        table.add_column(header, justify="right")
+def run_table(results: list[Result]) -> Group:
+    """Two compact tables, one row per backend: serving (throughput, latency, concurrency) and KV memory."""
+    serving = Table(box=box.SIMPLE_HEAD, header_style="bold", title="serving", title_justify="left")
+    memory = Table(box=box.SIMPLE_HEAD, header_style="bold", title="KV memory (token-level, mean over steps)",
+                   title_justify="left")
+    for t in (serving, memory):
+        t.add_column("backend", justify="left", style="bold", no_wrap=True)
+    for header in ("out tok/s", "req/s", "TTFT p50", "TTFT p99", "TPOT p50", "E2E p50", "batch mean/max",
+                   "preempt", "wall"):
+        serving.add_column(header, justify="right", no_wrap=True)
+    for header in ("waste %", "used %", "slack %", "idle %", "peak reserved", "saved by sharing", "prefix hit %"):
+        memory.add_column(header, justify="right", no_wrap=True)
     for r in results:
-        table.add_row(r.backend, _num(r.output_tok_s), _num(r.req_s, 2), _num(r.ttft_s.p50 * 1e3),
-                      _num(r.ttft_s.p99 * 1e3), _num(r.tpot_s.p50 * 1e3, 2), _num(r.e2e_s.p50, 2),
-                      f"{_num(r.concurrency.mean)} / {r.peak_concurrency}", str(r.num_preemptions),
-                      _num(100 * r.prefix_hit_rate), _num(r.mean_waste_pct), _num(r.mean_idle_pct),
-                      format_bytes(r.peak_saved_bytes), _num(r.wall_s, 2))
-    return table
+        serving.add_row(r.backend, _num(r.output_tok_s), _num(r.req_s, 2), _ms(r.ttft_s.p50), _ms(r.ttft_s.p99),
+                        _ms(r.tpot_s.p50), f"{_num(r.e2e_s.p50, 2)} s",
+                        f"{_num(r.concurrency.mean)} / {r.peak_concurrency}", str(r.num_preemptions),
+                        f"{_num(r.wall_s, 1)} s")
+        memory.add_row(r.backend, _num(r.mean_waste_pct), _num(r.mean_used_pct), _num(r.mean_slack_pct),
+                       _num(r.mean_idle_pct), format_bytes(r.peak_reserved_bytes), format_bytes(r.peak_saved_bytes),
+                       _num(100 * r.prefix_hit_rate))
+    return Group(serving, memory)
+
+
+def _ms(seconds: float) -> str:
+    return "–" if is_missing(seconds) else f"{seconds * 1e3:,.1f} ms"
 
 
 def summary_line(results: list[Result]) -> str:

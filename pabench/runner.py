@@ -39,6 +39,7 @@ class RunConfig:
     seed: int | None = None
     rate: float | None = None  # override: Poisson arrivals at this many requests/s
     attn_impl: str = "auto"
+    cuda_graphs: bool | None = None  # replay decode steps as CUDA graphs (default on CUDA)
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
@@ -79,6 +80,7 @@ class RunConfig:
             max_num_seqs=self.max_num_seqs or (256 if cuda else 32),
             max_model_len=self.max_model_len or (2048 if cuda else 1024),
             warmup=True if self.warmup is None else self.warmup,
+            cuda_graphs=cuda if self.cuda_graphs is None else self.cuda_graphs,
         )
 
 
@@ -99,8 +101,11 @@ class Prepared:
     kv_budget_bytes: int
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Resolve defaults, load the workload, build the model, size the budget. Raises ConfigError early."""
+def prepare(cfg: RunConfig, model=None) -> Prepared:
+    """Resolve defaults, load the workload, build the model, size the budget. Raises ConfigError early.
+
+    `model` reuses an already built `DecoderModel` when its config matches (sweeps build it once).
+    """
     import torch
 
     from pabench.backends import KVLayout, parse_backends
@@ -132,8 +137,12 @@ def prepare(cfg: RunConfig) -> Prepared:
             raise ConfigError(f"model {mcfg.name} ({mcfg.num_layers} layers, {weight_bytes / 2**30:.1f} GiB of "
                               f"weights) plus the KV budget ({budget / 2**30:.1f} GiB) do not fit in "
                               f"{free / 2**30:.1f} GiB of free GPU memory; try --layers or a smaller --kv-budget")
-    model = DecoderModel(mcfg, dtype=layout.torch_dtype, device=cfg.device, seed=0 if cfg.seed is None else cfg.seed,
-                         max_position=cfg.max_model_len + 1)
+    seed = 0 if cfg.seed is None else cfg.seed
+    reuse = (model is not None and model.config == mcfg and model.dtype == layout.torch_dtype and model.seed == seed
+             and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len)
+    if not reuse:
+        model = DecoderModel(mcfg, dtype=layout.torch_dtype, device=cfg.device,
+                             seed=seed, max_position=cfg.max_model_len + 1)
     return Prepared(cfg, spec, requests, model, layout, budget)
 
 
@@ -141,13 +150,15 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
     """The parameters a result is reported with (CSV columns)."""
     c = p.config
     mc = p.model.config
-    out = {"workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
+    import datetime
+
+    out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
            "dtype": c.dtype, "page_size": c.page_size if backend.startswith("paged") else 1,
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "num_requests": len(p.requests),
            "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
-           "attn_impl": c.attn_impl, "arrival": p.spec.arrival_text()}
+           "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs), "arrival": p.spec.arrival_text()}
     out.update(c.extra)
     return out
 
@@ -172,7 +183,7 @@ def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None =
     if c.warmup:
         _warmup(p, build(), sched)
     backend = build()
-    engine = Engine(p.model, backend, sched)
+    engine = Engine(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
     record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
     del engine, backend
@@ -204,7 +215,28 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
 
     p = prepared or prepare(cfg)
     records = [run_backend(p, name, on_progress) for name in p.config.backends]
+    for r in records:
+        r.config.update(token_agreement(records[0], r))
     return [build_result(r) for r in records], records, p
+
+
+def token_agreement(ref, other) -> dict:
+    """How many output tokens `other` shares with `ref` position by position, and how many requests match whole.
+
+    Paging must be transparent: on CPU in fp32 every backend produces the same tokens. In bf16 on GPU, kernels
+    that sum in a different order (a recompute after preemption runs the prefill path, not the decode path)
+    may flip a near-tie argmax, after which that sample's continuation differs; the rates say how often.
+    """
+    same_tokens = total_tokens = same_requests = 0
+    for rid, samples in ref.output_token_ids.items():
+        theirs = other.output_token_ids.get(rid, ())
+        same_requests += samples == theirs
+        for a, b in zip(samples, theirs):
+            total_tokens += len(a)
+            same_tokens += sum(x == y for x, y in zip(a, b))
+    n = max(1, len(ref.output_token_ids))
+    return {"token_match_vs": ref.backend, "token_match_pct": 100.0 * same_tokens / max(1, total_tokens),
+            "request_match_pct": 100.0 * same_requests / n}
 
 
 def _device_name(device: str) -> str:

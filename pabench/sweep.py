@@ -72,7 +72,8 @@ class SweepPoint:
         if self.page_size is not None:
             parts.append(f"page_size={self.page_size}")
         if self.kv_budget_bytes is not None:
-            parts.append(f"kv_budget={self.kv_budget_bytes / 2**20:g}MiB")
+            size = self.kv_budget_bytes
+            parts.append(f"kv_budget={size / 2**20:g}MiB" if size >= 2**20 else f"kv_budget={size / 2**10:g}KiB")
         if self.rate is not None:
             parts.append(f"rate={self.rate:g}/s")
         if self.max_num_seqs is not None:
@@ -137,9 +138,11 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
     rows: list[dict[str, Any]] = []
     done, total = 0, None
+    model = None  # built once, reused by every point whose model config matches
     for point, cfg in plan:
         try:
-            prepared = prepare(cfg)
+            prepared = prepare(cfg, model=model)
+            model = prepared.model
             num_requests = len(prepared.requests)
             total = total or num_runs * num_requests
             for backend in cfg.backends:
@@ -174,7 +177,7 @@ def _cell(column: str, value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if column == "sweep_kv_budget_bytes":
-        return f"{value / 2**20:g} MiB"
+        return f"{value / 2**20:g} MiB" if value >= 2**20 else f"{value / 2**10:g} KiB"
     if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
         return str(int(value))
     if column == "sweep_rate":

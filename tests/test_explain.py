@@ -169,6 +169,26 @@ def test_bad_input_raises_typed_errors():
         w.decode(1)
     with pytest.raises(SequenceStateError, match="not PREEMPTED"):
         w.resume(0)
+    with pytest.raises(ConfigError, match="unused seq ids"):
+        w.arrive(0, (5, 6), max_len=4)
+    with pytest.raises(ConfigError, match="max_len"):
+        w.arrive(1, tuple(range(20, 48)), max_len=16)  # 28 tokens > max_len: refused before touching anything
+    assert 1 not in w.seqs
+
+
+def test_a_request_the_pool_cannot_take_waits_then_resumes():
+    w = Walkthrough(4, 4, 16)
+    w.arrive(0, tuple(range(1, 13)), max_len=16)  # 3 of the 4 pages
+    w.arrive(1, tuple(range(21, 30)), max_len=16)  # needs 3 pages, 1 free
+    step = w.step("full", "B does not fit")
+    assert step.kinds() == ["allocate", "reserve_contiguous", "admit_fail", "admit_fail_contiguous"]
+    assert next(t for t in step.tables if t.seq_id == 1).status == "WAITING"
+    w.finish(0)
+    w.resume(1)
+    step = w.step("B gets in", "A's pages went back")
+    assert next(t for t in step.tables if t.seq_id == 1).status == "RUNNING"
+    # A's 3 full pages were cached; B takes the 1 fresh page and evicts 2 of them
+    assert step.kinds() == ["finish", "free", "release_contiguous", "reserve_contiguous", "allocate", "evict"]
 
 
 def test_cli_scenario_names_match_the_library():

@@ -58,8 +58,11 @@ class ContiguousBackend:
         self.allocator = ExtentAllocator(num_slots)
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
-        self.k_slab = torch.empty(L, num_slots, H, D, dtype=dt, device=dev)  # [L, num_slots, H, D]
-        self.v_slab = torch.empty(L, num_slots, H, D, dtype=dt, device=dev)  # [L, num_slots, H, D]
+        # One extra scratch slot, never reserved: padding rows of a CUDA-graph batch write and read it.
+        self.k_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
+        self.v_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
+        self._starts_buf = torch.zeros(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged region starts
+        self._lens_buf = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged lengths
         self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
         self._reserved: dict[int, int] = {}  # seq_id -> extent length
         self._live: dict[int, Sequence] = {}
@@ -122,11 +125,22 @@ class ContiguousBackend:
                            kv_index=start)
 
     def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        dev = self.layout.device
-        starts = torch.tensor([self._start[s.seq_id] for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
-        lens = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
+        self.stage_decode(seqs, len(seqs))
+        return self.decode_meta(len(seqs))
+
+    def stage_decode(self, seqs: list[Sequence], batch: int) -> None:
+        """Host side of a decode step: region starts and lengths into static buffers (padding: scratch slot)."""
+        pad = batch - len(seqs)
+        starts = [self._start[s.seq_id] for s in seqs] + [self.num_slots] * pad
+        lens = [s.num_tokens for s in seqs] + [1] * pad
+        self._starts_buf[:batch].copy_(torch.tensor(starts, dtype=torch.int32), non_blocking=True)  # [batch]
+        self._lens_buf[:batch].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)  # [batch]
+
+    def decode_meta(self, batch: int) -> torch.Tensor:
+        """Device side of a decode step (graph-capturable): the new tokens' slots."""
+        starts, lens = self._starts_buf[:batch], self._lens_buf[:batch]  # [batch] each
         self._decode = (starts, lens)
-        return (starts + lens - 1).long()  # [B] slot of each newest token
+        return (starts + lens - 1).long()  # [batch] slot of each newest token
 
     # ------------------------------------------------------------------ per-layer device work
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -142,7 +156,7 @@ class ContiguousBackend:
         starts, lens = self._decode
         if self._use_triton:
             return kernels.contiguous_decode_attention(q, self.k_slab[layer], self.v_slab[layer], starts, lens,
-                                                       impl="triton")
+                                                       impl="triton", check_values=False)
         return contiguous_decode_batched(q, self.k_slab[layer], self.v_slab[layer], starts, lens)
 
     # ------------------------------------------------------------------ accounting

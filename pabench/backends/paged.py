@@ -56,10 +56,16 @@ class PagedBackend:
         self.block_manager = BlockManager(num_pages, page_size, enable_prefix_caching=enable_prefix_caching)
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
-        self.k_pool = torch.empty(L, num_pages, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages, page_size, H, D]
-        self.v_pool = torch.empty(L, num_pages, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages, page_size, H, D]
+        # One extra "scratch" page, never handed out: padding rows of a CUDA-graph batch write and read it.
+        self.scratch_page = num_pages
+        self.k_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
+        self.v_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
         self.max_pages_per_seq = -(-max_model_len // page_size)
-        self.block_table = torch.zeros(max_num_seqs, self.max_pages_per_seq, dtype=torch.int32, device=dev)  # [max_seqs, max_pages]
+        # Persistent block table; the extra last row (all scratch page) serves padding rows.
+        self.block_table = torch.zeros(max_num_seqs + 1, self.max_pages_per_seq, dtype=torch.int32, device=dev)  # [max_seqs + 1, max_pages]
+        self.block_table[max_num_seqs].fill_(self.scratch_page)
+        self._rows_buf = torch.zeros(max_num_seqs, dtype=torch.int64, device=dev)  # [max_seqs] staged decode rows
+        self._lens_buf = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged decode lengths
         self._free_rows: deque[int] = deque(range(max_num_seqs))
         self._row: dict[int, int] = {}  # seq_id -> block-table row
         self._num_written: dict[int, int] = {}  # seq_id -> valid entries on the device
@@ -139,16 +145,29 @@ class PagedBackend:
                            n_total=seq.num_tokens, kv_index=all_slots)
 
     def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        self.stage_decode(seqs, len(seqs))
+        return self.decode_meta(len(seqs))
+
+    def stage_decode(self, seqs: list[Sequence], batch: int) -> None:
+        """Host side of a decode step: flush block-table changes, copy rows and lengths into static buffers.
+
+        Rows `len(seqs)..batch` are padding (CUDA-graph buckets): the scratch row, length 1.
+        """
         self._flush()
-        dev = self.layout.device
-        rows = torch.tensor([self._row[s.seq_id] for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
-        lens = torch.tensor([s.num_tokens for s in seqs], dtype=torch.int32).to(dev, non_blocking=True)  # [B]
-        max_pages = -(-max(s.num_tokens for s in seqs) // self.page_size)
-        table = self.block_table[rows, :max_pages]  # [B, max_pages] gathered rows of the persistent table
-        pos = (lens - 1).long()  # [B]
-        slots = table.gather(1, (pos // self.page_size)[:, None])[:, 0].long() * self.page_size + pos % self.page_size  # [B]
+        pad = batch - len(seqs)
+        rows = [self._row[s.seq_id] for s in seqs] + [self.max_num_seqs] * pad
+        lens = [s.num_tokens for s in seqs] + [1] * pad
+        self._rows_buf[:batch].copy_(torch.tensor(rows, dtype=torch.int64), non_blocking=True)  # [batch]
+        self._lens_buf[:batch].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)  # [batch]
+
+    def decode_meta(self, batch: int) -> torch.Tensor:
+        """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
+        lens = self._lens_buf[:batch]  # [batch]
+        table = self.block_table.index_select(0, self._rows_buf[:batch])  # [batch, max_pages] rows of the persistent table
+        pos = (lens - 1).long()  # [batch]
+        page = table.gather(1, (pos // self.page_size)[:, None])[:, 0].long()  # [batch]
         self._decode = (table, lens)
-        return slots
+        return page * self.page_size + pos % self.page_size  # [batch] slot of each newest token
 
     # ------------------------------------------------------------------ per-layer device work
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -165,7 +184,7 @@ class PagedBackend:
         table, lens = self._decode
         if self._use_triton:
             return kernels.paged_decode_attention(q, self.k_pool[layer], self.v_pool[layer], table, lens,
-                                                  impl="triton")
+                                                  impl="triton", check_values=False)
         return paged_decode_batched(q, self.k_pool[layer], self.v_pool[layer], table, lens)
 
     # ------------------------------------------------------------------ accounting

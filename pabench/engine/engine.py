@@ -26,13 +26,22 @@ ProgressFn = Callable[[int, int], None]  # (finished requests, total requests)
 class Engine:
     """Serves a list of requests through one backend with continuous batching."""
 
-    def __init__(self, model: DecoderModel, backend: KVCacheBackend, config: SchedulerConfig) -> None:
+    def __init__(self, model: DecoderModel, backend: KVCacheBackend, config: SchedulerConfig,
+                 cuda_graphs: bool = False) -> None:
         self.model = model
         self.backend = backend
         self.config = config
         self.scheduler = Scheduler(backend, config)
         self._seq_ids = itertools.count()
         self.device = model.device
+        self.graphs = None
+        if cuda_graphs:
+            if self.device.type != "cuda":
+                raise ConfigError("CUDA graphs need --device cuda")
+            from pabench.engine.cuda_graphs import GraphedDecode
+
+            self.graphs = GraphedDecode(model, backend, config.max_num_seqs)
+            self.graphs.capture_all()
 
     # ------------------------------------------------------------------ public
     def run(self, requests: Iterable, run_config: dict | None = None, on_progress: ProgressFn | None = None,
@@ -157,6 +166,8 @@ class Engine:
     def _decode(self, states: list[SeqState]) -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
         seqs = [st.seq for st in states]
+        if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
+            return self.graphs.run(seqs)
         slots = self.backend.prepare_decode(seqs)  # [B]
         dev = self.device
         input_ids = torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]

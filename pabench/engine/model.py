@@ -86,7 +86,7 @@ class DecoderModel:
 
     def __init__(self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                  seed: int = 0, max_position: int = 32768) -> None:
-        self.config = config
+        self.config, self.seed = config, seed
         self.dtype, self.device = dtype, torch.device(device)
         c = config
         gen = torch.Generator(device=self.device).manual_seed(seed)

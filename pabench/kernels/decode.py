@@ -41,6 +41,17 @@ def _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B: tl.constexpr, BLOCK
 
 
 @triton.jit
+def _tile_pages(table_row_ptr, tile, end, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Physical page ids of the tile starting at logical position `tile` (0 past the end of the sequence)."""
+    if PAGE_SIZE >= BLOCK_N:  # tiles start at multiples of BLOCK_N, so the whole tile lies in one page
+        page = tl.load(table_row_ptr + tile // PAGE_SIZE, mask=tile < end, other=0)  # scalar
+    else:
+        tok = tile + tl.arange(0, BLOCK_N)
+        page = tl.load(table_row_ptr + tok // PAGE_SIZE, mask=tok < end, other=0)  # [BLOCK_N]
+    return page.to(tl.int64)
+
+
+@triton.jit
 def _decode_chunk_kernel(
     # inputs: q [B, Hq, D]; k/v cache [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [B, pages] or starts [B]
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
@@ -54,9 +65,13 @@ def _decode_chunk_kernel(
     # compile-time shape and tiling
     NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+    PREFETCH_PAGES: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
-    """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it."""
+    """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it.
+
+    PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never
+    wait on a load of the same iteration (the software pipeliner then treats paged like direct addressing).
+    """
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
     kv_head = pid % NUM_KV_HEADS
@@ -79,7 +94,10 @@ def _decode_chunk_kernel(
             q = q.to(tl.float32)
         k_base = k_ptr + kv_head * stride_kh
         v_base = v_ptr + kv_head * stride_vh
-        if not PAGED:
+        if PAGED:
+            table_row = table_ptr + seq * stride_tb
+            page = _tile_pages(table_row, start, end, PAGE_SIZE, BLOCK_N)  # first tile's pages
+        else:
             seq_start = tl.load(table_ptr + seq).to(tl.int64)
 
         m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)  # running max (log2 domain)
@@ -89,10 +107,14 @@ def _decode_chunk_kernel(
             tok = tile + offs_n  # [BLOCK_N] logical positions
             tok_mask = tok < end
             if PAGED:
-                page = tl.load(table_ptr + seq * stride_tb + tok // PAGE_SIZE, mask=tok_mask, other=0).to(tl.int64)
+                if PREFETCH_PAGES:
+                    cur = page
+                    page = _tile_pages(table_row, tile + BLOCK_N, end, PAGE_SIZE, BLOCK_N)  # for the next tile
+                else:
+                    cur = _tile_pages(table_row, tile, end, PAGE_SIZE, BLOCK_N)
                 slot_in_page = tok % PAGE_SIZE
-                k_rows = page * stride_kp + slot_in_page * stride_ks  # [BLOCK_N]
-                v_rows = page * stride_vp + slot_in_page * stride_vs
+                k_rows = cur * stride_kp + slot_in_page * stride_ks  # [BLOCK_N]
+                v_rows = cur * stride_vp + slot_in_page * stride_vs
             else:
                 k_rows = (seq_start + tok) * stride_ks
                 v_rows = (seq_start + tok) * stride_vs
@@ -159,8 +181,9 @@ class DecodeConfig:
     num_warps: int = 4
     num_stages: int = 2
     items_per_sm: int = 16  # target work items per SM; the chunk size follows from sum(seq_lens) on device
-    merge_block: int = 16  # partials merged per step
-    merge_warps: int = 2
+    merge_block: int = 8  # partials merged per step
+    merge_warps: int = 1
+    prefetch_pages: bool = False  # load the next tile's page ids one iteration ahead (helps only at 2 stages)
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
@@ -181,12 +204,18 @@ def num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+@functools.lru_cache(maxsize=256)
 def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
-    """A small shape-keyed heuristic (tuned on an H200, see benchmarks/KERNEL_NOTES.md)."""
-    block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]
+    """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md).
+
+    64-token tiles, 4 pipeline stages; ~8 work items per SM for small batches (bigger chunks, fewer partials)
+    and ~16 for large ones, whose mixed lengths balance better in smaller chunks.
+    """
+    block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
     if dtype == torch.float32:
         block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
-    return DecodeConfig(block_n=block_n)
+    items_per_sm = 8 if shape.batch <= 128 else 16
+    return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=items_per_sm)
 
 
 def _launch_decode(
@@ -220,7 +249,7 @@ def _launch_decode(
         stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         NUM_KV_HEADS=shape.num_kv_heads, GROUP=shape.group, HEAD_DIM=shape.head_dim, PAGE_SIZE=shape.page_size,
-        PAGED=paged, BLOCK_B=block_b, BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
+        PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=block_b, BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
         num_warps=config.num_warps, num_stages=config.num_stages,

@@ -185,11 +185,13 @@ def flex_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     logical[table[used].long()] = cols[None, :].expand_as(table)[used]
 
     def mask_mod(b, h, q_idx, kv_idx):
-        page = kv_idx // page_size
+        page = (kv_idx // page_size).clamp(0, num_pages - 1)  # provably in range: no device-side bounds assert
         return (owner[page] == b) & (logical[page] * page_size + kv_idx % page_size < lens[b])
 
     kv_num_blocks = num_used.to(torch.int32)[:, None, None]  # [batch, 1, 1]
-    kv_indices = torch.where(used, table, 0)[:, None, None, :].contiguous()  # [batch, 1, 1, pages_per_seq]
+    # one column per physical page: some torch versions size the block mask from the indices' last dim
+    kv_indices = torch.zeros(batch, 1, 1, num_pages, device=device, dtype=torch.int32)  # [batch, 1, 1, num_pages]
+    kv_indices[:, 0, 0, : table.shape[1]] = torch.where(used, table, 0)
     block_mask = BlockMask.from_kv_blocks(kv_num_blocks, kv_indices, BLOCK_SIZE=(128, page_size), mask_mod=mask_mod,
                                           seq_lengths=(1, num_pages * page_size))
     qf = q.unsqueeze(2)  # [batch, Hq, 1, D]

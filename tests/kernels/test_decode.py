@@ -67,11 +67,15 @@ def test_paged_equals_contiguous(case, poison_scratch):
     assert_close(contiguous, _reference(data), torch.float32)
 
 
-@pytest.mark.parametrize("config", [DecodeConfig(block_n=16, items_per_sm=1), DecodeConfig(block_n=32, merge_block=2)])
-def test_tilings(config, poison_scratch):
-    """One chunk spanning several tiles, and merges spanning several merge blocks."""
+@pytest.mark.parametrize("config,page_size", [
+    (DecodeConfig(block_n=16, items_per_sm=1), 8),  # one chunk spans many tiles, a tile spans two pages
+    (DecodeConfig(block_n=16, items_per_sm=1, prefetch_pages=True), 32),  # a page spans two tiles
+    (DecodeConfig(block_n=16, items_per_sm=1, prefetch_pages=True), 4),
+    (DecodeConfig(block_n=32, merge_block=2), 8),  # merges span several merge blocks
+])
+def test_tilings(config, page_size, poison_scratch):
     data = _data([200, 37, 96], 2, 64, torch.float32, seed=7)
-    k_cache, v_cache, table = paginate(data, 8)
+    k_cache, v_cache, table = paginate(data, page_size)
     out = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton", config=config)
     assert_close(out, _reference(data), torch.float32)
 

@@ -1,0 +1,98 @@
+"""`pabench plot`: panels chosen from the data, a PNG of the expected size, atomic writes, friendly errors."""
+
+import datetime
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pabench.cli import app
+
+pytest.importorskip("matplotlib")
+
+from pabench.plot import choose_panels, figure_size_px, figure_title, plot_results  # noqa: E402
+
+runner = CliRunner()
+FIXTURES = Path(__file__).parent / "fixtures"
+SWEEP_CSV = FIXTURES / "sweep_grid.csv"  # real `pabench sweep` output: 2 page sizes x 2 budgets x 2 rates
+KERNELS_CSV = FIXTURES / "sweep_kernels.csv"  # `pabench kernels` columns: case, impl, page_size, median_us, ...
+RUN_CSV = FIXTURES / "results_baseline.csv"  # a single `pabench run` export (no sweep columns)
+SWEEP_PANELS = ["throughput_vs_budget", "waste", "ttft_vs_rate", "tpot_vs_rate", "waste_vs_page_size",
+                "time_vs_page_size"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_sweep_csv_gets_every_panel_and_the_expected_pixel_size(tmp_path):
+    path, panels = plot_results(pd.read_csv(SWEEP_CSV), tmp_path / "sweep.png")
+    assert panels == SWEEP_PANELS
+    assert path.stat().st_size > 10_000
+    assert png_size(path) == figure_size_px(6) == (1280, 1310)
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.png"]  # atomic: no temporary file left behind
+
+
+def test_single_run_csv_gets_bar_panels(tmp_path):
+    path, panels = plot_results(pd.read_csv(RUN_CSV), tmp_path / "run.png")
+    assert panels == ["throughput", "waste", "latency"]
+    assert png_size(path) == figure_size_px(3)
+
+
+def test_panels_follow_what_varies():
+    frame = pd.read_csv(SWEEP_CSV)
+    one_budget_one_rate = frame[(frame["sweep_kv_budget_bytes"] == frame["sweep_kv_budget_bytes"].min())
+                                & (frame["sweep_rate"] == frame["sweep_rate"].min())]
+    assert len(one_budget_one_rate) == 3
+    assert choose_panels(one_budget_one_rate) == ["throughput", "waste", "latency", "waste_vs_page_size",
+                                                  "time_vs_page_size"]
+    one_page_size = frame[frame["sweep_page_size"].isna() | (frame["sweep_page_size"] == 16)]
+    assert choose_panels(one_page_size) == ["throughput_vs_budget", "waste", "ttft_vs_rate", "tpot_vs_rate"]
+    kernels = pd.read_csv(KERNELS_CSV)
+    assert choose_panels(pd.read_csv(RUN_CSV), kernels)[-1] == "time_vs_page_size"
+    batch_sweep = one_budget_one_rate.assign(sweep_max_num_seqs=[4, 8, 16])
+    assert "throughput_vs_max_num_seqs" in choose_panels(batch_sweep)
+
+
+def test_kernels_csv_adds_kernel_lines(tmp_path):
+    frame, kernels = pd.read_csv(RUN_CSV), pd.read_csv(KERNELS_CSV)
+    path, panels = plot_results(frame, tmp_path / "k.png", kernels)
+    assert panels == ["throughput", "waste", "latency", "time_vs_page_size"]
+    assert png_size(path) == figure_size_px(4)
+
+
+def test_title_names_workload_model_device_and_date():
+    frame = pd.read_csv(SWEEP_CSV)
+    title = figure_title(frame, today=datetime.date(2024, 5, 17))
+    assert "workload default" in title and "model tiny" in title and "cpu" in title and "2024-05-17" in title
+    assert "1999-12-31" in figure_title(frame.assign(date="1999-12-31"))
+
+
+def test_cli_plot_default_output_next_to_the_csv(tmp_path):
+    csv = tmp_path / "my_sweep.csv"
+    shutil.copy(SWEEP_CSV, csv)
+    res = runner.invoke(app, ["plot", str(csv), "--kernels", str(KERNELS_CSV)])
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "my_sweep.png"
+    assert png.exists() and png_size(png) == figure_size_px(6)
+    assert "wrote" in res.stdout and "time_vs_page_size" in res.stdout
+
+
+def test_cli_plot_errors_are_one_line_exit_1(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    res = runner.invoke(app, ["plot", str(bad), "-o", str(tmp_path / "bad.png")])
+    assert res.exit_code == 1 and "not a pabench export" in res.output
+    res = runner.invoke(app, ["plot", str(tmp_path / "missing.csv")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    res = runner.invoke(app, ["plot", str(SWEEP_CSV), "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 1
+    assert "matplotlib is not installed: pip install 'pabench[plot]'" in res.output
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "bad.png").exists()

@@ -1,0 +1,136 @@
+"""`pabench sweep`: the grid plan, the tidy frame (one row per point and backend), the CSV and the CLI, on CPU."""
+
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pabench.cli import app
+from pabench.core.errors import ConfigError
+from pabench.runner import RunConfig
+from pabench.sweep import SWEEP_COLUMNS, SweepGrid, SweepPoint, run_sweep, sweep_summary
+
+runner = CliRunner()
+TINY = ["--model", "tiny", "--layers", "1", "--num-requests", "4", "--max-model-len", "64", "--seed", "0"]
+WORKLOAD = """
+name = "sweep-test"
+description = "4 short requests at once, to keep the sweep tests fast"
+num_requests = 4
+arrival = "burst"
+seed = 0
+
+[prompt]
+kind = "uniform"
+mean = 12
+range_ratio = 0.5
+
+[output]
+kind = "fixed"
+mean = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wl") / "sweep-test.toml"
+    path.write_text(WORKLOAD)
+    return str(path)
+
+
+# ---- the plan (no run) ------------------------------------------------------------------------------------------
+
+def test_plan_runs_contiguous_once_per_non_page_point():
+    grid = SweepGrid(page_sizes=(8, 16, 32), kv_budgets=(2**20, 2**21))
+    plan = grid.plan(("paged", "contiguous-max", "contiguous-oracle"))
+    assert grid.num_points == 6
+    assert sum(len(backends) for _, backends in plan) == 2 * (3 + 2)  # 3 paged page sizes + 2 contiguous, per budget
+    contiguous = [p for p, b in plan if b == ("contiguous-max", "contiguous-oracle")]
+    assert [p.page_size for p in contiguous] == [None, None]
+    assert sorted(p.kv_budget_bytes for p in contiguous) == [2**20, 2**21]
+    assert sorted(p.page_size for p, b in plan if b == ("paged",)) == [8, 8, 16, 16, 32, 32]
+
+
+def test_plan_without_page_sizes_runs_every_backend_at_every_point():
+    grid = SweepGrid(rates=(1.0, 2.0), max_num_seqs=(4, 8))
+    plan = grid.plan(("paged", "contiguous-max"))
+    assert len(plan) == 4 and all(b == ("paged", "contiguous-max") for _, b in plan)
+    assert grid.swept == ("sweep_rate", "sweep_max_num_seqs")
+
+
+def test_point_config_carries_the_swept_values_in_extra():
+    base = RunConfig(num_pages=64)
+    cfg = SweepPoint(16, 2**20, 4.0, 8).config(base, SWEEP_COLUMNS, ("paged",))
+    assert (cfg.page_size, cfg.kv_budget_bytes, cfg.num_pages, cfg.rate, cfg.max_num_seqs) == (16, 2**20, None, 4.0, 8)
+    assert cfg.extra == {"sweep_page_size": 16, "sweep_kv_budget_bytes": 2**20, "sweep_rate": 4.0,
+                         "sweep_max_num_seqs": 8}
+    contiguous = SweepPoint(None, 2**20).config(base, ("sweep_page_size", "sweep_kv_budget_bytes"), ("contiguous-max",))
+    assert math.isnan(contiguous.extra["sweep_page_size"]) and contiguous.page_size == base.page_size
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"page_sizes": (12,)}, "power of two"),
+    ({"page_sizes": (8, 8)}, "twice"),
+    ({"page_sizes": ()}, "no value"),
+    ({"kv_budgets": (-1,)}, "positive"),
+    ({"rates": (0.0,)}, "positive"),
+    ({"max_num_seqs": (2.5,)}, "integer"),
+])
+def test_bad_grids_raise_config_error(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        SweepGrid(**kwargs)
+
+
+# ---- real runs (tiny model, CPU) --------------------------------------------------------------------------------
+
+def test_cli_sweep_writes_one_row_per_point_and_backend(tmp_path, workload):
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", "--page-sizes", "8,16", "--backend", "paged,contiguous-max", "--workload",
+                              workload, *TINY, "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert len(df) == 3  # paged at 8 and 16; contiguous-max once (the page size does not change it)
+    assert list(df.columns[:2]) == ["sweep_page_size", "backend"]
+    for column in ("output_tok_per_s", "mean_waste_pct", "ttft_p50_ms", "decode_step_mean_ms", "page_size",
+                   "kv_budget_bytes", "workload", "model", "git_commit"):
+        assert column in df.columns, column
+    paged = df[df["backend"] == "paged"]
+    assert sorted(paged["sweep_page_size"]) == [8, 16] and list(paged["page_size"]) == list(paged["sweep_page_size"])
+    contiguous = df[df["backend"] == "contiguous-max"]
+    assert len(contiguous) == 1 and contiguous["sweep_page_size"].isna().all() and (contiguous["page_size"] == 1).all()
+    assert (df["num_requests"] == 4).all() and (df["output_tok_per_s"] > 0).all()
+    assert (df["num_output_tokens"] == 4 * 6).all()
+    assert df["kv_budget_bytes"].nunique() == 1  # same memory for every backend
+    assert "paged" in res.stdout and "the output tokens/s of contiguous-max" in res.stdout
+
+
+def test_run_sweep_other_parameters_and_progress(workload):
+    calls = []
+    grid = SweepGrid(rates=(50.0,), max_num_seqs=(2, 4))
+    base = RunConfig(workload=workload, backends=("paged",), model="tiny", layers=1, num_requests=4,
+                     max_model_len=64, seed=0)
+    df = run_sweep(grid, base, lambda label, done, total: calls.append((label, done, total)))
+    assert list(df.columns[:3]) == ["sweep_rate", "sweep_max_num_seqs", "backend"]
+    assert list(df["sweep_max_num_seqs"]) == [2, 4] and list(df["max_num_seqs"]) == [2, 4]
+    assert (df["sweep_rate"] == 50.0).all() and (df["arrival"].str.contains("poisson")).all()
+    assert df["peak_concurrency"].max() <= 4 and df.loc[0, "peak_concurrency"] <= 2
+    done = [d for _, d, _ in calls]
+    assert done == sorted(done) and done[-1] == calls[-1][2] == 2 * 4
+    assert "max_num_seqs=4" in calls[-1][0]
+    assert "nothing to compare" in sweep_summary(df)  # only paged ran
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--page-sizes", "8,x"], "comma-separated integers"),
+    (["--kv-budgets", "lots"], "cannot read size"),
+    (["--rates", "fast"], "comma-separated numbers"),
+    (["--page-sizes", "12"], "power of two"),
+    (["--backend", "pagd"], "unknown backend"),
+    (["--kv-budgets", "4KiB", "--backend", "paged"], "sweep point page_size=8 kv_budget=4KiB"),  # < one page
+])
+def test_cli_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", *TINY, *args, "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert needle in res.output and "Traceback" not in res.output
+    assert not out.exists()
