@@ -191,6 +191,17 @@ def main() -> None:
                                f"p/c {r.get('paged_over_contiguous', float('nan')):.3f} bn {r['block_n']} "
                                f"st {r['num_stages']} items {r['items_per_sm']} prefetch {r['prefetch_pages']}")
 
+    if "tuneb" in stages:
+        grid = [DecodeConfig(num_stages=st, items_per_sm=16, prefetch_pages=pf) for st in (3, 4) for pf in (True, False)]
+        log("tuneb: large-batch candidates on (b), paged and contiguous")
+        sweep(["b"], grid[:1] if args.dry_run else grid, copy_bw, args.budget_s, sweep_rows, device, contiguous=True)
+        write_csv(args.out / "sweep.csv", sweep_rows)
+        for r in sweep_rows:
+            if "median_us" in r:
+                summary.append(f"tuneb {r['median_us']:.1f} us {r['pct_of_copy_bw']:.1f}% p/c "
+                               f"{r.get('paged_over_contiguous', float('nan')):.3f} st {r['num_stages']} "
+                               f"prefetch {r['prefetch_pages']}")
+
     if "pages" in stages and elapsed() < args.budget_s:
         log("kernel bench: (a), (b) over page sizes")
         for case in ("a", "b"):

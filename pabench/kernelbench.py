@@ -74,7 +74,8 @@ class KernelBenchConfig:
             if ps < 1 or ps > 256 or ps & (ps - 1):
                 raise ConfigError(f"page sizes must be powers of two in [1, 256], got {ps}")
         if self.num_kv_heads < 1 or self.num_q_heads % self.num_kv_heads:
-            raise ConfigError(f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise ConfigError(f"num_q_heads ({self.num_q_heads}) must be a multiple of "
+                              f"num_kv_heads ({self.num_kv_heads})")
         if self.head_dim < 1 or self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {tuple(DTYPES)} and head_dim >= 1")
         unknown = set(self.impls) - set(IMPLS)
@@ -409,7 +410,8 @@ def kernel_summary(rows: list[dict]) -> list[str]:
         paged = [r for r in case_rows if r["impl"] == "triton-paged"]
         for row in paged:
             ratio = row.get("paged_over_contiguous")
-            text = f"({case}) page {row['page_size']}: triton-paged reaches {row['pct_of_copy_bw']:.1f}% of copy bandwidth"
+            text = (f"({case}) page {row['page_size']}: triton-paged reaches {row['pct_of_copy_bw']:.1f}% "
+                    "of copy bandwidth")
             lines.append(text + (f"; paged/contiguous = {ratio:.3f}" if ratio else ""))
         if paged:
             mine = min(r["median_us"] for r in paged)

@@ -407,16 +407,16 @@ def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame,
 # ---- workloads ----------------------------------------------------------------------------------------------
 
 def workloads_table(specs: list[WorkloadSpec]) -> Table:
-    """The presets: name, arrivals, count, samples, prompt/output lengths, shared prefix, what it models."""
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for header in ("name", "arrival", "requests", "n", "prompt", "output", "shared prefix", "max len",
-                   "description"):
+    """The presets: name, arrivals, count, samples, prompt/output lengths, shared prefix (`show` has the rest)."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold",
+                  caption="lengths: kind ~mean, spread, \\[min-max] after clipping. More: pabench workloads show NAME")
+    for header in ("name", "arrival", "requests", "n", "prompt", "output", "shared prefix", "max len"):
         table.add_column(header, justify="right" if header in ("requests", "n", "max len") else "left",
-                         no_wrap=header in ("name", "arrival"), min_width=30 if header == "description" else None)
+                         no_wrap=header not in ("prompt", "output"))
     for s in specs:
         prefix = f"{s.shared_prefix.num_prefixes} × {s.shared_prefix.length}" if s.shared_prefix else "–"
         table.add_row(s.name, s.arrival_text(), str(s.num_requests), str(s.num_samples), s.prompt.short(),
-                      s.output.short(), prefix, str(s.max_request_len), s.description)
+                      s.output.short(), prefix, str(s.max_request_len))
     return table
 
 

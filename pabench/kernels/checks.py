@@ -76,7 +76,8 @@ def check_decode_inputs(
     if q.dtype not in FLOAT_DTYPES:
         raise ConfigError(f"q/k/v dtype must be one of {FLOAT_DTYPES}, got {q.dtype}")
     if table.dtype not in INDEX_DTYPES or seq_lens.dtype not in INDEX_DTYPES:
-        raise ConfigError(f"page_table/seq_starts and seq_lens must be int32 (or int64), got {table.dtype}, {seq_lens.dtype}")
+        raise ConfigError(f"page_table/seq_starts and seq_lens must be int32 (or int64), "
+                          f"got {table.dtype}, {seq_lens.dtype}")
     batch, num_q_heads, head_dim = q.shape
     num_kv_heads = k.shape[-2]
     if k.shape[-1] != head_dim:
@@ -102,7 +103,8 @@ def check_decode_inputs(
 def check_triton_decode(shape: DecodeShape, k: torch.Tensor, v: torch.Tensor) -> None:
     """Limits of the Triton decode kernel (the torch reference has none of them)."""
     if shape.head_dim not in SUPPORTED_HEAD_DIMS:
-        raise ConfigError(f"triton decode supports head_dim in {SUPPORTED_HEAD_DIMS}, got {shape.head_dim}; use impl='torch'")
+        raise ConfigError(f"triton decode supports head_dim in {SUPPORTED_HEAD_DIMS}, got {shape.head_dim}; "
+                          "use impl='torch'")
     ps = shape.page_size
     if ps < 1 or ps > MAX_PAGE_SIZE or ps & (ps - 1):
         raise ConfigError(f"triton decode needs page_size a power of two in [1, {MAX_PAGE_SIZE}], got {ps}")

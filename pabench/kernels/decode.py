@@ -8,6 +8,8 @@ sum(seq_lens), so a batch of very different lengths still gives every SM about t
 Reference: `pabench.kernels.reference.paged_decode_reference` (gather, then fp32 softmax).
 Bytes moved: 2 * sum(seq_lens) * num_kv_heads * head_dim * elem for K and V, plus fp32 partials
 (num_chunks * num_q_heads * (head_dim + 1) * 4, written once and read once, mostly from L2).
+On an H200 (bf16, 32/8 heads, head_dim 128, page 16) it reaches 92-98% of the device-to-device copy
+bandwidth with paged/contiguous time 0.99-1.03 (benchmarks/KERNEL_NOTES.md, results/gpu/kernels/).
 """
 
 from __future__ import annotations
@@ -208,14 +210,17 @@ def num_sms(device: torch.device) -> int:
 def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
     """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md).
 
-    64-token tiles, 4 pipeline stages; ~8 work items per SM for small batches (bigger chunks, fewer partials)
-    and ~16 for large ones, whose mixed lengths balance better in smaller chunks.
+    64-token tiles; ~8 work items per SM for small batches (bigger chunks, fewer partials) and ~16 for large
+    ones, whose mixed lengths balance better in smaller chunks.
     """
     block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
     if dtype == torch.float32:
         block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
-    items_per_sm = 8 if shape.batch <= 128 else 16
-    return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=items_per_sm)
+    if shape.batch <= 128:
+        return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=8)
+    # large batches (mixed lengths, many short chunks): smaller chunks, and the next tile's page ids loaded
+    # one iteration ahead so the table -> K/V load chain leaves the critical path of short loops
+    return DecodeConfig(block_n=block_n, num_stages=3, items_per_sm=16, prefetch_pages=True)
 
 
 def _launch_decode(
@@ -249,7 +254,8 @@ def _launch_decode(
         stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         NUM_KV_HEADS=shape.num_kv_heads, GROUP=shape.group, HEAD_DIM=shape.head_dim, PAGE_SIZE=shape.page_size,
-        PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=block_b, BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
+        PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=block_b,
+        BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
         num_warps=config.num_warps, num_stages=config.num_stages,

@@ -170,7 +170,8 @@ def flex_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
     batch, num_q_heads, _ = q.shape
     if page_size < 16:
-        raise ConfigError(f"the FlexAttention paged path needs page_size >= 16 (one page per KV block), got {page_size}")
+        raise ConfigError(f"the FlexAttention paged path needs page_size >= 16 (one page per KV block), "
+                          f"got {page_size}")
     compiled = q.device.type == "cuda" if compiled is None else compiled
     device = q.device
     lens = seq_lens.to(device=device, dtype=torch.int64)  # [batch]
