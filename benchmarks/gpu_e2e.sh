@@ -1,35 +1,31 @@
 #!/usr/bin/env bash
-# End-to-end GPU evidence for pabench (issue 5). Run on the lent H200 from the repo root:
-#   OUT=/some/dir bash benchmarks/gpu_e2e.sh
-# Writes CSV/JSON and a log under $OUT; every command is echoed into $OUT/COMMANDS.txt.
+# End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
+#   OUT=results/gpu/e2e STAGES="tests smoke sharegpt parallel prefix graphs" bash benchmarks/gpu_e2e.sh
+# Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
+# even when an earlier one failed (the log says which).
 set -uo pipefail
 OUT=${OUT:-results/gpu/e2e}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
+STAGES=${STAGES:-"tests smoke sharegpt parallel prefix graphs"}
+BUDGET=${BUDGET:-8GiB}
+COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress)
 log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; "$@" 2>&1 | tee -a "$OUT/log.txt"; }
+run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 
 log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
 log "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
-STAGE=${STAGE:-all}
-if [[ $STAGE == all || $STAGE == tests ]]; then
-  run $PY -m pytest -q -m gpu tests -p no:cacheprovider
-fi
-BUDGET=${BUDGET:-8GiB}
-if [[ $STAGE == all || $STAGE == sharegpt ]]; then
-  run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" \
-      --max-num-seqs 256 --max-model-len 2048 --no-progress --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
-fi
-if [[ $STAGE == all || $STAGE == parallel ]]; then
-  run $PY -m pabench run --workload parallel-sampling --model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" \
-      --max-num-seqs 256 --max-model-len 2048 --no-progress --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
-fi
-if [[ $STAGE == all || $STAGE == prefix ]]; then
-  run $PY -m pabench run --workload shared-prefix --model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" \
-      --backend paged+prefix,paged-noprefix,contiguous-oracle --max-num-seqs 256 --max-model-len 2048 \
-      --no-progress --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
-fi
+want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
+want smoke && run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 48 --no-progress --csv "$OUT/smoke.csv"
+want sharegpt && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
+want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@]}" --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
+want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --backend paged+prefix,paged-noprefix,contiguous-oracle \
+    --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
+# Before/after for CUDA graphs: the same sharegpt run with eager decode steps.
+want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --no-cuda-graphs --csv "$OUT/sharegpt_eager.csv"
+exit 0

@@ -116,7 +116,9 @@ def test_json_export(results, tmp_path):
     assert [row["backend"] for row in doc["rows"]] == list(BACKENDS)
     paged = doc["backends"][0]
     assert paged["backend"] == "paged" and len(paged["requests"]) == 3
-    assert paged["requests"][1]["token_times_s"] == [[2.0, 2.5], [2.0, 2.25, 2.5, 3.5]]
+    req = paged["requests"][1]
+    assert req["sample_first_token_s"] == [2.0, 2.0] and req["sample_finish_s"] == [2.5, 3.5]
+    assert req["sample_num_tokens"] == [2, 4]
     assert paged["steps"]["by_kind"]["decode"]["num_steps"] == 3
     assert paged["steps"]["timeline"]["reserved_bytes"] == [400, 500, 200, 0, 0]
     assert doc["rows"][0]["ttft_p50_ms"] == 1500.0 and doc["pabench_version"]
