@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
-#   OUT=results/gpu/e2e STAGES="tests smoke sharegpt parallel prefix graphs" bash benchmarks/gpu_e2e.sh
+#   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
 # Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
 # even when an earlier one failed (the log says which).
 set -uo pipefail
@@ -8,7 +8,7 @@ OUT=${OUT:-results/gpu/e2e}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STAGES=${STAGES:-"tests smoke sharegpt parallel prefix graphs"}
+STAGES=${STAGES:-"tests smoke sharegpt prefix parallel graphs sweep"}
 BUDGET=${BUDGET:-8GiB}
 COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress)
 log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
@@ -23,9 +23,17 @@ log "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
 want smoke && run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 48 --no-progress --csv "$OUT/smoke.csv"
 want sharegpt && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
-want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@]}" --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
+want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@]}" --num-requests 64 \
+    --backend paged,contiguous-max,contiguous-oracle --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
 want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --backend paged+prefix,paged-noprefix,contiguous-oracle \
     --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
-# Before/after for CUDA graphs: the same sharegpt run with eager decode steps.
-want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --no-cuda-graphs --csv "$OUT/sharegpt_eager.csv"
+# Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
+want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
+    --no-cuda-graphs --csv "$OUT/graphs_off.csv"
+want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
+    --cuda-graphs --csv "$OUT/graphs_on.csv"
+# Page-size sweep for the plots (4 layers of llama-3-8b to fit the lease; same shapes per layer).
+want sweep && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 4 --num-requests 200 \
+    --page-sizes 8,16,32,64,128 --backend paged,contiguous-max,contiguous-oracle --max-model-len 2048 --no-progress \
+    --csv "$OUT/sweep_page_size.csv"
 exit 0

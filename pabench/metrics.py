@@ -92,6 +92,8 @@ class Result:
     # host overhead
     host_frac: float  # sum(host_s) / sum(step_s) over decode steps
     decode_step_s: Stats
+    decode_device_s: Stats  # device time of decode steps (CUDA events); NaN (count 0) on the CPU
+    host_over_device: float  # sum(host_s) / sum(device_s) over decode steps: is Python the bottleneck?
     # totals
     wall_s: float
     num_steps: int
@@ -159,6 +161,9 @@ def build_result(run: RunRecord) -> Result:
         mean_saved_bytes=_mean([m.saved_bytes for m in working]),
         host_frac=sum(s.host_s for s in decode) / decode_step_total if decode_step_total > 0 else NAN,
         decode_step_s=Stats.from_samples(s.step_s for s in decode),
+        decode_device_s=Stats.from_samples(s.device_s for s in decode if s.device_s > 0),
+        host_over_device=(sum(s.host_s for s in decode) / sum(s.device_s for s in decode)
+                          if decode and all(s.device_s > 0 for s in decode) else NAN),
         wall_s=run.wall_s,
         num_steps=len(run.steps),
         num_requests=len(requests),
@@ -195,6 +200,8 @@ def metric_row(result: Result) -> dict[str, float | int]:
         "mean_saved_bytes": result.mean_saved_bytes,
         "host_pct": 100.0 * result.host_frac,
         **result.decode_step_s.as_dict("decode_step", "ms", 1e3),
+        **result.decode_device_s.as_dict("decode_device", "ms", 1e3),
+        "host_over_device_pct": 100.0 * result.host_over_device,
         "wall_s": result.wall_s,
         "num_steps": result.num_steps,
         "num_requests": result.num_requests,

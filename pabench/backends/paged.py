@@ -54,6 +54,7 @@ class PagedBackend:
         if enable_prefix_caching:
             self.name = "paged+prefix"
         self.block_manager = BlockManager(num_pages, page_size, enable_prefix_caching=enable_prefix_caching)
+        self.watermark_pages = max(1, num_pages // 100)
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
         # One extra "scratch" page, never handed out: padding rows of a CUDA-graph batch write and read it.
@@ -75,9 +76,13 @@ class PagedBackend:
 
     # ------------------------------------------------------------------ admission and growth
     def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
+        """Room for the prompt's pages plus a watermark (1% of the pool, as vLLM keeps) for running growth."""
         if not self._free_rows or len(self._free_rows) < 1 + num_forks:
             return False
-        return self.block_manager.can_allocate(seq)
+        bm = self.block_manager
+        if not self._live:  # an empty cache admits anything that fits at all
+            return bm.can_allocate(seq)
+        return bm.can_allocate(seq) and bm.num_free_pages - bm.pages_needed(seq.num_tokens) >= self.watermark_pages
 
     def admit(self, seq: Sequence, max_total_tokens: int) -> None:
         if max_total_tokens > self.max_model_len:

@@ -75,7 +75,8 @@ class Engine:
                 continue
             h0 = time.perf_counter()
             step = self.scheduler.schedule()
-            finished = self._execute(step, groups, clock, h0, record)
+            sched_s = time.perf_counter() - h0
+            finished = self._execute(step, groups, clock, h0, sched_s, record)
             for st in finished:
                 remaining[st.request_id] -= 1
                 if remaining[st.request_id] == 0:
@@ -95,13 +96,16 @@ class Engine:
         return record
 
     # ------------------------------------------------------------------ one step
-    def _execute(self, step: ScheduledStep, groups: dict, clock: Callable[[], float], h0: float,
+    def _execute(self, step: ScheduledStep, groups: dict, clock: Callable[[], float], h0: float, sched_s: float,
                  record: RunRecord) -> list[SeqState]:
         states = step.states
+        num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
+                        else len(states))
+        timer = _DeviceTimer(self.device)
         if step.kind == "prefill":
-            sampled, host_prep = self._prefill(states)
+            sampled, host_prep = self._prefill(states, timer)
         else:
-            sampled, host_prep = self._decode(states)
+            sampled, host_prep = self._decode(states, timer)
         t_tokens = clock()  # tokens are on the host: the device work of this step is done
         h1 = time.perf_counter()
         finished: list[SeqState] = []
@@ -122,12 +126,12 @@ class Engine:
             self._append(st, toks[0], t_tokens, finished)
         self.scheduler.running.extend(new_states)
         self.scheduler.finish(finished)
-        host_s = host_prep + (time.perf_counter() - h1)
+        host_s = sched_s + host_prep + (time.perf_counter() - h1)
+        step_s = time.perf_counter() - h0
         record.steps.append(StepSample(
-            time_s=clock(), kind=step.kind, num_seqs=len(states),
-            num_tokens=sum(s.seq.num_tokens for s in states) if step.kind == "prefill" else len(states),
+            time_s=clock(), kind=step.kind, num_seqs=len(states), num_tokens=num_computed,
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
-            host_s=host_s, step_s=time.perf_counter() - h0, memory=self.backend.memory()))
+            host_s=host_s, step_s=step_s, memory=self.backend.memory(), device_s=timer.elapsed_s()))
         return finished
 
     def _append(self, st: SeqState, token: int, t: float, finished: list[SeqState]) -> None:
@@ -136,7 +140,7 @@ class Engine:
         if st.num_generated >= st.output_len:
             finished.append(st)
 
-    def _prefill(self, states: list[SeqState]) -> tuple[list[list[int]], float]:
+    def _prefill(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
         metas = [self.backend.prepare_prefill(st.seq) for st in states]
         ids: list[int] = []
@@ -158,16 +162,17 @@ class Engine:
             self.backend.write_kv(layer, slots, k, v)
             return torch.cat([self.backend.prefill_attention(layer, q[a:b], m) for (a, b), m in zip(bounds, metas)])
 
-        logits = self.model.forward(input_ids, positions, attn, logits_rows=last_rows)  # [n, vocab]
+        with timer:
+            logits = self.model.forward(input_ids, positions, attn, logits_rows=last_rows)  # [n, vocab]
         k = 1 + max(st.num_forks for st in states)
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
 
-    def _decode(self, states: list[SeqState]) -> tuple[list[list[int]], float]:
+    def _decode(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
         seqs = [st.seq for st in states]
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
-            return self.graphs.run(seqs)
+            return self.graphs.run(seqs, timer)
         slots = self.backend.prepare_decode(seqs)  # [B]
         dev = self.device
         input_ids = torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
@@ -178,7 +183,8 @@ class Engine:
             self.backend.write_kv(layer, slots, k, v)
             return self.backend.decode_attention(layer, q)
 
-        logits = self.model.forward(input_ids, positions, attn)  # [B, vocab]
+        with timer:
+            logits = self.model.forward(input_ids, positions, attn)  # [B, vocab]
         return logits.argmax(-1)[:, None].tolist(), host
 
     # ------------------------------------------------------------------ helpers
@@ -202,6 +208,31 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+class _DeviceTimer:
+    """CUDA events around the model's device work (read after the step's sync); a no-op on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.events = None
+        if device.type == "cuda":
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+    def __enter__(self) -> "_DeviceTimer":
+        if self.events:
+            self.events[0].record()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.events:
+            self.events[1].record()
+        return False
+
+    def elapsed_s(self) -> float:
+        if not self.events:
+            return 0.0
+        self.events[1].synchronize()
+        return self.events[0].elapsed_time(self.events[1]) / 1e3
 
 
 def _fits_empty(backend: KVCacheBackend, total: int, num_forks: int) -> bool:

@@ -35,12 +35,13 @@ class StepSample:
     time_s: float  # end of the step
     kind: str  # "prefill" | "decode" | "idle"
     num_seqs: int  # sequences in this step's batch
-    num_tokens: int  # tokens processed in this step
+    num_tokens: int  # tokens computed in this step (prefill: prompt tokens minus prefix-cache hits)
     num_running: int  # running sequences after the step
     num_waiting: int  # arrived requests still waiting after the step
-    host_s: float  # host time spent scheduling + block manager + input preparation
+    host_s: float  # host time spent scheduling + block manager + input preparation + bookkeeping
     step_s: float  # wall time of the whole step (device synchronised)
     memory: MemorySnapshot
+    device_s: float = 0.0  # device time of the model step (CUDA events; 0 on CPU)
 
 
 @dataclass
