@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pabench.explain import Event, PoolView, SlabView, Step, TableView, seq_label
+from pabench.explain_steps import Event, PageView, PoolView, SlabView, Step, TableView, seq_label
 
 CELLS_PER_ROW = 8
 FREE_MARK, CACHED_MARK = ".", "*"
@@ -36,7 +36,7 @@ def owner_style(seq_id: int) -> str:
 
 # ---- paged side ---------------------------------------------------------------------------------------------
 
-def _cell(page, id_width: int, mark_width: int) -> Text:
+def _cell(page: PageView, id_width: int, mark_width: int) -> Text:
     """`[ 3:AB2]`: page id, owner letters (coloured), ref_count; free and cached pages get a mark."""
     cell = Text().append("[", style="dim")
     cell.append(f"{page.page_id:>{id_width}}:", style="dim")
@@ -138,13 +138,14 @@ def event_lines(events: tuple[Event, ...]) -> list[Text]:
         alarm = "fail" in e.kind or e.kind == "preempt"
         line = Text().append(f"  {e.kind:<{width}}  ", style="bold red" if alarm else "bold")
         line.append(e.detail)
-        if e.page_ids and e.kind not in ("cow",):
+        if e.page_ids and e.kind != "cow":
             line.append(f"  [{', '.join(map(str, e.page_ids))}]", style="dim")
         lines.append(line)
     return lines
 
 
 def _title(step: Step, index: int, num_steps: int) -> str:
+    """'step 3/11: Parallel sampling: fork'."""
     return f"step {index + 1}/{num_steps}: {step.title}"
 
 
@@ -162,13 +163,13 @@ def render_plain(step: Step, index: int, num_steps: int) -> str:
 
 def render_rich(step: Step, index: int, num_steps: int, width: int = 160) -> RenderableType:
     """The step as a coloured panel; paged and contiguous side by side when `width` allows."""
-    paged = Group(*pool_lines(step.pool), *table_lines(step.tables))
+    paged_lines = pool_lines(step.pool) + table_lines(step.tables)
     contiguous_lines = slab_lines(step.contiguous, CELLS_PER_ROW * step.pool.page_size)
-    contiguous = Group(*contiguous_lines)
+    paged, contiguous = Group(*paged_lines), Group(*contiguous_lines)
     body: list[RenderableType] = [Text(step.sentence, style="italic"), Text("")]
     if step.events:
         body += [*event_lines(step.events), Text("")]
-    paged_width = max(t.cell_len for t in pool_lines(step.pool) + table_lines(step.tables))
+    paged_width = max(t.cell_len for t in paged_lines)
     slab_width = max(t.cell_len for t in contiguous_lines)
     if paged_width + slab_width + 4 + 4 <= width:  # column padding + panel border
         grid = Table.grid(padding=(0, 4))

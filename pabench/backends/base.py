@@ -86,8 +86,8 @@ class KVCacheBackend(Protocol):
         """Could `seq` (whose final length is at most `max_total_tokens`, forking `num_forks` times) start now?"""
         ...
 
-    def admit(self, seq: "Sequence", max_total_tokens: int) -> None:
-        """Give `seq` memory for all of its current tokens; sets `seq.num_cached_tokens` on prefix hits."""
+    def admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0) -> None:
+        """Give `seq` memory for its current tokens (and what `num_forks` future forks need up front)."""
         ...
 
     def can_grow(self, seq: "Sequence") -> bool:

@@ -66,12 +66,14 @@ class ContiguousBackend:
         self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
         self._reserved: dict[int, int] = {}  # seq_id -> extent length
         self._live: dict[int, Sequence] = {}
+        self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for its forks
         self._reserved_total = 0
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)
 
     # ------------------------------------------------------------------ admission and growth
     def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
-        if len(self._live) + 1 + num_forks > self.max_num_seqs:
+        num_pending = sum(len(v) for v in self._fork_regions.values())
+        if len(self._live) + num_pending + 1 + num_forks > self.max_num_seqs:
             return False
         need = reservation(self.policy, max_total_tokens, self.max_model_len)
         if num_forks == 0:
@@ -80,21 +82,31 @@ class ContiguousBackend:
         fits = sum(n // need for n in extents)  # regions of `need` that fit, first-fit packs each extent
         return fits >= 1 + num_forks
 
-    def admit(self, seq: Sequence, max_total_tokens: int) -> None:
+    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> None:
+        """Reserve `seq`'s region, plus one region per future fork (parallel sampling): all up front, or none."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
-        self._reserve(seq, reservation(self.policy, max_total_tokens, self.max_model_len))
+        if not self.can_admit(seq, max_total_tokens, num_forks):
+            raise OutOfPagesError(1 + num_forks, 0, what=f"{self.name} regions of "
+                                  f"{reservation(self.policy, max_total_tokens, self.max_model_len)} tokens")
+        length = reservation(self.policy, max_total_tokens, self.max_model_len)
+        self._reserve(seq, length)
+        self._fork_regions[seq.seq_id] = [self._allocate(length) for _ in range(num_forks)]
         seq.num_cached_tokens = 0
 
-    def _reserve(self, seq: Sequence, length: int) -> None:
-        if seq.seq_id in self._start:
-            raise SequenceStateError(f"sequence {seq.seq_id} already holds a region")
+    def _allocate(self, length: int) -> int:
         start = self.allocator.allocate(length)
         if start is None:
             raise OutOfPagesError(length, self.allocator.largest_free_extent, what=f"{self.name} region (tokens)")
+        self._reserved_total += length
+        return start
+
+    def _reserve(self, seq: Sequence, length: int, start: int | None = None) -> None:
+        if seq.seq_id in self._start:
+            raise SequenceStateError(f"sequence {seq.seq_id} already holds a region")
+        start = self._allocate(length) if start is None else start
         self._start[seq.seq_id], self._reserved[seq.seq_id] = start, length
         self._live[seq.seq_id] = seq
-        self._reserved_total += length
 
     def can_grow(self, seq: Sequence) -> bool:
         return seq.num_tokens <= self._reserved[seq.seq_id]
@@ -104,8 +116,9 @@ class ContiguousBackend:
             raise OutOfPagesError(1, 0, what=f"growth beyond the {self._reserved[seq.seq_id]}-token reservation")
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
-        """Reserve the child's own region and copy the parent's cached tokens into it (no sharing possible)."""
-        self._reserve(child, self._reserved[parent.seq_id])
+        """Give the child its own region (reserved at admission) and copy the parent's cached tokens into it."""
+        pending = self._fork_regions.get(parent.seq_id)
+        self._reserve(child, self._reserved[parent.seq_id], pending.pop() if pending else None)
         ps, cs, n = self._start[parent.seq_id], self._start[child.seq_id], parent.num_computed_tokens
         self.k_slab[:, cs:cs + n].copy_(self.k_slab[:, ps:ps + n])  # [L, n, H, D]
         self.v_slab[:, cs:cs + n].copy_(self.v_slab[:, ps:ps + n])
@@ -114,7 +127,11 @@ class ContiguousBackend:
         if seq.seq_id not in self._start:
             raise SequenceStateError(f"sequence {seq.seq_id} holds no memory in {self.name}")
         self.allocator.free(self._start.pop(seq.seq_id))
-        self._reserved_total -= self._reserved.pop(seq.seq_id)
+        length = self._reserved.pop(seq.seq_id)
+        self._reserved_total -= length
+        for start in self._fork_regions.pop(seq.seq_id, []):  # regions for forks that never happened
+            self.allocator.free(start)
+            self._reserved_total -= length
         del self._live[seq.seq_id]
 
     # ------------------------------------------------------------------ step preparation

@@ -84,7 +84,8 @@ class PagedBackend:
             return bm.can_allocate(seq)
         return bm.can_allocate(seq) and bm.num_free_pages - bm.pages_needed(seq.num_tokens) >= self.watermark_pages
 
-    def admit(self, seq: Sequence, max_total_tokens: int) -> None:
+    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> None:
+        """Pages for the prompt; forks need nothing now (they share pages until they write)."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
         if not self._free_rows:

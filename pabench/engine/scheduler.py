@@ -109,7 +109,7 @@ class Scheduler:
                 break
             if not self.backend.can_admit(st.seq, st.max_total_tokens, st.num_forks):
                 break  # strict FCFS: nobody overtakes the head of the queue
-            self.backend.admit(st.seq, st.max_total_tokens)
+            self.backend.admit(st.seq, st.max_total_tokens, st.num_forks)
             st.seq.status = SequenceStatus.RUNNING
             self.waiting.popleft()
             batch.append(st)

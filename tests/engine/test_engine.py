@@ -113,3 +113,15 @@ def test_model_presets():
         ModelConfig.from_name("gpt-5")
     with pytest.raises(ConfigError):
         ModelConfig("bad", 10, 64, 2, num_q_heads=3, num_kv_heads=2, head_dim=16, intermediate_size=10)
+
+
+@pytest.mark.parametrize("name", ["contiguous-max", "contiguous-pow2", "contiguous-oracle"])
+def test_contiguous_reserves_fork_regions_at_admission(model, name):
+    """Regression (seen on the H200): two parallel-sampling groups admitted in one step must not both count on
+    the same free region for their forks. Regions for forks are reserved with the parent, all or nothing."""
+    reqs = requests(n=6, prompt=(9, 15), out=(5, 8), samples=3)
+    rec, b = serve(model, name, reqs, budget_tokens=7 * 128, max_num_seqs=16)  # 7 regions at max_model_len
+    assert len(rec.requests) == 6
+    assert b.memory().reserved_bytes == 0 and b.allocator.free_extents() == [(0, b.num_slots)]
+    paged, _ = serve(model, "paged", reqs, budget_tokens=7 * 128, max_num_seqs=16)
+    assert rec.output_token_ids == paged.output_token_ids
