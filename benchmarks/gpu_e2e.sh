@@ -18,7 +18,9 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-log "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The device gets the working tree without .git: pass PABENCH_COMMIT=<hash> in the command to record it.
+export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+log "commit: $PABENCH_COMMIT"
 
 want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
 want smoke && run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 48 --no-progress --csv "$OUT/smoke.csv"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,12 @@ from pabench.core.errors import ConfigError, PabenchError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
 
 PANEL_W_IN, PANEL_H_IN, TITLE_H_IN, DPI = 6.4, 4.2, 0.5, 100
 MAX_COLUMNS = 2
 _MIB = 2**20
+_THROUGHPUT = "output throughput (tok/s)"
 
 
 def _require_matplotlib() -> None:
@@ -137,9 +140,10 @@ def _kernel_lines(kernels: pd.DataFrame | None) -> dict[str, Any]:
     return lines
 
 
-# ---- panels -------------------------------------------------------------------------------------------------
+# ---- drawing helpers ----------------------------------------------------------------------------------------
 
-def _bars(ax, values: dict[str, float], ylabel: str, title: str) -> None:
+def _bars(ax: Axes, values: dict[str, float], ylabel: str, title: str) -> None:
+    """One bar per series, coloured in series order."""
     names = list(values)
     ax.bar(range(len(names)), [values[n] for n in names], color=[f"C{i}" for i in range(len(names))])
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
@@ -147,12 +151,13 @@ def _bars(ax, values: dict[str, float], ylabel: str, title: str) -> None:
     ax.set_title(title)
 
 
-def _lines(ax, series: dict[str, Any], style: str = "-", marker: str = "o", prefix: str = "", **kwargs) -> None:
+def _lines(ax: Axes, series: dict[str, Any], style: str = "-", marker: str = "o", prefix: str = "") -> None:
+    """One line per series (a Series indexed by x), coloured in series order."""
     for i, (name, s) in enumerate(series.items()):
-        ax.plot(s.index, s.values, style, marker=marker, label=prefix + name, color=f"C{i}", **kwargs)
+        ax.plot(s.index, s.values, style, marker=marker, label=prefix + name, color=f"C{i}")
 
 
-def _contiguous_refs(ax, frame: pd.DataFrame, y: str, start_colour: int) -> None:
+def _contiguous_refs(ax: Axes, frame: pd.DataFrame, y: str, start_colour: int) -> None:
     """Dashed horizontal lines for backends without a page size (their value does not depend on it)."""
     others = frame[~_is_paged(frame)]
     for i, (name, value) in enumerate(_mean_by(others, others["backend"].astype(str), None, y).items()):
@@ -160,7 +165,7 @@ def _contiguous_refs(ax, frame: pd.DataFrame, y: str, start_colour: int) -> None
             ax.axhline(value, ls="--", lw=1.2, color=f"C{start_colour + i}", label=f"{name} (no pages)")
 
 
-def _log2_axis(ax, values, label: str) -> None:
+def _log2_axis(ax: Axes, values: Iterable[float], label: str) -> None:
     """A log2 x axis ticked at the data's own values (8, 16, 32 rather than 2^3, 2^4, 2^5)."""
     ticks = sorted({float(v) for v in values if not math.isnan(float(v))})
     ax.set_xscale("log", base=2)
@@ -169,103 +174,150 @@ def _log2_axis(ax, values, label: str) -> None:
     ax.set_xlabel(label)
 
 
-def _draw(ax, panel: str, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
-    if panel == "throughput_vs_budget":
-        budget = _column(frame, "sweep_kv_budget_bytes", "kv_budget_bytes")
-        data = frame.assign(_mib=frame[budget] / _MIB)
-        _lines(ax, _mean_by(data, _labels(data, True), "_mib", "output_tok_per_s"))
-        _log2_axis(ax, data["_mib"], "KV budget (MiB)")
-        ax.set_ylabel("output throughput (tok/s)")
-        ax.set_title("Throughput vs KV budget")
-    elif panel == "throughput_vs_max_num_seqs":
-        _lines(ax, _mean_by(frame, _labels(frame, True), "sweep_max_num_seqs", "output_tok_per_s"))
-        _log2_axis(ax, frame["sweep_max_num_seqs"], "max_num_seqs (batch limit, sequences)")
-        ax.set_ylabel("output throughput (tok/s)")
-        ax.set_title("Throughput vs batch limit")
-    elif panel == "throughput":
-        _bars(ax, _mean_by(frame, _labels(frame, True), None, "output_tok_per_s"), "output throughput (tok/s)",
-              "Throughput per backend")
-    elif panel == "waste":
-        label = _labels(frame, True)
-        names = list(dict.fromkeys(label))
-        bottom = [0.0] * len(names)
-        for column, colour, name in (("mean_used_pct", "0.55", "used (tokens)"), ("mean_slack_pct", "C1", "slack"),
-                                     ("mean_idle_pct", "C9", "idle")):
-            values = [_mean_by(frame, label, None, column)[n] for n in names]
-            ax.bar(range(len(names)), values, bottom=bottom, color=colour, label=name)
-            bottom = [b + (0.0 if math.isnan(v) else v) for b, v in zip(bottom, values)]
-        if "mean_waste_pct" in frame.columns:
-            waste = _mean_by(frame, label, None, "mean_waste_pct")
-            for i, n in enumerate(names):
-                if not math.isnan(waste[n]):
-                    ax.text(i, bottom[i] + 1, f"waste {waste[n]:.0f}%", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-        ax.set_ylim(0, 115)
-        ax.set_ylabel("% of KV budget (mean over the run)")
-        ax.set_title("KV memory: used / slack / idle")
-    elif panel in ("ttft_vs_rate", "tpot_vs_rate"):
-        metric = panel.split("_")[0]
-        label = _labels(frame, False)
-        _lines(ax, _mean_by(frame, label, "sweep_rate", f"{metric}_p50_ms"), "-", prefix="p50 ")
-        _lines(ax, _mean_by(frame, label, "sweep_rate", f"{metric}_p99_ms"), "--", marker="x", prefix="p99 ")
-        ax.set_xlabel("request rate (requests/s)")
-        ax.set_ylabel(f"{metric.upper()} (ms)")
-        ax.set_yscale("log")
-        ax.set_title(f"{metric.upper()} p50 / p99 vs request rate")
-    elif panel == "latency":
-        label = _labels(frame, True)
-        names = list(dict.fromkeys(label))
-        metrics = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
-        width = 0.8 / len(metrics)
-        for j, metric in enumerate(metrics):
-            if metric in frame.columns:
-                values = _mean_by(frame, label, None, metric)
-                ax.bar([i + (j - 1.5) * width for i in range(len(names))], [values[n] for n in names], width,
-                       label=f"{metric[:4].upper()} {metric[5:8]}",
-                       color=f"C{j}")
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel("latency (ms)")
-        ax.set_title("Latency percentiles")
-    elif panel == "waste_vs_page_size":
-        column = _page_size_column(frame)
+def _throughput_lines(ax: Axes, frame: pd.DataFrame, x: str, xlabel: str, title: str) -> None:
+    """Output tok/s per series against column `x`, on a log2 axis."""
+    _lines(ax, _mean_by(frame, _labels(frame, True), x, "output_tok_per_s"))
+    _log2_axis(ax, frame[x], xlabel)
+    ax.set_ylabel(_THROUGHPUT)
+    ax.set_title(title)
+
+
+def _latency_lines(ax: Axes, frame: pd.DataFrame, metric: str) -> None:
+    """`metric` ('ttft' or 'tpot') p50 solid and p99 dashed against the swept request rate."""
+    label = _labels(frame, False)
+    _lines(ax, _mean_by(frame, label, "sweep_rate", f"{metric}_p50_ms"), "-", prefix="p50 ")
+    _lines(ax, _mean_by(frame, label, "sweep_rate", f"{metric}_p99_ms"), "--", marker="x", prefix="p99 ")
+    ax.set_xlabel("request rate (requests/s)")
+    ax.set_ylabel(f"{metric.upper()} (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"{metric.upper()} p50 / p99 vs request rate")
+
+
+# ---- panels: each draws on `ax`, returning a twin y axis if it made one (it shares the legend) ----------------
+
+def _panel_throughput_vs_budget(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    budget = _column(frame, "sweep_kv_budget_bytes", "kv_budget_bytes")
+    _throughput_lines(ax, frame.assign(_mib=frame[budget] / _MIB), "_mib", "KV budget (MiB)",
+                      "Throughput vs KV budget")
+    return None
+
+
+def _panel_throughput_vs_max_num_seqs(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    _throughput_lines(ax, frame, "sweep_max_num_seqs", "max_num_seqs (batch limit, sequences)",
+                      "Throughput vs batch limit")
+    return None
+
+
+def _panel_throughput(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    _bars(ax, _mean_by(frame, _labels(frame, True), None, "output_tok_per_s"), _THROUGHPUT, "Throughput per backend")
+    return None
+
+
+def _panel_waste(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    label = _labels(frame, True)
+    names = list(dict.fromkeys(label))
+    bottom = [0.0] * len(names)
+    for column, colour, name in (("mean_used_pct", "0.55", "used (tokens)"), ("mean_slack_pct", "C1", "slack"),
+                                 ("mean_idle_pct", "C9", "idle")):
+        values = [_mean_by(frame, label, None, column)[n] for n in names]
+        ax.bar(range(len(names)), values, bottom=bottom, color=colour, label=name)
+        bottom = [b + (0.0 if math.isnan(v) else v) for b, v in zip(bottom, values)]
+    if "mean_waste_pct" in frame.columns:
+        waste = _mean_by(frame, label, None, "mean_waste_pct")
+        for i, n in enumerate(names):
+            if not math.isnan(waste[n]):
+                ax.text(i, bottom[i] + 1, f"waste {waste[n]:.0f}%", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylim(0, 115)
+    ax.set_ylabel("% of KV budget (mean over the run)")
+    ax.set_title("KV memory: used / slack / idle")
+    return None
+
+
+def _panel_ttft_vs_rate(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    _latency_lines(ax, frame, "ttft")
+    return None
+
+
+def _panel_tpot_vs_rate(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    _latency_lines(ax, frame, "tpot")
+    return None
+
+
+def _panel_latency(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    label = _labels(frame, True)
+    names = list(dict.fromkeys(label))
+    metrics = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
+    width = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        if metric in frame.columns:
+            values = _mean_by(frame, label, None, metric)
+            ax.bar([i + (j - 1.5) * width for i in range(len(names))], [values[n] for n in names], width,
+                   label=f"{metric[:4].upper()} {metric[5:8]}", color=f"C{j}")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency percentiles")
+    return None
+
+
+def _panel_waste_vs_page_size(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    column = _page_size_column(frame)
+    paged = frame[_is_paged(frame)]
+    series = _mean_by(paged, paged["backend"].astype(str), column, "mean_waste_pct")
+    _lines(ax, series)
+    _contiguous_refs(ax, frame, "mean_waste_pct", len(series))
+    _log2_axis(ax, paged[column], "page size (tokens)")
+    ax.set_ylabel("KV waste (% of reserved)")
+    ax.set_title("Waste vs page size")
+    return None
+
+
+def _panel_time_vs_page_size(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> Axes | None:
+    column = _page_size_column(frame)
+    kernel_lines = _kernel_lines(kernels)
+    sizes = [v for s in kernel_lines.values() for v in s.index]
+    target = ax
+    if column is not None and "decode_step_mean_ms" in frame.columns:
         paged = frame[_is_paged(frame)]
-        series = _mean_by(paged, paged["backend"].astype(str), column, "mean_waste_pct")
+        series = _mean_by(paged, paged["backend"].astype(str), column, "decode_step_mean_ms")
+        sizes += list(paged[column])
         _lines(ax, series)
-        _contiguous_refs(ax, frame, "mean_waste_pct", len(series))
-        _log2_axis(ax, paged[column], "page size (tokens)")
-        ax.set_ylabel("KV waste (% of reserved)")
-        ax.set_title("Waste vs page size")
-    elif panel == "time_vs_page_size":
-        column = _page_size_column(frame)
-        kernel_lines = _kernel_lines(kernels)
-        sizes = [v for s in kernel_lines.values() for v in s.index]
-        target = ax
-        if column is not None and "decode_step_mean_ms" in frame.columns:
-            paged = frame[_is_paged(frame)]
-            series = _mean_by(paged, paged["backend"].astype(str), column, "decode_step_mean_ms")
-            sizes += list(paged[column])
-            _lines(ax, series)
-            _contiguous_refs(ax, frame, "decode_step_mean_ms", len(series))
-            ax.set_ylabel("mean decode step (ms)")
-            if kernel_lines:
-                target = ax.twinx()
+        _contiguous_refs(ax, frame, "decode_step_mean_ms", len(series))
+        ax.set_ylabel("mean decode step (ms)")
         if kernel_lines:
-            for i, (name, s) in enumerate(kernel_lines.items()):
-                target.plot(s.index, s.values, ":", marker="s", color=f"C{5 + i}", label=f"kernel {name}")
-            target.set_ylabel("decode kernel time (µs)")
-        _log2_axis(ax, sizes, "page size (tokens)")
-        ax.set_title("Decode cost vs page size")
-        if target is not ax:  # one legend for both y axes
-            handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(),
-                                                     target.get_legend_handles_labels()))
-            target.legend(handles, labels, fontsize=7, loc="best")
-            ax.grid(True, alpha=0.3)
-            return
-    else:  # pragma: no cover - choose_panels only names the panels above
-        raise ConfigError(f"unknown panel {panel!r}")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+            target = ax.twinx()
+    if kernel_lines:
+        for i, (name, s) in enumerate(kernel_lines.items()):
+            target.plot(s.index, s.values, ":", marker="s", color=f"C{5 + i}", label=f"kernel {name}")
+        target.set_ylabel("decode kernel time (µs)")
+    _log2_axis(ax, sizes, "page size (tokens)")
+    ax.set_title("Decode cost vs page size")
+    return None if target is ax else target
+
+
+_PANELS: dict[str, Callable[[Axes, pd.DataFrame, pd.DataFrame | None], Axes | None]] = {
+    "throughput_vs_budget": _panel_throughput_vs_budget,
+    "throughput_vs_max_num_seqs": _panel_throughput_vs_max_num_seqs,
+    "throughput": _panel_throughput,
+    "waste": _panel_waste,
+    "ttft_vs_rate": _panel_ttft_vs_rate,
+    "tpot_vs_rate": _panel_tpot_vs_rate,
+    "latency": _panel_latency,
+    "waste_vs_page_size": _panel_waste_vs_page_size,
+    "time_vs_page_size": _panel_time_vs_page_size,
+}
+
+
+def _draw(ax: Axes, panel: str, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
+    """Draw `panel` on `ax`, then one legend (covering a twin y axis too) and a light grid."""
+    twin = _PANELS[panel](ax, frame, kernels)
+    handles, labels = ax.get_legend_handles_labels()
+    if twin is not None:
+        twin_handles, twin_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + twin_handles, labels + twin_labels
+    if handles:
+        (twin or ax).legend(handles, labels, fontsize=7, loc="best")
     ax.grid(True, alpha=0.3)
 
 

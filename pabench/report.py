@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,6 +69,8 @@ def _cell(value: Any) -> str:
 @lru_cache(maxsize=1)
 def git_commit() -> str:
     """Short commit of the repo pabench runs from, or 'unknown' (never raises)."""
+    if os.environ.get("PABENCH_COMMIT"):  # set by scripts that run a copy of the tree without .git (a GPU box)
+        return os.environ["PABENCH_COMMIT"]
     root = Path(pabench.__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return "unknown"

@@ -19,11 +19,19 @@ from pabench.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from rich.table import Table
 
     from pabench.runner import RunConfig
 
 SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_rate", "sweep_max_num_seqs")
 SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests finished, total requests)
+
+
+def _budget_text(num_bytes: float, sep: str = " ") -> str:
+    """'64 MiB' or '512 KiB': a swept KV budget as it was most likely typed."""
+    if num_bytes >= 2**20:
+        return f"{num_bytes / 2**20:g}{sep}MiB"
+    return f"{num_bytes / 2**10:g}{sep}KiB"
 
 
 def _check_values(name: str, values: tuple | None, *, integral: bool) -> None:
@@ -72,8 +80,7 @@ class SweepPoint:
         if self.page_size is not None:
             parts.append(f"page_size={self.page_size}")
         if self.kv_budget_bytes is not None:
-            size = self.kv_budget_bytes
-            parts.append(f"kv_budget={size / 2**20:g}MiB" if size >= 2**20 else f"kv_budget={size / 2**10:g}KiB")
+            parts.append(f"kv_budget={_budget_text(self.kv_budget_bytes, sep='')}")
         if self.rate is not None:
             parts.append(f"rate={self.rate:g}/s")
         if self.max_num_seqs is not None:
@@ -107,6 +114,7 @@ class SweepGrid:
 
     @property
     def num_points(self) -> int:
+        """Combinations of swept values (1 when nothing is swept)."""
         return math.prod(len(v) for v in (self.page_sizes, self.kv_budgets, self.rates, self.max_num_seqs) if v)
 
     def plan(self, backends: tuple[str, ...]) -> list[tuple[SweepPoint, tuple[str, ...]]]:
@@ -177,7 +185,7 @@ def _cell(column: str, value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if column == "sweep_kv_budget_bytes":
-        return f"{value / 2**20:g} MiB" if value >= 2**20 else f"{value / 2**10:g} KiB"
+        return _budget_text(value)
     if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
         return str(int(value))
     if column == "sweep_rate":
@@ -185,7 +193,7 @@ def _cell(column: str, value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def sweep_table(frame: pd.DataFrame):
+def sweep_table(frame: pd.DataFrame) -> Table:
     """Compact rich table: swept values, backend, throughput, latency, waste, preemptions, wall time."""
     from rich import box
     from rich.table import Table
