@@ -24,6 +24,7 @@ IMPLS = ("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "flex
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||ref|| for a passing check
 CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # the CPU runs shrunken cases: only the torch paths, for a smoke test
+LENGTHS = ("fixed", "lognormal")
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,14 @@ class CaseSpec:
 
     batch: int
     context: int
-    lengths: str = "fixed"  # "fixed" | "lognormal"
+    lengths: str = "fixed"  # one of LENGTHS
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.lengths not in LENGTHS:
+            raise ConfigError(f"lengths must be one of {LENGTHS}, got {self.lengths!r}")
+        if self.batch < 1 or self.context < 1:
+            raise ConfigError(f"batch and context must be >= 1, got {self.batch}, {self.context}")
 
 
 NAMED_CASES = {
@@ -51,7 +58,7 @@ class KernelBenchConfig:
     case: str = "all"
     batch: int = 16  # custom case only
     context: int = 2048  # custom case only
-    lengths: str = "fixed"  # custom case only: "fixed" | "lognormal"
+    lengths: str = "fixed"  # custom case only: one of LENGTHS
     page_sizes: tuple[int, ...] | None = None  # None: 16 for named cases, (8, 16, 32, 64, 128) for custom
     num_q_heads: int = 32
     num_kv_heads: int = 8
@@ -66,10 +73,7 @@ class KernelBenchConfig:
     def __post_init__(self) -> None:
         if self.case not in CASE_CHOICES:
             raise ConfigError(f"case must be one of {CASE_CHOICES}, got {self.case!r}")
-        if self.lengths not in ("fixed", "lognormal"):
-            raise ConfigError(f"lengths must be 'fixed' or 'lognormal', got {self.lengths!r}")
-        if self.batch < 1 or self.context < 1:
-            raise ConfigError(f"batch and context must be >= 1, got {self.batch}, {self.context}")
+        CaseSpec(self.batch, self.context, self.lengths)  # the custom case: checks batch, context, lengths
         for ps in self.page_sizes or ():
             if ps < 1 or ps > 256 or ps & (ps - 1):
                 raise ConfigError(f"page sizes must be powers of two in [1, 256], got {ps}")
@@ -150,6 +154,16 @@ def make_decode_data(lens: list[int], num_q_heads: int, num_kv_heads: int, head_
     return DecodeData(lens, q, k_slab, v_slab, torch.tensor(starts, **as_int), torch.tensor(lens, **as_int), gen)
 
 
+def _noise_pair(data: DecodeData, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """K and V buffers of `shape` full of noise in the slab's dtype: never-written slots must not read as zeros."""
+    import torch
+
+    rand = dict(device=data.k_slab.device, generator=data.generator)
+    k = torch.randn(shape, **rand).to(data.k_slab.dtype)  # [*shape]
+    v = torch.randn(shape, **rand).to(data.k_slab.dtype)  # [*shape]
+    return k, v
+
+
 def paginate(data: DecodeData, page_size: int) -> tuple[Any, Any, Any]:
     """The same K/V in a page pool with a random permutation of pages; unused table entries hold garbage ids."""
     import torch
@@ -161,30 +175,26 @@ def paginate(data: DecodeData, page_size: int) -> tuple[Any, Any, Any]:
     table = torch.randint(10**6, 2 * 10**6, (len(data.lens), width), device=device, dtype=torch.int32,
                           generator=data.generator)  # [batch, width] garbage past each sequence's pages
     shape = (num_pages, page_size) + tuple(data.k_slab.shape[1:])
-    k_cache = torch.randn(shape, device=device, generator=data.generator).to(data.k_slab.dtype)  # tails: noise
-    v_cache = torch.randn(shape, device=device, generator=data.generator).to(data.k_slab.dtype)
+    k_cache, v_cache = _noise_pair(data, shape)  # [num_pages, page_size, Hkv, D] each; tails stay noise
     first = 0
     for b, (start, n, used) in enumerate(zip(data.seq_starts.tolist(), data.lens, num_used)):
         pages = perm[first : first + used]  # [used]
-        table[b, :used] = pages.to(torch.int32)
+        table[b, :used] = pages.to(torch.int32)  # [used]
         slots = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()[:n]  # [n]
-        k_cache.view(-1, *shape[2:])[slots] = data.k_slab[start : start + n]
-        v_cache.view(-1, *shape[2:])[slots] = data.v_slab[start : start + n]
+        k_cache.view(-1, *shape[2:])[slots] = data.k_slab[start : start + n]  # [n, Hkv, D]
+        v_cache.view(-1, *shape[2:])[slots] = data.v_slab[start : start + n]  # [n, Hkv, D]
         first += used
     return k_cache, v_cache, table
 
 
 def pad_slab(data: DecodeData) -> tuple[Any, Any]:
     """The slab as a padded [batch, max_len, Hkv, D] tensor pair (what vendor SDPA wants); padding is noise."""
-    import torch
-
     batch, max_len = len(data.lens), max(data.lens)
     shape = (batch, max_len) + tuple(data.k_slab.shape[1:])
-    k_pad = torch.randn(shape, device=data.k_slab.device, generator=data.generator).to(data.k_slab.dtype)
-    v_pad = torch.randn(shape, device=data.k_slab.device, generator=data.generator).to(data.k_slab.dtype)
+    k_pad, v_pad = _noise_pair(data, shape)  # [batch, max_len, Hkv, D] each; padding stays noise
     for b, (start, n) in enumerate(zip(data.seq_starts.tolist(), data.lens)):
-        k_pad[b, :n] = data.k_slab[start : start + n]
-        v_pad[b, :n] = data.v_slab[start : start + n]
+        k_pad[b, :n] = data.k_slab[start : start + n]  # [n, Hkv, D]
+        v_pad[b, :n] = data.v_slab[start : start + n]  # [n, Hkv, D]
     return k_pad, v_pad
 
 
@@ -216,8 +226,8 @@ def copy_bandwidth_gbps(device: Any, warmup_ms: float, rep_ms: float) -> float:
     import torch
 
     nbytes = 1 << 30 if device.type == "cuda" else 1 << 26
-    src = torch.ones(nbytes // 2, device=device, dtype=torch.float16)
-    dst = torch.empty_like(src)
+    src = torch.ones(nbytes // 2, device=device, dtype=torch.float16)  # [nbytes // 2]
+    dst = torch.empty_like(src)  # [nbytes // 2]
     median_us, _, _ = time_us(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
     return 2 * nbytes / (median_us * 1e-6) / 1e9
 
@@ -227,6 +237,7 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
     or the exception its setup raised."""
     from pabench.kernels import (contiguous_decode_attention, flashinfer_available, flex_available, flex_paged_decode,
                                  gather_sdpa_decode, paged_decode_attention, paged_decode_reference)
+    from pabench.kernels.sdpa import flashinfer_paged_decode
 
     k_cache, v_cache, table = paginate(data, page_size)
     q, lens = data.q, data.seq_lens
@@ -238,7 +249,7 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
             q, data.k_slab, data.v_slab, data.seq_starts, lens, impl="triton", check_values=False),
         "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu)[0],
         "flex-paged": lambda: flex_paged_decode(q, k_cache, v_cache, table, lens),
-        "flashinfer-paged": lambda: flashinfer_paged_decode_runner(q, k_cache, v_cache, table, lens),
+        "flashinfer-paged": lambda: flashinfer_paged_decode(q, k_cache, v_cache, table, lens),
         "torch-reference": lambda: lambda: paged_decode_reference(q, k_cache, v_cache, table, lens),
     }
     available = {"flex-paged": flex_available(), "flashinfer-paged": flashinfer_available()}
@@ -251,12 +262,6 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
         except Exception as err:  # noqa: BLE001 - a peer that cannot set up is a visible row, not a crash
             runners[impl] = err
     return runners
-
-
-def flashinfer_paged_decode_runner(*args: Any) -> Callable[[], Any]:
-    from pabench.kernels.sdpa import flashinfer_paged_decode
-
-    return flashinfer_paged_decode(*args)
 
 
 def default_impls(device: Any) -> tuple[str, ...]:

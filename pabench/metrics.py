@@ -177,7 +177,7 @@ def build_result(run: RunRecord) -> Result:
 
 def metric_row(result: Result) -> dict[str, float | int]:
     """Every metric of `result` as flat columns with units in their names (the CSV/JSON row, minus config)."""
-    row: dict[str, float | int] = {
+    return {
         "output_tok_per_s": result.output_tok_s,
         "total_tok_per_s": result.total_tok_s,
         "req_per_s": result.req_s,
@@ -208,7 +208,6 @@ def metric_row(result: Result) -> dict[str, float | int]:
         "num_prompt_tokens": result.num_prompt_tokens,
         "num_output_tokens": result.num_output_tokens,
     }
-    return row
 
 
 def is_missing(value: Any) -> bool:

@@ -200,6 +200,7 @@ class Request:
 
     @property
     def num_prompt_tokens(self) -> int:
+        """Prompt length in tokens (shared prefix included)."""
         return len(self.prompt_token_ids)
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from pabench.cli import app
 from pabench.cli_see import SCENARIO_NAMES
 from pabench.core.errors import ConfigError, SequenceStateError
-from pabench.explain import SCENARIOS, Event, Step, Walkthrough, run_scenario
+from pabench.explain import SCENARIOS, ContiguousSlab, Event, Step, Walkthrough, run_scenario
 from pabench.explain_render import render_plain, render_rich
 
 runner = CliRunner()
@@ -189,6 +189,22 @@ def test_a_request_the_pool_cannot_take_waits_then_resumes():
     assert next(t for t in step.tables if t.seq_id == 1).status == "RUNNING"
     # A's 3 full pages were cached; B takes the 1 fresh page and evicts 2 of them
     assert step.kinds() == ["finish", "free", "release_contiguous", "reserve_contiguous", "allocate", "evict"]
+
+
+def test_contiguous_slab_places_a_request_whole_or_not_at_all():
+    events: list[Event] = []
+    slab = ContiguousSlab(num_slots=20, max_model_len=8, policy="max", emit=events.append)
+    slab.arrive([0], max_len=5)  # 8 slots (max_model_len), not 5
+    slab.arrive([1, 2], max_len=5)  # 2 x 8 slots, 12 free: the first fits alone, but the request waits whole
+    assert [e.kind for e in events] == ["reserve_contiguous", "admit_fail_contiguous"]
+    view = slab.view({0: 3})
+    assert [(r.seq_id, r.start, r.length, r.num_slack) for r in view.reservations] == [(0, 0, 8, 5)]
+    assert view.free_extents == ((8, 12),) and view.waiting_ids == (1, 2)  # rolled back: no half-placed request
+    slab.finish(0)
+    assert [e.kind for e in events[2:]] == ["release_contiguous", "reserve_contiguous"]
+    view = slab.view({1: 5, 2: 5})
+    assert [(r.seq_id, r.start) for r in view.reservations] == [(1, 0), (2, 8)] and view.waiting_ids == ()
+    slab.check_invariants()
 
 
 def test_cli_scenario_names_match_the_library():

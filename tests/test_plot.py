@@ -15,6 +15,7 @@ from pabench.cli import app
 pytest.importorskip("matplotlib")
 
 from pabench.plot import choose_panels, figure_size_px, figure_title, plot_results  # noqa: E402
+from pabench.plot_panels import PANELS  # noqa: E402
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -58,6 +59,15 @@ def test_panels_follow_what_varies():
     assert choose_panels(pd.read_csv(RUN_CSV), kernels)[-1] == "time_vs_page_size"
     batch_sweep = one_budget_one_rate.assign(sweep_max_num_seqs=[4, 8, 16])
     assert "throughput_vs_max_num_seqs" in choose_panels(batch_sweep)
+
+
+def test_every_panel_choose_panels_names_has_a_drawing():
+    frame, kernels = pd.read_csv(SWEEP_CSV), pd.read_csv(KERNELS_CSV)
+    one_point = frame[(frame["sweep_kv_budget_bytes"] == frame["sweep_kv_budget_bytes"].min())
+                      & (frame["sweep_rate"] == frame["sweep_rate"].min())]
+    chosen = set(choose_panels(frame, kernels)) | set(choose_panels(pd.read_csv(RUN_CSV), kernels))
+    chosen |= set(choose_panels(one_point.assign(sweep_max_num_seqs=[4, 8, 16])))
+    assert chosen == set(PANELS)  # every panel reachable, none without a drawing function
 
 
 def test_kernels_csv_adds_kernel_lines(tmp_path):

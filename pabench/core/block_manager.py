@@ -49,14 +49,17 @@ class BlockManager:
     # ---- sizes and counters ------------------------------------------------------------------------
     @property
     def num_pages(self) -> int:
+        """Pages in the pool, free or used."""
         return self._num_pages
 
     @property
     def page_size(self) -> int:
+        """Tokens per page."""
         return self._page_size
 
     @property
     def enable_prefix_caching(self) -> bool:
+        """Whether full pages are hashed and shared between sequences with the same prefix."""
         return self._enable_prefix_caching
 
     @property
@@ -66,6 +69,7 @@ class BlockManager:
 
     @property
     def num_used_pages(self) -> int:
+        """Pages with ref_count > 0."""
         return self._num_pages - self.num_free_pages
 
     @property

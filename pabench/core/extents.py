@@ -65,10 +65,6 @@ class ExtentAllocator:
         """Length of the longest free run (0 when full)."""
         return max(self._free_lens.values(), default=0)
 
-    @property
-    def num_free_extents(self) -> int:
-        return len(self._free_starts)
-
     def extent_length(self, start: int) -> int:
         """Length of the allocated extent at `start`."""
         return self._used[start]
@@ -91,7 +87,8 @@ class ExtentAllocator:
 
     def check_invariants(self) -> None:
         """Debug check: extents tile the slab exactly, free ones never adjacent. O(extents)."""
-        spans = sorted([(s, n, "free") for s, n in self._free_lens.items()] + [(s, n, "used") for s, n in self._used.items()])
+        spans = sorted([(s, n, "free") for s, n in self._free_lens.items()]
+                       + [(s, n, "used") for s, n in self._used.items()])
         pos = 0
         prev_kind = None
         for s, n, kind in spans:

@@ -35,11 +35,6 @@ class Page:
         if self.num_tokens < 0:
             raise ConfigError(f"num_tokens must be >= 0, got {self.num_tokens}")
 
-    @property
-    def is_hashed(self) -> bool:
-        """True when the page carries a content hash (a full page eligible for prefix sharing)."""
-        return self.content_hash is not None
-
     def forget_content(self) -> None:
         """Drop hash and tokens: the page is about to be reused for other tokens."""
         self.num_tokens = 0
@@ -75,4 +70,5 @@ class FrozenPage(Page):
         raise AttributeError(f"FrozenPage is a read-only snapshot; cannot delete {name!r}")
 
     def forget_content(self) -> None:
+        """Refused: a snapshot cannot be wiped."""
         raise AttributeError("FrozenPage is a read-only snapshot")

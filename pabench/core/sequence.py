@@ -57,18 +57,22 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
         return len(self._token_ids)
 
     @property
     def num_prompt_tokens(self) -> int:
+        """Tokens of the prompt (the first `num_prompt_tokens` of `token_ids`)."""
         return self._num_prompt_tokens
 
     @property
     def num_output_tokens(self) -> int:
+        """Tokens generated so far."""
         return len(self._token_ids) - self._num_prompt_tokens
 
     @property
     def last_token_id(self) -> int:
+        """The newest token: the input of the next decode step."""
         return self._token_ids[-1]
 
     def append_token(self, token_id: int) -> None:
@@ -82,6 +86,7 @@ class Sequence:
     # ---- state -------------------------------------------------------------------------------------
     @property
     def status(self) -> SequenceStatus:
+        """Where the sequence is in its life; the scheduler sets it."""
         return self._status
 
     @status.setter
@@ -102,9 +107,7 @@ class Sequence:
 
     @num_computed_tokens.setter
     def num_computed_tokens(self, value: int) -> None:
-        if not isinstance(value, int) or not 0 <= value <= len(self._token_ids):
-            raise ConfigError(f"num_computed_tokens must be in 0..{len(self._token_ids)}, got {value!r}")
-        self._num_computed_tokens = value
+        self._num_computed_tokens = self._check_count("num_computed_tokens", value)
 
     @property
     def num_cached_tokens(self) -> int:
@@ -113,9 +116,13 @@ class Sequence:
 
     @num_cached_tokens.setter
     def num_cached_tokens(self, value: int) -> None:
+        self._num_cached_tokens = self._check_count("num_cached_tokens", value)
+
+    def _check_count(self, name: str, value: int) -> int:
+        """`value` if it is a token count this sequence can have (0..num_tokens); ConfigError otherwise."""
         if not isinstance(value, int) or not 0 <= value <= len(self._token_ids):
-            raise ConfigError(f"num_cached_tokens must be in 0..{len(self._token_ids)}, got {value!r}")
-        self._num_cached_tokens = value
+            raise ConfigError(f"{name} must be in 0..{len(self._token_ids)}, got {value!r}")
+        return value
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def fork(self, new_seq_id: int) -> Sequence:

@@ -1,0 +1,83 @@
+"""What a result frame holds for `pabench plot`: which columns vary, and the series the panels draw.
+
+pandas only, no matplotlib: `plot.py` chooses panels with it, `plot_panels.py` draws them from it. A series is
+one backend (paged rows split by page size when asked); rows that differ in other swept values are averaged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+# ---- what the data supports ---------------------------------------------------------------------------------
+
+def first_column(frame: pd.DataFrame, *names: str) -> str | None:
+    """The first of `names` that the frame has with at least one value."""
+    return next((n for n in names if n in frame.columns and frame[n].notna().any()), None)
+
+
+def is_paged(frame: pd.DataFrame) -> pd.Series:
+    """Per row: True for a paged backend (the rows that have a page size)."""
+    return frame["backend"].astype(str).str.startswith("paged")
+
+
+def page_size_column(frame: pd.DataFrame) -> str | None:
+    """The column holding paged rows' page size, if those rows have two or more distinct ones."""
+    column = first_column(frame, "sweep_page_size", "page_size")
+    if column is None or frame.loc[is_paged(frame), column].nunique() < 2:
+        return None
+    return column
+
+
+def varies(frame: pd.DataFrame, *names: str) -> str | None:
+    """The first of `names` the frame has (see `first_column`), if it holds two or more distinct values."""
+    column = first_column(frame, *names)
+    return column if column is not None and frame[column].nunique() > 1 else None
+
+
+# ---- series -------------------------------------------------------------------------------------------------
+
+def series_labels(frame: pd.DataFrame, by_page_size: bool) -> pd.Series:
+    """Series name per row: the backend, plus ' p<page size>' for paged rows when asked and page sizes vary."""
+    labels = frame["backend"].astype(str)
+    column = page_size_column(frame) if by_page_size else None
+    if column is not None:
+        paged = is_paged(frame)
+        labels = labels.where(~paged, labels + " p" + frame[column].fillna(0).astype(int).astype(str))
+    return labels
+
+
+def mean_by(frame: pd.DataFrame, label: pd.Series, x: str | None, y: str) -> dict[str, Any]:
+    """{label: mean of y} (x None) or {label: Series of mean y indexed by sorted x}; rows keep first-seen order."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(label):
+        rows = frame[label == name]
+        out[name] = rows[y].mean() if x is None else rows.groupby(x)[y].mean().sort_index()
+    return out
+
+
+def kernel_lines(kernels: pd.DataFrame | None) -> dict[str, Any]:
+    """{'<impl> (case x)': median µs by page size} for kernel rows that have a page size and a time."""
+    if kernels is None or "page_size" not in kernels.columns:
+        return {}
+    time = first_column(kernels, "median_us", "mean_us", "time_us") or next(
+        (c for c in kernels.columns if str(c).endswith("_us") and kernels[c].notna().any()), None)
+    if time is None:
+        return {}
+    rows = kernels[kernels["page_size"].notna() & kernels[time].notna()]
+    if "check" in rows.columns:
+        rows = rows[rows["check"].astype(str) != "ERROR"]
+    keys = [c for c in ("impl", "case") if c in rows.columns]
+    lines: dict[str, Any] = {}
+    for key, group in (rows.groupby(keys, sort=False) if keys else [((), rows)]):
+        key = key if isinstance(key, tuple) else (key,)
+        name = str(key[0]) if key else "kernel"
+        if len(key) > 1 and rows["case"].nunique() > 1:
+            name += f" (case {key[1]})"
+        series = group.groupby("page_size")[time].mean().sort_index()
+        if len(series) >= 1:
+            lines[name] = series
+    return lines
