@@ -60,7 +60,10 @@ def mean_by(frame: pd.DataFrame, label: pd.Series, x: str | None, y: str) -> dic
 
 
 def kernel_lines(kernels: pd.DataFrame | None) -> dict[str, Any]:
-    """{'<impl> (case x)': median µs by page size} for kernel rows that have a page size and a time."""
+    """{'<impl> (case x)': median µs by page size} for kernel rows swept over >= 2 page sizes.
+
+    When Triton rows are present only they are kept: the trade-off is the paged kernel's cost per page size
+    (and its contiguous twin), and peers that are 4-20x slower would flatten the scale."""
     if kernels is None or "page_size" not in kernels.columns:
         return {}
     time = first_column(kernels, "median_us", "mean_us", "time_us") or next(
@@ -78,6 +81,8 @@ def kernel_lines(kernels: pd.DataFrame | None) -> dict[str, Any]:
         if len(key) > 1 and rows["case"].nunique() > 1:
             name += f" (case {key[1]})"
         series = group.groupby("page_size")[time].mean().sort_index()
-        if len(series) >= 1:
+        if len(series) >= 2:
             lines[name] = series
+    if any(name.startswith("triton") for name in lines):
+        lines = {name: s for name, s in lines.items() if name.startswith("triton")}
     return lines
