@@ -66,16 +66,22 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
-def _int_list(text: str, what: str) -> tuple[int, ...]:
+def _number_list(text: str, what: str, kind: type = int) -> tuple:
+    """'8,16,32' -> (8, 16, 32) of `kind`; a clear ConfigError naming the option otherwise."""
     from pabench.core.errors import ConfigError
 
     try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(kind(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ConfigError(f"{what}: expected comma-separated integers, got {text!r}") from None
+        noun = "integers" if kind is int else "numbers"
+        raise ConfigError(f"{what}: expected comma-separated {noun}, got {text!r}") from None
     if not values:
         raise ConfigError(f"{what}: no value given")
     return values
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    return _number_list(text, what, int)
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pabench.cli import _int_list, _stderr, _stdout, app, friendly
+from pabench.cli import _int_list, _number_list, _stderr, _stdout, app, friendly
 
 SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
 GRID, RUN, OUT = "Grid", "Run", "Output"
@@ -50,15 +50,7 @@ def explain(
 
 # ---------------------------------------------------------------------------------------------- sweep
 def _float_list(text: str, what: str) -> tuple[float, ...]:
-    from pabench.core.errors import ConfigError
-
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{what}: no value given")
-    return values
+    return _number_list(text, what, float)
 
 
 @app.command()
@@ -90,7 +82,7 @@ def sweep(
     from pabench.atomic import atomic_write_text
     from pabench.backends import parse_backends
     from pabench.runner import RunConfig
-    from pabench.sweep import SweepGrid, run_sweep, sweep_summary, sweep_table
+    from pabench.sweep import SweepGrid, sweep_summary, sweep_table
     from pabench.units import parse_size
 
     grid = SweepGrid(
