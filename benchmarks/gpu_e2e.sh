@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
+# Extra stages: "order" (backend-order effect on prefill), "budget4" (sharegpt at a 4 GiB KV budget).
 # Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
 # even when an earlier one failed (the log says which).
 set -uo pipefail
@@ -29,6 +30,14 @@ want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@
     --backend paged,contiguous-max,contiguous-oracle --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
 want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --backend paged+prefix,paged-noprefix,contiguous-oracle \
     --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
+# Does the first backend of a run pay one-time prefill costs? Same requests, paged last instead of first.
+want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 300 \
+    --backend contiguous-oracle,paged --json "$OUT/order_oracle_first.json" --csv "$OUT/order_oracle_first.csv"
+want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 300 \
+    --backend paged,contiguous-oracle --json "$OUT/order_paged_first.json" --csv "$OUT/order_paged_first.csv"
+# The same comparison at half the budget (lower batches: decode steps closer to weight-bound).
+want budget4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 4GiB \
+    --max-num-seqs 256 --max-model-len 2048 --no-progress --csv "$OUT/sharegpt_4gib.csv" --json "$OUT/sharegpt_4gib.json"
 # Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --no-cuda-graphs --csv "$OUT/graphs_off.csv"

@@ -225,6 +225,7 @@ def steps_summary(steps: list[StepSample], max_points: int = 256) -> dict[str, A
         by_kind[kind] = dict(num_steps=len(chosen), num_tokens=sum(s.num_tokens for s in chosen),
                              step_s=dataclasses.asdict(Stats.from_samples(s.step_s for s in chosen)),
                              host_s=dataclasses.asdict(Stats.from_samples(s.host_s for s in chosen)),
+                             device_s=dataclasses.asdict(Stats.from_samples(s.device_s for s in chosen)),
                              num_seqs=dataclasses.asdict(Stats.from_samples(s.num_seqs for s in chosen)))
     picks = sorted(set(np.linspace(0, len(steps) - 1, min(len(steps), max_points)).round().astype(int).tolist()))
     sampled = [steps[i] for i in picks]
@@ -232,7 +233,13 @@ def steps_summary(steps: list[StepSample], max_points: int = 256) -> dict[str, A
                 "num_running": [s.num_running for s in sampled], "num_waiting": [s.num_waiting for s in sampled]}
     for name in ("reserved_bytes", "used_bytes", "slack_bytes", "idle_bytes", "saved_bytes"):
         timeline[name] = [getattr(s.memory, name) for s in sampled]
-    return {"by_kind": by_kind, "timeline": timeline}
+    # Every prefill step (they are few): shows whether slow prefills are one-time costs early in a run.
+    prefills = [s for s in steps if s.kind == "prefill"]
+    prefill_steps = {"time_s": [round(s.time_s, 6) for s in prefills], "num_seqs": [s.num_seqs for s in prefills],
+                     "num_tokens": [s.num_tokens for s in prefills],
+                     "step_ms": [round(s.step_s * 1e3, 3) for s in prefills],
+                     "device_ms": [round(s.device_s * 1e3, 3) for s in prefills]}
+    return {"by_kind": by_kind, "timeline": timeline, "prefill_steps": prefill_steps}
 
 
 def _request_json(request: RequestRecord) -> dict[str, Any]:
