@@ -8,6 +8,7 @@ concurrency, warms up on CUDA (Triton compilation stays out of the numbers), and
 from __future__ import annotations
 
 import gc
+import os
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -73,6 +74,10 @@ class RunConfig:
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
         cuda = device == "cuda"
+        if self.attn_impl not in ("auto", "torch", "triton"):
+            raise ConfigError(f"unknown --attn-impl {self.attn_impl!r}; choose auto, triton or torch")
+        if self.attn_impl == "triton" and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ConfigError("--attn-impl triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU, slow)")
         return replace(
             self, device=device,
             model=self.model or ("llama-3-8b" if cuda else "tiny"),
