@@ -1,0 +1,51 @@
+"""Scheduler policy without a model: FCFS admission, preemption of the newest, no thrashing after it."""
+
+from pabench.backends import KVLayout
+from pabench.backends.paged import PagedBackend
+from pabench.core import Sequence, SequenceStatus
+from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
+
+LAYOUT = KVLayout(num_layers=1, num_kv_heads=1, head_dim=8, dtype="fp32")
+
+
+def make(num_pages=10, n=3, prompt=8, out=40):
+    backend = PagedBackend(LAYOUT, page_size=4, num_pages=num_pages, max_num_seqs=8, max_model_len=64)
+    sched = Scheduler(backend, SchedulerConfig(max_num_seqs=8, max_batched_tokens=64, max_model_len=64))
+    states = [SeqState(Sequence(i, [i + 1] * prompt), i, 0, prompt, out) for i in range(n)]
+    for st in states:
+        sched.add(st)
+    return backend, sched, states
+
+
+def sample_all(step):
+    """What the engine does after a step: the KV is computed, one token is appended to every sequence."""
+    for st in step.states:
+        st.seq.num_computed_tokens = st.seq.num_tokens
+        st.seq.append_token(7)
+
+
+def test_fcfs_admission_then_preempt_newest_and_hold_until_a_finish():
+    backend, sched, states = make()
+    step = sched.schedule()
+    assert step.kind == "prefill" and [s.request_id for s in step.states] == [0, 1, 2]  # 6 of 10 pages
+    sample_all(step)
+    kinds, preempted_at = [], None
+    for i in range(12):
+        step = sched.schedule()
+        kinds.append(step.kind)
+        if step.preempted and preempted_at is None:
+            preempted_at = i
+            assert [v.request_id for v in step.preempted] == [2]  # the most recently admitted goes first
+            assert states[2].seq.status == SequenceStatus.WAITING and states[2].seq.page_table is None
+            assert sched.waiting[0] is states[2]  # back at the head of the queue
+        sample_all(step)
+    assert preempted_at is not None
+    # After the preemption nothing finished, so the victim is not re-admitted (no prefill ping-pong).
+    assert "prefill" not in kinds[preempted_at:]
+    assert sched.num_preemptions == 1
+    # A sequence finishes: its pages come back and admission resumes with the victim.
+    sched.finish([states[0]])
+    step = sched.schedule()
+    assert step.kind == "prefill" and step.states == [states[2]]
+    assert backend.block_manager.num_used_pages <= backend.num_pages
+    backend.block_manager.check_invariants()
