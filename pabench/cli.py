@@ -100,6 +100,7 @@ def run(
     kv_budget: Annotated[Optional[str], typer.Option(help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.", rich_help_panel=MEM)] = None,
     num_pages: Annotated[Optional[int], typer.Option(help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).", rich_help_panel=MEM)] = True,
+    watermark: Annotated[float, typer.Option(help="Paged: fraction of pages admission leaves free for running sequences to grow into (fewer preemptions).", rich_help_panel=MEM)] = 0.04,
     max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)] = None,
     max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)] = 8192,
@@ -118,7 +119,7 @@ def run(
     cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                     device=device, dtype=dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
-                    prefix_caching=prefix_caching, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                    prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                     max_batched_tokens=max_batched_tokens, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
                     cuda_graphs=cuda_graphs)
     err = _stderr()

@@ -33,6 +33,7 @@ class RunConfig:
     kv_budget_bytes: int | None = None
     num_pages: int | None = None
     prefix_caching: bool = True
+    watermark: float = 0.04  # paged: fraction of pages admission leaves free for running sequences to grow
     max_num_seqs: int | None = None  # 32 on CPU, 256 on CUDA
     max_batched_tokens: int = 8192
     max_model_len: int | None = None  # 1024 on CPU, 2048 on CUDA
@@ -59,6 +60,8 @@ class RunConfig:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {v}")
         if self.page_size & (self.page_size - 1) or self.page_size > 256:
             raise ConfigError(f"page size must be a power of two in [1, 256], got {self.page_size}")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ConfigError(f"--watermark must be a fraction in [0, 1), got {self.watermark}")
         if self.rate is not None and self.rate <= 0:
             raise ConfigError(f"rate must be > 0 requests/s, got {self.rate}")
         if not self.backends:
@@ -163,6 +166,7 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
            "max_batched_tokens": c.max_batched_tokens, "num_requests": len(p.requests),
            "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
+           "watermark": c.watermark if backend.startswith("paged") else 0.0,
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs), "arrival": p.spec.arrival_text()}
     out.update(c.extra)
     return out
@@ -181,7 +185,7 @@ def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None =
     def build():
         return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
                             enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
-                            max_model_len=c.max_model_len, attn_impl=c.attn_impl)
+                            max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
 
     if c.warmup:
         _warmup(p, build(), sched)

@@ -31,7 +31,7 @@ def parse_backends(spec: str) -> list[str]:
 
 def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size: int = 16,
                  enable_prefix_caching: bool = True, max_num_seqs: int = 256, max_model_len: int = 2048,
-                 attn_impl: str = "auto") -> KVCacheBackend:
+                 attn_impl: str = "auto", watermark: float = 0.04) -> KVCacheBackend:
     """Build the backend called `name` over the same KV byte budget as every other backend."""
     if name.startswith("paged"):
         from pabench.backends.paged import PagedBackend
@@ -39,7 +39,7 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
         prefix = {"paged": enable_prefix_caching, "paged+prefix": True, "paged-noprefix": False}[name]
         backend = PagedBackend(layout, page_size=page_size, kv_budget_bytes=kv_budget_bytes,
                                enable_prefix_caching=prefix, max_num_seqs=max_num_seqs,
-                               max_model_len=max_model_len, attn_impl=attn_impl)
+                               max_model_len=max_model_len, attn_impl=attn_impl, watermark=watermark)
         backend.name = name
         return backend
     if name.startswith("contiguous-"):

@@ -68,10 +68,6 @@ class Scheduler:
         self.waiting: deque[SeqState] = deque()
         self.running: list[SeqState] = []  # admission order: the tail is preempted first
         self.num_preemptions = 0
-        # After a preemption, admit nobody until a sequence finishes: memory that was just reclaimed by
-        # preempting would otherwise be handed straight back (to the victim itself), and the two would
-        # trade places every step (thrashing: each round costs a full recompute of a long sequence).
-        self._hold_admission = False
 
     def add(self, state: SeqState) -> None:
         self.waiting.append(state)
@@ -97,8 +93,6 @@ class Scheduler:
         return ScheduledStep("decode", list(self.running), preempted)
 
     def _admit(self) -> list[SeqState]:
-        if self._hold_admission and self.running:
-            return []
         cfg, batch, num_tokens = self.config, [], 0
         num_seats = len(self.running)  # sequences running after this step, forks to come included
         while self.waiting:
@@ -138,8 +132,6 @@ class Scheduler:
                               f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
         for victim in preempted:  # victims popped newest first: appendleft restores admission order
             self.waiting.appendleft(victim)
-        if preempted:
-            self._hold_admission = True
         return preempted
 
     def _preempt(self, st: SeqState) -> None:
@@ -152,7 +144,6 @@ class Scheduler:
         """Retire finished sequences and release their memory at once (one pass over `running`)."""
         if not finished:
             return
-        self._hold_admission = False  # real memory came back: admission may resume
         done = {id(st) for st in finished}
         self.running = [st for st in self.running if id(st) not in done]
         for st in finished:

@@ -1,4 +1,4 @@
-"""Scheduler policy without a model: FCFS admission, preemption of the newest, no thrashing after it."""
+"""Scheduler policy without a model: FCFS admission, preemption of the newest, the victim waits at the head."""
 
 from pabench.backends import KVLayout
 from pabench.backends.paged import PagedBackend
@@ -8,8 +8,9 @@ from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 LAYOUT = KVLayout(num_layers=1, num_kv_heads=1, head_dim=8, dtype="fp32")
 
 
-def make(num_pages=10, n=3, prompt=8, out=40):
-    backend = PagedBackend(LAYOUT, page_size=4, num_pages=num_pages, max_num_seqs=8, max_model_len=64)
+def make(num_pages=10, n=3, prompt=8, out=40, watermark=0.0):
+    backend = PagedBackend(LAYOUT, page_size=4, num_pages=num_pages, max_num_seqs=8, max_model_len=64,
+                           watermark=watermark)
     sched = Scheduler(backend, SchedulerConfig(max_num_seqs=8, max_batched_tokens=64, max_model_len=64))
     states = [SeqState(Sequence(i, [i + 1] * prompt), i, 0, prompt, out) for i in range(n)]
     for st in states:
@@ -24,7 +25,7 @@ def sample_all(step):
         st.seq.append_token(7)
 
 
-def test_fcfs_admission_then_preempt_newest_and_hold_until_a_finish():
+def test_fcfs_admission_then_preempt_newest_victim_waits_at_the_head():
     backend, sched, states = make()
     step = sched.schedule()
     assert step.kind == "prefill" and [s.request_id for s in step.states] == [0, 1, 2]  # 6 of 10 pages
@@ -40,12 +41,22 @@ def test_fcfs_admission_then_preempt_newest_and_hold_until_a_finish():
             assert sched.waiting[0] is states[2]  # back at the head of the queue
         sample_all(step)
     assert preempted_at is not None
-    # After the preemption nothing finished, so the victim is not re-admitted (no prefill ping-pong).
+    # The pool is full after the preemption (the survivors grow into the freed pages): no ping-pong.
     assert "prefill" not in kinds[preempted_at:]
     assert sched.num_preemptions == 1
-    # A sequence finishes: its pages come back and admission resumes with the victim.
+    # A sequence finishes: its pages come back and the victim is admitted first.
     sched.finish([states[0]])
     step = sched.schedule()
     assert step.kind == "prefill" and step.states == [states[2]]
     assert backend.block_manager.num_used_pages <= backend.num_pages
     backend.block_manager.check_invariants()
+
+
+def test_watermark_keeps_room_for_growth():
+    """Admission stops while fewer than `watermark` pages would stay free after the prompt's pages."""
+    backend, sched, states = make(num_pages=10, n=5, prompt=8, watermark=0.2)  # 2 pages kept free
+    step = sched.schedule()
+    assert [s.request_id for s in step.states] == [0, 1, 2, 3]  # 4 x 2 pages; a 5th would leave 0 free
+    assert backend.block_manager.num_free_pages == 2
+    backend2, sched2, _ = make(num_pages=10, n=5, prompt=8, watermark=0.0)
+    assert len(sched2.schedule().states) == 5  # without a watermark the pool is filled to the last page
