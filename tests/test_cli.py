@@ -83,6 +83,8 @@ def test_compare(exported):
     (["--kv-budget", "lots"], "cannot read size"),
     (["--page-size", "12"], "power of two"),
     (["--num-pages", "2"], "cannot hold request"),
+    (["--workload", "parallel-sampling", "--max-num-seqs", "2", "--max-model-len", "2048"], "samples > max_num_seqs"),
+    (["--watermark", "1.5"], "--watermark"),
 ])
 def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
     out = tmp_path / "r.csv"

@@ -196,6 +196,9 @@ class Engine:
         total = len(r.prompt_token_ids) + r.output_len
         if total > self.config.max_model_len:
             raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {self.config.max_model_len}")
+        if r.num_samples > self.config.max_num_seqs:
+            raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
+                              f"{self.config.max_num_seqs} (its samples run side by side)")
         if not _fits_empty(self.backend, total, r.num_samples - 1):
             raise ConfigError(f"the KV budget of {self.backend.name} cannot hold request {r.request_id} "
                               f"({total} tokens x {r.num_samples} sample(s)) even when empty")
