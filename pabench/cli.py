@@ -135,6 +135,11 @@ def run(
                              progress)
     out.print(run_table(results))
     out.print(summary_line(results))
+    for r in results:
+        if r.num_preemptions > 0.25 * max(1, r.num_requests):
+            err.print(f"[yellow]note:[/] {r.backend} preempted {r.num_preemptions} sequences for {r.num_requests} "
+                      f"requests (each one is recomputed): the KV budget is tight for this load; a larger "
+                      f"--watermark or --kv-budget trades batch size for fewer preemptions")
     if csv:
         err.print(f"wrote {write_csv(results, csv)}")
     if json:
