@@ -28,7 +28,10 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
           scale: float | None) -> torch.Tensor:
     """SDPA on [batch, heads, len, D] tensors with GQA: enable_gqa where torch has it, else repeated KV heads."""
     group = q.shape[1] // k.shape[1]
-    if group > 1 and _has_enable_gqa():
+    # With a mask on CUDA, repeat the KV heads instead of enable_gqa: the memory-efficient kernel takes masks
+    # but not GQA, so enable_gqa + mask falls back to the math path (many launches, an fp32 score matrix).
+    # That is the prefill of every prefix-cache hit.
+    if group > 1 and _has_enable_gqa() and not (mask is not None and q.is_cuda):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
                                               enable_gqa=True)
     if group > 1:
