@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pabench.backends.base import KVCacheBackend
 from pabench.core import Sequence, SequenceStatus
-from pabench.core.errors import ConfigError
+from pabench.core.errors import ConfigError, OutOfPagesError
 
 
 @dataclass(frozen=True)
@@ -112,21 +112,23 @@ class Scheduler:
         return batch
 
     def _grow_all(self) -> list[SeqState]:
+        """Give every running sequence its next slot, preempting the newest while the pool is short.
+
+        The hot path: one `grow` per sequence per step. A failed `grow` raises `OutOfPagesError` and changes
+        nothing, so no separate `can_grow` check is paid on the (common) steps where memory suffices.
+        """
         preempted: list[SeqState] = []
+        running, grow = self.running, self.backend.grow
         i = 0
-        while i < len(self.running):
-            st = self.running[i]
-            while not self.backend.can_grow(st.seq):
-                victim = self.running.pop()  # the most recently admitted
+        while i < len(running):
+            st = running[i]
+            try:
+                grow(st.seq)
+                i += 1
+            except OutOfPagesError:
+                victim = running.pop()  # the most recently admitted
                 self._preempt(victim)
                 preempted.append(victim)
-                if victim is st:
-                    break
-            else:
-                self.backend.grow(st.seq)
-                i += 1
-                continue
-            break  # `st` itself was preempted: it was the last running sequence
         if preempted and not self.running:
             raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
                               f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
