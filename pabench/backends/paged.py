@@ -76,7 +76,6 @@ class PagedBackend:
         self._lens_buf = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged decode lengths
         self._free_rows: deque[int] = deque(range(max_num_seqs))
         self._row: dict[int, int] = {}  # seq_id -> block-table row
-        self._num_written: dict[int, int] = {}  # seq_id -> valid entries on the device
         self._pending: list[tuple[int, int, int]] = []  # (row, index, page_id) writes not yet on the device
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
@@ -126,14 +125,12 @@ class PagedBackend:
             raise SequenceStateError(f"sequence {seq.seq_id} holds no memory in {self.name}")
         self.block_manager.free(seq)
         self._free_rows.append(self._row.pop(seq.seq_id))
-        self._num_written.pop(seq.seq_id)
         del self._live[seq.seq_id]
 
     def _attach(self, seq: Sequence) -> None:
         row = self._free_rows.popleft()
         self._row[seq.seq_id] = row
         self._live[seq.seq_id] = seq
-        self._num_written[seq.seq_id] = len(seq.page_table)
         self._pending.extend((row, i, pid) for i, pid in enumerate(seq.page_table.page_ids))
 
     def _flush(self) -> None:
@@ -228,7 +225,3 @@ class PagedBackend:
         return {"kv_budget_bytes": tokens * self.layout.bytes_per_token, "num_pages": self.num_pages,
                 "page_size": self.page_size, "num_tokens": tokens,
                 "max_len_seqs": tokens // self.max_model_len, "max_model_len": self.max_model_len}
-
-    @property
-    def num_preemptible(self) -> int:
-        return len(self._live)
