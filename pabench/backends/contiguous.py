@@ -66,7 +66,7 @@ class ContiguousBackend:
         self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
         self._reserved: dict[int, int] = {}  # seq_id -> extent length
         self._live: dict[int, Sequence] = {}
-        self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for its forks
+        self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for forks still to come
         self._reserved_total = 0
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)
 
@@ -86,12 +86,12 @@ class ContiguousBackend:
         """Reserve `seq`'s region, plus one region per future fork (parallel sampling): all up front, or none."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
-        if not self.can_admit(seq, max_total_tokens, num_forks):
-            raise OutOfPagesError(1 + num_forks, 0, what=f"{self.name} regions of "
-                                  f"{reservation(self.policy, max_total_tokens, self.max_model_len)} tokens")
         length = reservation(self.policy, max_total_tokens, self.max_model_len)
+        if not self.can_admit(seq, max_total_tokens, num_forks):
+            raise OutOfPagesError(1 + num_forks, 0, what=f"{self.name} regions of {length} tokens")
         self._reserve(seq, length)
-        self._fork_regions[seq.seq_id] = [self._allocate(length) for _ in range(num_forks)]
+        if num_forks:
+            self._fork_regions[seq.seq_id] = [self._allocate(length) for _ in range(num_forks)]
         seq.num_cached_tokens = 0
 
     def _allocate(self, length: int) -> int:
@@ -118,7 +118,10 @@ class ContiguousBackend:
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Give the child its own region (reserved at admission) and copy the parent's cached tokens into it."""
         pending = self._fork_regions.get(parent.seq_id)
-        self._reserve(child, self._reserved[parent.seq_id], pending.pop() if pending else None)
+        start = pending.pop() if pending else None
+        if pending is not None and not pending:  # its last reserved fork region is taken
+            del self._fork_regions[parent.seq_id]
+        self._reserve(child, self._reserved[parent.seq_id], start)
         ps, cs, n = self._start[parent.seq_id], self._start[child.seq_id], parent.num_computed_tokens
         self.k_slab[:, cs:cs + n].copy_(self.k_slab[:, ps:ps + n])  # [L, n, H, D]
         self.v_slab[:, cs:cs + n].copy_(self.v_slab[:, ps:ps + n])
