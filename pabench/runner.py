@@ -77,9 +77,9 @@ class RunConfig:
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
         cuda = device == "cuda"
-        if self.attn_impl not in ("auto", "torch", "triton"):
-            raise ConfigError(f"unknown --attn-impl {self.attn_impl!r}; choose auto, triton or torch")
-        if self.attn_impl == "triton" and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        from pabench.backends.base import use_triton
+
+        if use_triton(self.attn_impl, device) and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise ConfigError("--attn-impl triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU, slow)")
         return replace(
             self, device=device,
