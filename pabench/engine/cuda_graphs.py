@@ -10,10 +10,12 @@ the backend), and the attention kernels compute their schedule on the device, so
 from __future__ import annotations
 
 import time
+from typing import ContextManager
 
 import torch
 
 from pabench.backends.base import KVCacheBackend
+from pabench.engine.engine import decode_attn
 from pabench.engine.model import DecoderModel
 
 
@@ -39,11 +41,7 @@ class GraphedDecode:
     def _step(self, batch: int) -> None:
         """The device work of one decode step over static buffers (what gets captured)."""
         slots = self.backend.decode_meta(batch)  # [batch]
-
-        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.backend.write_kv(layer, slots, k, v)
-            return self.backend.decode_attention(layer, q)
-
+        attn = decode_attn(self.backend, slots)
         logits = self.model.forward(self.ids[:batch], self.pos[:batch], attn)  # [batch, vocab]
         self.out[:batch].copy_(logits.argmax(-1))
 
@@ -67,7 +65,7 @@ class GraphedDecode:
         torch.cuda.synchronize()
         self.graphs[batch] = graph
 
-    def run(self, seqs: list, timer=None) -> tuple[list[list[int]], float]:
+    def run(self, seqs: list, timer: ContextManager) -> tuple[list[list[int]], float]:
         """Stage inputs, replay the bucket's graph; `[[token], ...]` for the real rows and the host staging time."""
         h0 = time.perf_counter()
         n = len(seqs)
@@ -78,9 +76,6 @@ class GraphedDecode:
         self.ids[:n].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64), non_blocking=True)
         self.pos[:n].copy_(torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64), non_blocking=True)
         host = time.perf_counter() - h0
-        if timer is None:
+        with timer:  # device time of the replay (CUDA events)
             self.graphs[batch].replay()
-        else:
-            with timer:
-                self.graphs[batch].replay()
         return self.out[:n, None].tolist(), host

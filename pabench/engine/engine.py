@@ -16,7 +16,7 @@ import torch
 from pabench.backends.base import KVCacheBackend
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError
-from pabench.engine.model import DecoderModel
+from pabench.engine.model import AttentionFn, DecoderModel
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
 from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState
 
@@ -179,12 +179,8 @@ class Engine:
         positions = torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
         host = time.perf_counter() - h0
 
-        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.backend.write_kv(layer, slots, k, v)
-            return self.backend.decode_attention(layer, q)
-
         with timer:
-            logits = self.model.forward(input_ids, positions, attn)  # [B, vocab]
+            logits = self.model.forward(input_ids, positions, decode_attn(self.backend, slots))  # [B, vocab]
         return logits.argmax(-1)[:, None].tolist(), host
 
     # ------------------------------------------------------------------ helpers
@@ -211,6 +207,16 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def decode_attn(backend: KVCacheBackend, slots: torch.Tensor) -> AttentionFn:
+    """Attention of a prepared decode batch: write each newest token's K/V at `slots` `[B]`, then attend."""
+
+    def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        backend.write_kv(layer, slots, k, v)
+        return backend.decode_attention(layer, q)
+
+    return attn
 
 
 class _DeviceTimer:
