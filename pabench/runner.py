@@ -229,9 +229,10 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
 def token_agreement(ref, other) -> dict:
     """How many output tokens `other` shares with `ref` position by position, and how many requests match whole.
 
-    Paging must be transparent: on CPU in fp32 every backend produces the same tokens. In bf16 on GPU, kernels
-    that sum in a different order (a recompute after preemption runs the prefill path, not the decode path)
-    may flip a near-tie argmax, after which that sample's continuation differs; the rates say how often.
+    Paging must be transparent: on CPU in fp32 every backend produces the same tokens. In bf16 on GPU, backends
+    that run different batch sizes round their matmuls differently (and a recompute after preemption runs the
+    prefill path, not the decode path), which can flip a near-tie argmax, after which that sample's
+    continuation differs; the rates say how often.
     """
     same_tokens = total_tokens = same_requests = 0
     for rid, samples in ref.output_token_ids.items():
