@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
-# Extra stages: "order" (backend-order effect on prefill), "budget4" (sharegpt at a 4 GiB KV budget).
+# Extra stages: "probe" (prefill attention cold/warm per SDPA backend), "order" (prefill cost of the first
+# backend of a run, with torch's own SDPA choice and with pabench's default), "budget4" (sharegpt at 4 GiB).
+# BUDGET (default 16GiB) is the KV budget of every stage but budget4 and sweep.
 # Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
 # even when an earlier one failed (the log says which).
 set -uo pipefail
@@ -10,7 +12,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 STAGES=${STAGES:-"tests smoke sharegpt prefix parallel graphs sweep"}
-BUDGET=${BUDGET:-8GiB}
+BUDGET=${BUDGET:-16GiB}
 COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress)
 log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
 run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
@@ -24,17 +26,19 @@ export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null
 log "commit: $PABENCH_COMMIT"
 
 want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
+want probe && run $PY benchmarks/prefill_probe.py --out "$OUT/prefill_probe.csv"
 want smoke && run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 48 --no-progress --csv "$OUT/smoke.csv"
 want sharegpt && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
 want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@]}" --num-requests 64 \
     --backend paged,contiguous-max,contiguous-oracle --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
 want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --backend paged+prefix,paged-noprefix,contiguous-oracle \
     --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
-# Does the first backend of a run pay one-time prefill costs? Same requests, paged last instead of first.
+# Does the first backend of a run pay one-time prefill costs? Same requests, paged first, once with torch's own
+# SDPA backend choice for prefill (before) and once with pabench's default (flash, then memory-efficient).
+want order && run env PABENCH_PREFILL_SDPA=torch $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" \
+    --num-requests 300 --backend paged,contiguous-oracle --json "$OUT/order_sdpa_torch.json"
 want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 300 \
-    --backend contiguous-oracle,paged --json "$OUT/order_oracle_first.json" --csv "$OUT/order_oracle_first.csv"
-want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 300 \
-    --backend paged,contiguous-oracle --json "$OUT/order_paged_first.json" --csv "$OUT/order_paged_first.csv"
+    --backend paged,contiguous-oracle --json "$OUT/order_sdpa_default.json"
 # The same comparison at half the budget (lower batches: decode steps closer to weight-bound).
 want budget4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 4GiB \
     --max-num-seqs 256 --max-model-len 2048 --no-progress --csv "$OUT/sharegpt_4gib.csv" --json "$OUT/sharegpt_4gib.json"
@@ -46,5 +50,5 @@ want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --
 # Page-size sweep for the plots (4 layers of llama-3-8b to fit the lease; same shapes per layer).
 want sweep && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 4 --num-requests 200 \
     --page-sizes 8,16,32,64,128 --backend paged,contiguous-max,contiguous-oracle --max-model-len 2048 --no-progress \
-    --csv "$OUT/sweep_page_size.csv"
+    --dtype bf16 --kv-budgets 1GiB --csv "$OUT/sweep_page_size.csv" --json "$OUT/sweep_page_size.json"
 exit 0

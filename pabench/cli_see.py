@@ -72,6 +72,7 @@ def sweep(
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Prefix caching for the paged backend.", rich_help_panel=RUN)] = True,
     attn_impl: Annotated[str, typer.Option(help="auto, triton or torch.", rich_help_panel=RUN)] = "auto",
     csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
+    json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="One progress bar on stderr.", rich_help_panel=OUT)] = True,
 ) -> None:
     """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
@@ -93,33 +94,38 @@ def sweep(
     base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl)
-    frame = _sweep_with_progress(grid, base, progress)
+    kept: list | None = [] if json else None
+    frame = _sweep_with_progress(grid, base, progress, kept)
     out = _stdout()
     out.print(sweep_table(frame))
     out.print(sweep_summary(frame))
     _stderr().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
+    if json:
+        from pabench.report import write_json
+
+        _stderr().print(f"wrote {write_json(kept, json)}")
 
 
-def _sweep_with_progress(grid, base, enabled: bool):
+def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None):
     """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
     from pabench.sweep import run_sweep
 
     if not enabled:
-        return run_sweep(grid, base)
+        return run_sweep(grid, base, keep=keep)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=_stderr(), transient=True) as bar:
         task = bar.add_task("preparing", total=None)
         return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
-                                                                          completed=done, total=total))
+                                                                          completed=done, total=total), keep)
 
 
 # ---------------------------------------------------------------------------------------------- plot
 @app.command()
 @friendly
 def plot(
-    result: Annotated[Path, typer.Argument(help="A CSV from `pabench sweep` or `pabench run --csv`.")],
+    result: Annotated[list[Path], typer.Argument(help="CSVs from `pabench sweep` or `pabench run --csv` (several are concatenated, e.g. one sweep per GPU call).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
     kernels: Annotated[Optional[Path], typer.Option("--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
 ) -> None:
@@ -130,7 +136,7 @@ def plot(
     _require_matplotlib()  # before reading anything: one clear line when the extra is missing
     import pandas as pd
 
-    frame = read_results(result)
+    frame = pd.concat([read_results(path) for path in result], ignore_index=True)
     kernel_frame = None
     if kernels is not None:
         try:
@@ -139,5 +145,5 @@ def plot(
             from pabench.core.errors import ConfigError
 
             raise ConfigError(f"{kernels}: cannot read kernel results: {error}") from None
-    path, panels = plot_results(frame, output or result.with_suffix(".png"), kernel_frame)
+    path, panels = plot_results(frame, output or result[0].with_suffix(".png"), kernel_frame)
     _stdout().print(f"wrote {path} ({len(panels)} panels: {', '.join(panels)})", markup=False)

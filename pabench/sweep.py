@@ -29,6 +29,8 @@ SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests fini
 
 def _budget_text(num_bytes: float, sep: str = " ") -> str:
     """'64 MiB' or '512 KiB': a swept KV budget as it was most likely typed."""
+    if num_bytes >= 2**30:
+        return f"{num_bytes / 2**30:g}{sep}GiB"
     if num_bytes >= 2**20:
         return f"{num_bytes / 2**20:g}{sep}MiB"
     return f"{num_bytes / 2**10:g}{sep}KiB"
@@ -134,8 +136,11 @@ class SweepGrid:
         return runs
 
 
-def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | None = None) -> pd.DataFrame:
-    """Run every (point, backend) of `grid` over `base`; one row per run, `sweep_*` columns first."""
+def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | None = None,
+              keep: list | None = None) -> pd.DataFrame:
+    """Run every (point, backend) of `grid` over `base`; one row per run, `sweep_*` columns first.
+
+    `keep`, when given, receives every run's full `Result` (for the JSON export with per-request samples)."""
     import pandas as pd
 
     from pabench.metrics import build_result
@@ -160,7 +165,10 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
                     on_progress(_label, done + finished, total)
 
                 record = run_backend(prepared, backend, progress if on_progress else None)
-                rows.append(result_row(build_result(record)))
+                result = build_result(record)
+                rows.append(result_row(result))
+                if keep is not None:
+                    keep.append(result)
                 done += num_requests
                 if on_progress is not None:
                     on_progress(label, done, total)

@@ -94,6 +94,22 @@ def test_cli_plot_default_output_next_to_the_csv(tmp_path):
     assert "wrote" in res.stdout and "time_vs_page_size" in res.stdout
 
 
+def test_cli_plot_concatenates_several_csvs(tmp_path):
+    """Two halves of a budget sweep (e.g. two GPU calls) plot as one: the budget panel sees every budget."""
+    frame = pd.read_csv(SWEEP_CSV)
+    budgets = sorted(frame["sweep_kv_budget_bytes"].dropna().unique())
+    assert len(budgets) >= 2
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    frame[frame["sweep_kv_budget_bytes"] == budgets[0]].to_csv(first, index=False)
+    frame[frame["sweep_kv_budget_bytes"] != budgets[0]].to_csv(second, index=False)
+    res = runner.invoke(app, ["plot", str(first), str(second), "-o", str(tmp_path / "both.png")])
+    assert res.exit_code == 0, res.output
+    whole = runner.invoke(app, ["plot", str(SWEEP_CSV), "-o", str(tmp_path / "whole.png")])
+    assert whole.exit_code == 0, whole.output
+    assert res.stdout.split("(")[1] == whole.stdout.split("(")[1]  # the same panels
+    assert png_size(tmp_path / "both.png") == png_size(tmp_path / "whole.png")
+
+
 def test_cli_plot_errors_are_one_line_exit_1(tmp_path, monkeypatch):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")

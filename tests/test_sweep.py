@@ -104,6 +104,26 @@ def test_cli_sweep_writes_one_row_per_point_and_backend(tmp_path, workload):
     assert "paged" in res.stdout and "the output tokens/s of contiguous-max" in res.stdout
 
 
+def test_cli_sweep_json_keeps_every_run_with_its_requests(tmp_path, workload):
+    import json
+
+    out = tmp_path / "sweep.json"
+    res = runner.invoke(app, ["sweep", "--kv-budgets", "64KiB,128KiB", "--page-sizes", "16", "--backend",
+                              "paged,contiguous-oracle", "--workload", workload, *TINY, "--csv",
+                              str(tmp_path / "s.csv"), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert len(doc["rows"]) == len(doc["backends"]) == 4  # 2 budgets x 2 backends
+    assert sorted(r["sweep_kv_budget_bytes"] for r in doc["rows"]) == [65536, 65536, 131072, 131072]
+    assert all(len(b["requests"]) == 4 for b in doc["backends"])
+
+
+def test_budget_text_names_gib():
+    from pabench.sweep import _budget_text
+
+    assert _budget_text(16 * 2**30) == "16 GiB" and _budget_text(64 * 2**20) == "64 MiB"
+
+
 def test_run_sweep_other_parameters_and_progress(workload):
     calls = []
     grid = SweepGrid(rates=(50.0,), max_num_seqs=(2, 4))

@@ -7,6 +7,7 @@ These are the rows the Triton decode kernel is measured against (`pabench kernel
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from typing import Callable, Sequence
 
@@ -58,16 +59,48 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     if len({q.device, k.device, v.device}) > 1 or len({q.dtype, k.dtype, v.dtype}) > 1:
         raise ConfigError("q, k, v must share one device and dtype")
     compute = torch.float32 if q.device.type == "cpu" else q.dtype
+    pinned = _prefill_backends() if q.is_cuda else None
+    if pinned is not None and num_q_heads != num_kv_heads:  # pinned kernels get equal heads: no math fallback
+        k = k.repeat_interleave(num_q_heads // num_kv_heads, dim=1)  # [n_total, Hq, D]
+        v = v.repeat_interleave(num_q_heads // num_kv_heads, dim=1)  # [n_total, Hq, D]
     qt = q.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hq, n_new, D]
-    kt = k.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv, n_total, D]
-    vt = v.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv, n_total, D]
-    if n_new == n_total:
-        out = _sdpa(qt, kt, vt, None, True, scale)  # [1, Hq, n_new, D]
-    else:
+    kt = k.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv or Hq, n_total, D]
+    vt = v.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv or Hq, n_total, D]
+    mask = None
+    if n_new != n_total:
         rows = torch.arange(n_new, device=q.device)[:, None] + (n_total - n_new)  # [n_new, 1]
         mask = torch.arange(n_total, device=q.device)[None, :] <= rows  # [n_new, n_total]
-        out = _sdpa(qt, kt, vt, mask, False, scale)  # [1, Hq, n_new, D]
+    if pinned is None:
+        out = _sdpa(qt, kt, vt, mask, mask is None, scale)  # [1, Hq, n_new, D]
+    else:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(pinned):
+            out = _sdpa(qt, kt, vt, mask, mask is None, scale)  # [1, Hq, n_new, D]
     return out[0].transpose(0, 1).to(q.dtype)  # [n_new, Hq, D]
+
+
+PREFILL_SDPA_ENV = "PABENCH_PREFILL_SDPA"
+PREFILL_SDPA_DEFAULT = "flash,efficient"
+
+
+def _prefill_backends() -> list | None:
+    """The SDPA backends CUDA prefill may use: $PABENCH_PREFILL_SDPA ('torch' = torch's own choice), else
+    flash then memory-efficient. cuDNN is left out by default: it builds a plan per new sequence length, and a
+    serving run sees hundreds of lengths (measured on the H200: `benchmarks/prefill_probe.py`)."""
+    return _parse_prefill_backends(os.environ.get(PREFILL_SDPA_ENV, PREFILL_SDPA_DEFAULT))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_prefill_backends(text: str) -> list | None:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["torch"]:
+        return None
+    unknown = [n for n in names if n not in SDPA_BACKENDS]
+    if unknown or not names:
+        raise ConfigError(f"{PREFILL_SDPA_ENV}={text!r}: expected 'torch' or a comma list of "
+                          f"{', '.join(SDPA_BACKENDS)}")
+    return [_backend_enum(n) for n in names]
 
 
 def _backend_enum(name: str):

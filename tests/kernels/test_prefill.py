@@ -46,3 +46,32 @@ def test_prefill_scale_and_errors():
         prefill_attention(torch.randn(6, 2, 16), k, v)  # n_new > n_total
     with pytest.raises(ConfigError):
         prefill_attention(torch.randn(2, 3, 16), k, v)  # 3 q heads over 2 kv heads
+
+
+def test_prefill_backend_choice_is_parsed_and_bad_values_are_named(monkeypatch):
+    from pabench.kernels import sdpa
+
+    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "torch")
+    assert sdpa._prefill_backends() is None
+    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "flash, efficient")
+    assert [b.name for b in sdpa._prefill_backends()] == ["FLASH_ATTENTION", "EFFICIENT_ATTENTION"]
+    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "flash,bogus")
+    with pytest.raises(ConfigError, match="PABENCH_PREFILL_SDPA"):
+        sdpa._prefill_backends()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("choice", ["torch", "flash,efficient", "efficient", "cudnn,flash,efficient"])
+@pytest.mark.parametrize("n_new,n_total", [(37, 37), (20, 90)])
+def test_prefill_on_gpu_under_each_backend_choice(monkeypatch, choice, n_new, n_total):
+    """Every pinned choice (bf16, GQA 4:1, masked and causal) matches the float64 loop."""
+    from pabench.kernels import sdpa
+
+    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, choice)
+    gen = torch.Generator().manual_seed(n_new)
+    q = torch.randn(n_new, 8, 128, generator=gen).bfloat16()
+    k = torch.randn(n_total, 2, 128, generator=gen).bfloat16()
+    v = torch.randn(n_total, 2, 128, generator=gen).bfloat16()
+    out = prefill_attention(q.cuda(), k.cuda(), v.cuda())
+    assert_close(out.cpu(), naive_prefill(q, k, v), torch.bfloat16)
