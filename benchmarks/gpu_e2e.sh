@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
-# Extra stages: "probe" (prefill attention cold/warm per SDPA backend), "order" (prefill cost of the first
-# backend of a run, with torch's own SDPA choice and with pabench's default), "budget4" (sharegpt at 4 GiB).
+# Extra stages: "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
+# oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
+# per-sequence loop, the code before 2026-11-30's second session), "budget4" (sharegpt at 4 GiB).
 # BUDGET (default 16GiB) is the KV budget of every stage but budget4 and sweep.
 # Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
 # even when an earlier one failed (the log says which).
@@ -35,7 +36,7 @@ want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --
     --csv "$OUT/prefix.csv" --json "$OUT/prefix.json"
 # Does the first backend of a run pay one-time prefill costs? Same requests, paged first, once with torch's own
 # SDPA backend choice for prefill (before) and once with pabench's default (flash, then memory-efficient).
-want order && run env PABENCH_PREFILL_SDPA=torch $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" \
+want order_torch && run env PABENCH_PREFILL_SDPA=torch $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" \
     --num-requests 300 --backend paged,contiguous-oracle --json "$OUT/order_sdpa_torch.json"
 want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 300 \
     --backend paged,contiguous-oracle --json "$OUT/order_sdpa_default.json"

@@ -7,7 +7,7 @@ sequence start?), growth (may it take one more token?), and attention (read the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from pabench.core.errors import ConfigError
 
@@ -75,6 +75,41 @@ class PrefillMeta:
     kv_index: object  # backend-specific: all slots (paged) or the region start (contiguous)
 
 
+@dataclass(frozen=True)
+class PrefillBatch:
+    """One prefill step's sequences packed end to end, so each layer runs ONE attention call for all of them.
+
+    Sequence i's new tokens are rows cu_q[i]:cu_q[i+1] of q; it attends over rows cu_k[i]:cu_k[i+1] of the packed
+    K/V: the fresh k, v themselves when no sequence has a cached prefix (kv_slots None), else the cache gathered at
+    kv_slots (the cached prefix, then the new tokens, per sequence)."""
+
+    slots: "torch.Tensor"  # [T_new] where the new tokens' K/V go (sequences end to end)
+    cu_q: tuple[int, ...]  # [n + 1] offsets of each sequence's new tokens
+    cu_k: tuple[int, ...]  # [n + 1] offsets of each sequence's attended tokens
+    kv_slots: "torch.Tensor | None"  # [T_total] slot of every attended token, or None: attend over the fresh k, v
+
+    def __post_init__(self) -> None:
+        if len(self.cu_q) != len(self.cu_k) or len(self.cu_q) < 2 or self.cu_q[0] or self.cu_k[0]:
+            raise ConfigError(f"prefill batch offsets must start at 0 and match in count, got {self.cu_q}, {self.cu_k}")
+        if self.kv_slots is None and self.cu_q != self.cu_k:
+            raise ConfigError("a prefill batch with cached prefixes needs kv_slots")
+
+    @staticmethod
+    def build(metas: "list[PrefillMeta]", kv_slots: "Callable[[PrefillMeta], torch.Tensor]") -> "PrefillBatch":
+        """Pack `metas`; `kv_slots(meta)` (all of a sequence's slots) is called only if some prefix is cached."""
+        import itertools
+
+        import torch
+
+        cu_q = tuple(itertools.accumulate((m.n_new for m in metas), initial=0))
+        cu_k = tuple(itertools.accumulate((m.n_total for m in metas), initial=0))
+        slots = torch.cat([m.slots for m in metas]) if len(metas) > 1 else metas[0].slots  # [T_new]
+        gathered = None
+        if cu_q != cu_k:
+            gathered = torch.cat([kv_slots(m) for m in metas])  # [T_total]
+        return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=gathered)
+
+
 class KVCacheBackend(Protocol):
     """What the scheduler and the model need from a KV cache. Paged and contiguous caches both implement it."""
 
@@ -119,8 +154,14 @@ class KVCacheBackend(Protocol):
         """Scatter k, v `[num_tokens, num_kv_heads, head_dim]` into `slots` of `layer`."""
         ...
 
-    def prefill_attention(self, layer: int, q: "torch.Tensor", meta: PrefillMeta) -> "torch.Tensor":
-        """Causal attention of the prepared prefill sequence, cached prefix included: `[n_new, Hq, D]`."""
+    def kv_slots(self, meta: PrefillMeta) -> "torch.Tensor":
+        """Every slot of a prepared prefill sequence, cached prefix first: `[n_total]`."""
+        ...
+
+    def prefill_attention(self, layer: int, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor",
+                          batch: PrefillBatch) -> "torch.Tensor":
+        """Causal attention of a packed prefill batch (q `[T_new, Hq, D]`; k, v the new tokens' `[T_new, Hkv, D]`,
+        already written), cached prefixes included: `[T_new, Hq, D]`."""
         ...
 
     def decode_attention(self, layer: int, q: "torch.Tensor") -> "torch.Tensor":

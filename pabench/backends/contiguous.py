@@ -12,7 +12,7 @@ import torch
 
 from pabench import kernels
 from pabench.kernels.batched import contiguous_decode_batched
-from pabench.backends.base import KVLayout, PrefillMeta, use_triton
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, use_triton
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.extents import ExtentAllocator
@@ -166,11 +166,15 @@ class ContiguousBackend:
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         kernels.write_kv(self.k_slab[layer], self.v_slab[layer], slots, k, v, impl=self.attn_impl)
 
-    def prefill_attention(self, layer: int, q: torch.Tensor, meta: PrefillMeta) -> torch.Tensor:
-        start, n_total = meta.kv_index, meta.n_total
-        k = self.k_slab[layer, start:start + n_total]  # [n_total, H, D] a view: no gather needed
-        v = self.v_slab[layer, start:start + n_total]  # [n_total, H, D]
-        return kernels.prefill_attention(q, k, v)
+    def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
+        return torch.arange(meta.kv_index, meta.kv_index + meta.n_total, device=self.layout.device)  # [n_total]
+
+    def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          batch: PrefillBatch) -> torch.Tensor:
+        if batch.kv_slots is not None:  # some tokens already cached (not today: no prefix caching here)
+            k = self.k_slab[layer][batch.kv_slots]  # [T_total, H, D]
+            v = self.v_slab[layer][batch.kv_slots]  # [T_total, H, D]
+        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k)
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         starts, lens = self._decode

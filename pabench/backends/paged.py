@@ -11,7 +11,7 @@ from collections import deque
 
 import torch
 
-from pabench.backends.base import KVLayout, PrefillMeta, use_triton
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, use_triton
 from pabench.core import BlockManager, Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -183,12 +183,16 @@ class PagedBackend:
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         kernels.write_kv(self.k_pool[layer], self.v_pool[layer], slots, k, v, impl=self.attn_impl)
 
-    def prefill_attention(self, layer: int, q: torch.Tensor, meta: PrefillMeta) -> torch.Tensor:
-        all_slots = meta.kv_index
-        H, D = self.layout.num_kv_heads, self.layout.head_dim
-        k = self.k_pool[layer].view(-1, H, D)[all_slots]  # [n_total, H, D] gathered through the page table
-        v = self.v_pool[layer].view(-1, H, D)[all_slots]  # [n_total, H, D]
-        return kernels.prefill_attention(q, k, v)
+    def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
+        return meta.kv_index  # [n_total] computed by prepare_prefill through the page table
+
+    def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          batch: PrefillBatch) -> torch.Tensor:
+        if batch.kv_slots is not None:  # a cached prefix: read every attended token through the page table
+            H, D = self.layout.num_kv_heads, self.layout.head_dim
+            k = self.k_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
+            v = self.v_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
+        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k)
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         table, lens = self._decode

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from pabench.backends.base import KVCacheBackend
+from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError
 from pabench.engine.model import AttentionFn, DecoderModel
@@ -142,28 +142,22 @@ class Engine:
 
     def _prefill(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
-        metas = [self.backend.prepare_prefill(st.seq) for st in states]
+        batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq) for st in states], self.backend.kv_slots)
         ids: list[int] = []
         pos: list[int] = []
-        bounds: list[tuple[int, int]] = []
         for st in states:
             seq, start = st.seq, st.seq.num_cached_tokens
-            bounds.append((len(ids), len(ids) + seq.num_tokens - start))
             ids.extend(seq.token_ids[start:])
             pos.extend(range(start, seq.num_tokens))
         dev = self.device
         input_ids = torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
         positions = torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
-        slots = torch.cat([m.slots for m in metas])  # [T]
-        last_rows = torch.tensor([b - 1 for _, b in bounds], dtype=torch.int64).to(dev, non_blocking=True)  # [n]
+        last_rows = torch.tensor([b - 1 for b in batch.cu_q[1:]], dtype=torch.int64).to(dev, non_blocking=True)  # [n]
         host = time.perf_counter() - h0
 
-        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.backend.write_kv(layer, slots, k, v)
-            return torch.cat([self.backend.prefill_attention(layer, q[a:b], m) for (a, b), m in zip(bounds, metas)])
-
         with timer:
-            logits = self.model.forward(input_ids, positions, attn, logits_rows=last_rows)  # [n, vocab]
+            logits = self.model.forward(input_ids, positions, prefill_attn(self.backend, batch),
+                                        logits_rows=last_rows)  # [n, vocab]
         k = 1 + max(st.num_forks for st in states)
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
@@ -207,6 +201,16 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def prefill_attn(backend: KVCacheBackend, batch: PrefillBatch) -> AttentionFn:
+    """Attention of a packed prefill batch: write the new tokens' K/V, then one varlen attention per layer."""
+
+    def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        backend.write_kv(layer, batch.slots, k, v)
+        return backend.prefill_attention(layer, q, k, v, batch)
+
+    return attn
 
 
 def decode_attn(backend: KVCacheBackend, slots: torch.Tensor) -> AttentionFn:

@@ -10,6 +10,7 @@ from pabench.kernels.kv_write import write_kv
 from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference, write_kv_reference
 from pabench.kernels.sdpa import (flashinfer_available, flex_available, flex_paged_decode, gather_sdpa_decode,
                                   prefill_attention, sdpa_decode_attention)
+from pabench.kernels.varlen import varlen_path, varlen_prefill_attention
 
 __all__ = [
     "DecodeConfig",
@@ -24,6 +25,8 @@ __all__ = [
     "paged_decode_reference",
     "prefill_attention",
     "sdpa_decode_attention",
+    "varlen_path",
+    "varlen_prefill_attention",
     "write_kv",
     "write_kv_reference",
 ]

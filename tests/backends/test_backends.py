@@ -154,3 +154,22 @@ def test_factory_and_bad_input():
         PagedBackend(LAYOUT, page_size=12, num_pages=4)
     b = make_backend("paged-noprefix", LAYOUT, kv_budget_bytes=64 * BPT, page_size=4)
     assert b.num_pages == 16 and not b.enable_prefix_caching
+
+
+def test_prefill_batch_packs_offsets_and_gathers_only_with_a_cached_prefix():
+    import torch
+
+    from pabench.backends.base import PrefillBatch, PrefillMeta
+
+    fresh = [PrefillMeta(slots=torch.tensor([4, 5, 6]), n_new=3, n_total=3, kv_index=torch.tensor([4, 5, 6])),
+             PrefillMeta(slots=torch.tensor([9]), n_new=1, n_total=1, kv_index=torch.tensor([9]))]
+    calls = []
+    batch = PrefillBatch.build(fresh, lambda m: calls.append(m) or m.kv_index)
+    assert batch.cu_q == batch.cu_k == (0, 3, 4) and batch.kv_slots is None and not calls
+    assert batch.slots.tolist() == [4, 5, 6, 9]
+    cached = PrefillMeta(slots=torch.tensor([7]), n_new=1, n_total=3, kv_index=torch.tensor([0, 1, 7]))
+    batch = PrefillBatch.build([fresh[0], cached], lambda m: m.kv_index)
+    assert batch.cu_q == (0, 3, 4) and batch.cu_k == (0, 3, 6)
+    assert batch.kv_slots.tolist() == [4, 5, 6, 0, 1, 7] and batch.slots.tolist() == [4, 5, 6, 7]
+    with pytest.raises(ConfigError):
+        PrefillBatch(slots=torch.tensor([1]), cu_q=(0, 1), cu_k=(0, 2), kv_slots=None)

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from pabench.backends import KVLayout, make_backend
+from pabench.backends.base import PrefillBatch
 from pabench.core import Sequence
+from pabench.engine.engine import prefill_attn
 from pabench.engine.model import DecoderModel, ModelConfig
 
 CFG = ModelConfig("t", vocab_size=101, hidden_size=64, num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=64,
@@ -24,12 +26,10 @@ def logits_through(model: DecoderModel, backend_name: str, prompts: list[list[in
         meta = backend.prepare_prefill(s)
         pos = torch.arange(s.num_tokens, device=device)
 
-        def attn(layer, q, k, v, meta=meta):
-            backend.write_kv(layer, meta.slots, k, v)
-            return backend.prefill_attention(layer, q, meta)
-
+        batch = PrefillBatch.build([meta], backend.kv_slots)
         ids = torch.tensor(s.token_ids, device=device)
-        tok = int(model.forward(ids, pos, attn, logits_rows=torch.tensor([s.num_tokens - 1], device=device)).argmax())
+        tok = int(model.forward(ids, pos, prefill_attn(backend, batch),
+                                logits_rows=torch.tensor([s.num_tokens - 1], device=device)).argmax())
         s.num_computed_tokens = s.num_tokens
         s.append_token(tok)
     out = []
