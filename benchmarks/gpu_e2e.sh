@@ -14,7 +14,9 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 STAGES=${STAGES:-"tests smoke sharegpt prefix parallel graphs sweep"}
 BUDGET=${BUDGET:-16GiB}
-COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress)
+MIN_PREFILL=${MIN_PREFILL:-1}  # --min-prefill-seqs of every run (1 = admit as soon as a seat frees)
+COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress
+        --min-prefill-seqs "$MIN_PREFILL")
 log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
 run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -42,7 +44,8 @@ want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --n
     --backend paged,contiguous-oracle --json "$OUT/order_sdpa_default.json"
 # The same comparison at half the budget (lower batches: decode steps closer to weight-bound).
 want budget4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 4GiB \
-    --max-num-seqs 256 --max-model-len 2048 --no-progress --csv "$OUT/sharegpt_4gib.csv" --json "$OUT/sharegpt_4gib.json"
+    --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
+    --backend "${BUDGET4_BACKENDS:-all}" --csv "$OUT/sharegpt_4gib.csv" --json "$OUT/sharegpt_4gib.json"
 # Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --no-cuda-graphs --csv "$OUT/graphs_off.csv"
@@ -51,5 +54,6 @@ want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --
 # Page-size sweep for the plots (4 layers of llama-3-8b to fit the lease; same shapes per layer).
 want sweep && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 4 --num-requests 200 \
     --page-sizes 8,16,32,64,128 --backend paged,contiguous-max,contiguous-oracle --max-model-len 2048 --no-progress \
-    --dtype bf16 --kv-budgets 1GiB --csv "$OUT/sweep_page_size.csv" --json "$OUT/sweep_page_size.json"
+    --dtype bf16 --kv-budgets 1GiB --min-prefill-seqs "$MIN_PREFILL" --csv "$OUT/sweep_page_size.csv" \
+    --json "$OUT/sweep_page_size.json"
 exit 0

@@ -34,13 +34,18 @@ def main() -> None:
     ap.add_argument("--page-size", type=int, default=16)
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--min-prefill-seqs", default="1", help="comma-separated values to compare")
+    ap.add_argument("--cost", default="5.5,0.028,12.5,0.02",
+                    help="step-cost model in ms: decode a + b*batch, prefill c + d*tokens (default: fitted to the "
+                         "H200 llama-3-8b runs of 2026-11-30); prints the predicted serving time")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = DecoderModel(MICRO, seed=0, max_position=args.max_model_len + 1)
     reqs = generate(load_workload(args.workload), vocab_size=MICRO.vocab_size, max_model_len=args.max_model_len)
     layout = KVLayout(1, 1, MICRO.head_dim, "fp32")
-    sched = SchedulerConfig(args.max_num_seqs, 8192, args.max_model_len)
-    for tokens in (int(t) for t in args.budget_tokens.split(",")):
+    a, b, c, d = (float(x) for x in args.cost.split(","))
+    for tokens, mps in ((int(t), int(m)) for t in args.budget_tokens.split(",") for m in args.min_prefill_seqs.split(",")):
+        sched = SchedulerConfig(args.max_num_seqs, 8192, args.max_model_len, min_prefill_seqs=mps)
         for name in args.backends.split(","):
             for wm in ([float(w) for w in args.watermarks.split(",")] if name.startswith("paged") else [0.0]):
                 t0 = time.perf_counter()
@@ -50,7 +55,9 @@ def main() -> None:
                 rec = Engine(model, backend, sched).run(reqs, realtime=False)
                 dec = [s for s in rec.steps if s.kind == "decode"]
                 pre = [s for s in rec.steps if s.kind == "prefill"]
-                print(f"budget {tokens:>7} tokens  {name:<18} watermark {wm:<5}  preemptions {rec.num_preemptions:>5}  "
+                predicted = (sum(a + b * s.num_seqs for s in dec) + sum(c + d * s.num_tokens for s in pre)) / 1e3
+                print(f"budget {tokens:>7} tokens  min_prefill_seqs {mps:<3} {name:<18} watermark {wm:<5}  "
+                      f"preemptions {rec.num_preemptions:>5}  predicted {predicted:6.1f} s  "
                       f"decode steps {len(dec):>6}  mean batch {sum(s.num_seqs for s in dec) / len(dec):6.1f}  "
                       f"prefill steps {len(pre):>5}  computed prefill tokens {sum(s.num_tokens for s in pre):>7}  "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)

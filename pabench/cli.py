@@ -104,6 +104,7 @@ def run(
     max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)] = None,
     max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)] = 8192,
+    min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at once, as vLLM).", rich_help_panel=SCHED)] = 1,
     attn_impl: Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)] = "auto",
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
@@ -120,7 +121,7 @@ def run(
                     device=device, dtype=dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
                     prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                    max_batched_tokens=max_batched_tokens, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
+                    max_batched_tokens=max_batched_tokens, min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
                     cuda_graphs=cuda_graphs)
     err = _stderr()
     with err.status("preparing model and workload...") if progress else _nullcontext():

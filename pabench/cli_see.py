@@ -70,6 +70,7 @@ def sweep(
     seed: Annotated[Optional[int], typer.Option(help="Override the preset's seed.", rich_help_panel=RUN)] = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output).", rich_help_panel=RUN)] = None,
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Prefix caching for the paged backend.", rich_help_panel=RUN)] = True,
+    min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (as in `pabench run`).", rich_help_panel=RUN)] = 1,
     attn_impl: Annotated[str, typer.Option(help="auto, triton or torch.", rich_help_panel=RUN)] = "auto",
     csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
     json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
@@ -93,7 +94,7 @@ def sweep(
         max_num_seqs=_int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
     base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
-                     num_requests=num_requests, seed=seed, attn_impl=attn_impl)
+                     num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs)
     kept: list | None = [] if json else None
     frame = _sweep_with_progress(grid, base, progress, kept)
     out = _stdout()

@@ -36,6 +36,7 @@ class RunConfig:
     watermark: float = 0.04  # paged: fraction of pages admission leaves free for running sequences to grow
     max_num_seqs: int | None = None  # 32 on CPU, 256 on CUDA
     max_batched_tokens: int = 8192
+    min_prefill_seqs: int = 1  # hold prefill back until this many batch seats are free (1 = vLLM's behaviour)
     max_model_len: int | None = None  # 1024 on CPU, 2048 on CUDA
     num_requests: int | None = None
     seed: int | None = None
@@ -51,7 +52,7 @@ class RunConfig:
             raise ConfigError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
         if self.kv_budget_bytes is not None and self.num_pages is not None:
             raise ConfigError("give --kv-budget or --num-pages, not both")
-        for f in ("page_size", "max_batched_tokens"):
+        for f in ("page_size", "max_batched_tokens", "min_prefill_seqs"):
             if getattr(self, f) <= 0:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {getattr(self, f)}")
         for f in ("layers", "num_pages", "max_num_seqs", "max_model_len", "num_requests", "kv_budget_bytes"):
@@ -163,7 +164,8 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
     out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
            "dtype": c.dtype, "page_size": c.page_size if backend.startswith("paged") else 1,
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
-           "max_batched_tokens": c.max_batched_tokens, "num_requests": len(p.requests),
+           "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,
+           "num_requests": len(p.requests),
            "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
            "watermark": c.watermark if backend.startswith("paged") else 0.0,
@@ -180,7 +182,7 @@ def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None =
 
     c = p.config
     sched = SchedulerConfig(max_num_seqs=c.max_num_seqs, max_batched_tokens=c.max_batched_tokens,
-                            max_model_len=c.max_model_len)
+                            max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
 
     def build():
         return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,

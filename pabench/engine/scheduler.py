@@ -23,11 +23,18 @@ class SchedulerConfig:
     max_num_seqs: int = 256
     max_batched_tokens: int = 8192
     max_model_len: int = 2048
+    # Hold a prefill step back until this many batch seats are free (or the queue is shorter, or nothing runs).
+    # 1 = admit as soon as one seat frees (vLLM's behaviour). Every prefill step pays a fixed cost (an eager
+    # forward: ~12.5 ms for llama-3-8b on the H200), so refilling seats one at a time is expensive.
+    min_prefill_seqs: int = 1
 
     def __post_init__(self) -> None:
-        for f in ("max_num_seqs", "max_batched_tokens", "max_model_len"):
+        for f in ("max_num_seqs", "max_batched_tokens", "max_model_len", "min_prefill_seqs"):
             if getattr(self, f) <= 0:
                 raise ConfigError(f"{f} must be > 0, got {getattr(self, f)}")
+        if self.min_prefill_seqs > self.max_num_seqs:
+            raise ConfigError(f"min_prefill_seqs ({self.min_prefill_seqs}) cannot exceed max_num_seqs "
+                              f"({self.max_num_seqs})")
 
 
 @dataclass
@@ -95,6 +102,8 @@ class Scheduler:
     def _admit(self) -> list[SeqState]:
         cfg, batch, num_tokens = self.config, [], 0
         num_seats = len(self.running)  # sequences running after this step, forks to come included
+        if self.running and cfg.max_num_seqs - num_seats < min(cfg.min_prefill_seqs, len(self.waiting)):
+            return batch  # too few free seats for a worthwhile prefill step: decode on, seats accumulate
         while self.waiting:
             st = self.waiting[0]
             if num_seats + 1 + st.num_forks > cfg.max_num_seqs:

@@ -60,3 +60,29 @@ def test_watermark_keeps_room_for_growth():
     assert backend.block_manager.num_free_pages == 2
     backend2, sched2, _ = make(num_pages=10, n=5, prompt=8, watermark=0.0)
     assert len(sched2.schedule().states) == 5  # without a watermark the pool is filled to the last page
+
+
+def test_min_prefill_seqs_holds_prefill_until_enough_seats_are_free():
+    import pytest
+
+    from pabench.core.errors import ConfigError
+
+    backend = PagedBackend(LAYOUT, page_size=4, num_pages=200, max_num_seqs=4, max_model_len=64)
+    sched = Scheduler(backend, SchedulerConfig(max_num_seqs=4, max_batched_tokens=64, max_model_len=64,
+                                               min_prefill_seqs=2))
+    outs = [1, 2, 9, 9, 9, 9, 9]  # the first two finish early, one step apart
+    states = [SeqState(Sequence(i, [i + 1] * 4), i, 0, 4, o) for i, o in enumerate(outs)]
+    for st in states:
+        sched.add(st)
+    kinds = []
+    while sched.has_work and len(kinds) < 40:
+        step = sched.schedule()
+        kinds.append((step.kind, len(step.states)))
+        sample_all(step)
+        sched.finish([st for st in step.states if st.num_generated >= st.output_len])
+    prefills = [n for kind, n in kinds if kind == "prefill"]
+    assert prefills[0] == 4  # nothing running: admit what fits
+    assert all(n >= 2 for n in prefills[:-1]) and sum(prefills) == len(outs)
+    assert kinds[1:3] == [("decode", 3), ("prefill", 2)]  # 1 seat free: held back; 2 free: admitted
+    with pytest.raises(ConfigError):
+        SchedulerConfig(max_num_seqs=4, min_prefill_seqs=5)
