@@ -239,7 +239,27 @@ def steps_summary(steps: list[StepSample], max_points: int = 256) -> dict[str, A
                      "num_tokens": [s.num_tokens for s in prefills],
                      "step_ms": [round(s.step_s * 1e3, 3) for s in prefills],
                      "device_ms": [round(s.device_s * 1e3, 3) for s in prefills]}
-    return {"by_kind": by_kind, "timeline": timeline, "prefill_steps": prefill_steps}
+    return {"by_kind": by_kind, "timeline": timeline, "prefill_steps": prefill_steps,
+            "decode_by_batch": decode_by_batch(steps)}
+
+
+BATCH_BUCKETS = (1, 33, 65, 129, 193, 241, 10**9)  # lower edges: 1-32, 33-64, ..., 193-240, 241+
+
+
+def decode_by_batch(steps: list[StepSample]) -> list[dict[str, Any]]:
+    """Decode steps grouped by batch size: mean host and device ms and host/device %, so the host overhead at
+    a given batch (e.g. 241-256) is read directly instead of extrapolated from a run's mean batch."""
+    rows = []
+    for lo, hi in zip(BATCH_BUCKETS, BATCH_BUCKETS[1:]):
+        chosen = [s for s in steps if s.kind == "decode" and lo <= s.num_seqs < hi]
+        if not chosen:
+            continue
+        host = sum(s.host_s for s in chosen) / len(chosen)
+        device = sum(s.device_s for s in chosen) / len(chosen)
+        rows.append({"batch_min": lo, "batch_max": min(hi - 1, max(s.num_seqs for s in chosen)),
+                     "num_steps": len(chosen), "host_ms": round(host * 1e3, 4), "device_ms": round(device * 1e3, 4),
+                     "host_over_device_pct": round(100 * host / device, 2) if device > 0 else None})
+    return rows
 
 
 def _request_json(request: RequestRecord) -> dict[str, Any]:

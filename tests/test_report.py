@@ -120,6 +120,9 @@ def test_json_export(results, tmp_path):
     assert req["sample_first_token_s"] == [2.0, 2.0] and req["sample_finish_s"] == [2.5, 3.5]
     assert req["sample_num_tokens"] == [2, 4]
     assert paged["steps"]["by_kind"]["decode"]["num_steps"] == 3
+    buckets = paged["steps"]["decode_by_batch"]
+    assert sum(b["num_steps"] for b in buckets) == 3
+    assert all(b["batch_min"] <= b["batch_max"] and b["host_ms"] >= 0 for b in buckets)
     assert paged["steps"]["timeline"]["reserved_bytes"] == [400, 500, 200, 0, 0]
     assert doc["rows"][0]["ttft_p50_ms"] == 1500.0 and doc["pabench_version"]
     lean = json.loads(write_json(results, tmp_path / "lean.json", include_samples=False).read_text())
@@ -237,3 +240,21 @@ def test_parse_tolerance(text, value):
 def test_parse_tolerance_rejects(text):
     with pytest.raises(ConfigError, match="tolerance"):
         parse_tolerance(text)
+
+
+def test_decode_by_batch_buckets_host_over_device():
+    from pabench.core.memory import MemorySnapshot
+    from pabench.engine.records import StepSample
+    from pabench.report import decode_by_batch
+
+    mem = MemorySnapshot(budget_bytes=1, reserved_bytes=0, used_bytes=0, slack_bytes=0, idle_bytes=1, saved_bytes=0,
+                         largest_free_extent_bytes=1, num_seqs=0)
+
+    def step(kind, n, host, dev):
+        return StepSample(time_s=0.0, kind=kind, num_seqs=n, num_tokens=n, num_running=n, num_waiting=0,
+                          host_s=host, step_s=host + dev, memory=mem, device_s=dev)
+
+    rows = decode_by_batch([step("decode", 250, 0.001, 0.010), step("decode", 256, 0.002, 0.010),
+                            step("decode", 10, 0.0005, 0.005), step("prefill", 250, 1.0, 1.0)])
+    assert [(r["batch_min"], r["batch_max"], r["num_steps"]) for r in rows] == [(1, 10, 1), (241, 256, 2)]
+    assert rows[1]["host_over_device_pct"] == 15.0 and rows[0]["host_ms"] == 0.5
