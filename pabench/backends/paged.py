@@ -103,9 +103,12 @@ class PagedBackend:
         return self.block_manager.can_append(seq)
 
     def grow(self, seq: Sequence) -> None:
-        before = len(seq.page_table)
+        table = seq.page_table
+        before = len(table)
         copy = self.block_manager.append_slot(seq)
-        row, table = self._row[seq.seq_id], seq.page_table
+        if copy is None and len(table) == before:
+            return  # the common case: the token fit in the last page, no block-table entry changed
+        row = self._row[seq.seq_id]
         if copy is not None:
             src, dst = copy
             self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer

@@ -160,9 +160,11 @@ class BlockManager:
         covered, last = self._coverage(seq)
         if covered == seq.num_tokens:
             return None  # already covered
-        cost = self._append_cost(covered, last)
-        if cost > self.num_free_pages:
-            raise OutOfPagesError(cost, self.num_free_pages, f"append_slot seq {seq.seq_id}")
+        if last.ref_count == 1 and last.num_tokens < self._page_size:  # (3), the common case: no pool change
+            last.num_tokens += 1
+            return None
+        if not self.num_free_pages:  # (1) and (2) need exactly one fresh page
+            raise OutOfPagesError(1, 0, f"append_slot seq {seq.seq_id}")
         table = seq.page_table
         if covered % self._page_size == 0:  # (1) the new token opens a new page
             if self._enable_prefix_caching and last.content_hash is None:
@@ -178,8 +180,7 @@ class BlockManager:
             table.replace_last(page.page_id)
             self.num_cow_copies += 1
             return last.page_id, page.page_id
-        last.num_tokens += 1  # (3) room in our own last page
-        return None
+        raise AssertionError("unreachable: a last page with room and ref_count 1 is handled above")
 
     # ---- sharing and release -----------------------------------------------------------------------
     def fork(self, parent: Sequence, child: Sequence) -> None:
@@ -243,10 +244,11 @@ class BlockManager:
     def _coverage(self, seq: Sequence) -> tuple[int, Page]:
         """Tokens the table covers and its last page; raises unless coverage lags by 0 or 1 token."""
         table = seq.page_table
-        if table is None or len(table) == 0:
+        num_pages = 0 if table is None else len(table)
+        if not num_pages:
             raise SequenceStateError(f"sequence {seq.seq_id} has no page table; allocate it first")
         last = self._pages[table[-1]]
-        covered = (len(table) - 1) * self._page_size + last.num_tokens
+        covered = (num_pages - 1) * self._page_size + last.num_tokens
         if not 0 <= seq.num_tokens - covered <= 1:
             raise SequenceStateError(f"sequence {seq.seq_id} has {seq.num_tokens} tokens but its table covers "
                                      f"{covered}: call append_slot once per appended token")
