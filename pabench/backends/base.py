@@ -87,6 +87,8 @@ class PrefillBatch:
     cu_q: tuple[int, ...]  # [n + 1] offsets of each sequence's new tokens
     cu_k: tuple[int, ...]  # [n + 1] offsets of each sequence's attended tokens
     kv_slots: "torch.Tensor | None"  # [T_total] slot of every attended token, or None: attend over the fresh k, v
+    cu_q_dev: "torch.Tensor | None" = None  # [n + 1] int32 cu_q on the device, built once per step (not per layer)
+    cu_k_dev: "torch.Tensor | None" = None  # [n + 1] int32 cu_k on the device
 
     def __post_init__(self) -> None:
         if len(self.cu_q) != len(self.cu_k) or len(self.cu_q) < 2 or self.cu_q[0] or self.cu_k[0]:
@@ -107,7 +109,10 @@ class PrefillBatch:
         gathered = None
         if cu_q != cu_k:
             gathered = torch.cat([kv_slots(m) for m in metas])  # [T_total]
-        return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=gathered)
+        dev = slots.device
+        cu_q_dev = torch.tensor(cu_q, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]
+        cu_k_dev = cu_q_dev if cu_k == cu_q else torch.tensor(cu_k, dtype=torch.int32).to(dev, non_blocking=True)
+        return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=gathered, cu_q_dev=cu_q_dev, cu_k_dev=cu_k_dev)
 
 
 class KVCacheBackend(Protocol):

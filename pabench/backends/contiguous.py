@@ -174,7 +174,8 @@ class ContiguousBackend:
         if batch.kv_slots is not None:  # some tokens already cached (not today: no prefix caching here)
             k = self.k_slab[layer][batch.kv_slots]  # [T_total, H, D]
             v = self.v_slab[layer][batch.kv_slots]  # [T_total, H, D]
-        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k)
+        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
+                                                cu_k_dev=batch.cu_k_dev)
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         starts, lens = self._decode

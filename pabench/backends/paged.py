@@ -195,7 +195,8 @@ class PagedBackend:
             H, D = self.layout.num_kv_heads, self.layout.head_dim
             k = self.k_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
             v = self.v_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
-        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k)
+        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
+                                                cu_k_dev=batch.cu_k_dev)
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         table, lens = self._decode

@@ -31,11 +31,13 @@ def varlen_path(q: torch.Tensor) -> str:
 
 
 def varlen_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: Sequence[int],
-                             cu_k: Sequence[int], *, scale: float | None = None) -> torch.Tensor:
+                             cu_k: Sequence[int], *, scale: float | None = None, cu_q_dev: torch.Tensor | None = None,
+                             cu_k_dev: torch.Tensor | None = None) -> torch.Tensor:
     """Sequence i's new tokens q[cu_q[i]:cu_q[i+1]] attend causally over k, v[cu_k[i]:cu_k[i+1]], whose last
     rows are those same tokens (bottom-right causal: new token j sees all but the last n_new - 1 - j keys).
 
-    q [T_new, Hq, D]; k, v [T_total, Hkv, D]; cu_q, cu_k host offsets [n + 1]. Returns [T_new, Hq, D].
+    q [T_new, Hq, D]; k, v [T_total, Hkv, D]; cu_q, cu_k host offsets [n + 1]; cu_q_dev, cu_k_dev optional int32
+    copies on q's device (a prefill step builds them once for all layers). Returns [T_new, Hq, D].
     """
     n = len(cu_q) - 1
     if n < 1 or len(cu_k) != n + 1 or cu_q[0] or cu_k[0] or cu_q[-1] != q.shape[0] or cu_k[-1] != k.shape[0]:
@@ -50,7 +52,7 @@ def varlen_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
                           "do not fit (heads must divide, head dims match)")
     if varlen_path(q) == "flash-varlen":
         try:
-            return _flash_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), scale)
+            return _flash_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), scale, cu_q_dev, cu_k_dev)
         except RuntimeError as error:  # an unsupported shape or torch build: say so once, then loop
             _FLASH_BROKEN.append(str(error).splitlines()[0])
             warnings.warn(f"fused varlen prefill failed ({_FLASH_BROKEN[0]}); looping over sequences instead",
@@ -62,11 +64,11 @@ def varlen_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 
 def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: Sequence[int], cu_k: Sequence[int],
-                  max_q: int, max_k: int, scale: float | None) -> torch.Tensor:
+                  max_q: int, max_k: int, scale: float | None, cu_q_dev: torch.Tensor | None,
+                  cu_k_dev: torch.Tensor | None) -> torch.Tensor:
     dev = q.device
-    cu_q_t = torch.tensor(cu_q, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]
-    cu_k_t = cu_q_t if cu_k is cu_q or list(cu_k) == list(cu_q) else \
-        torch.tensor(cu_k, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]
+    cu_q_t = cu_q_dev if cu_q_dev is not None else torch.tensor(cu_q, dtype=torch.int32).to(dev)  # [n + 1]
+    cu_k_t = cu_k_dev if cu_k_dev is not None else torch.tensor(cu_k, dtype=torch.int32).to(dev)  # [n + 1]
     out = torch.ops.aten._flash_attention_forward(
         q.contiguous(), k.contiguous(), v.contiguous(), cu_q_t, cu_k_t, max_q, max_k, 0.0, True, False,
         scale=scale)[0]  # [T_new, Hq, D]

@@ -62,6 +62,8 @@ def test_varlen_flash_path_on_gpu(pairs):
     assert varlen_path(qc) == "flash-varlen"
     out = varlen_prefill_attention(qc, kc, vc, cu_q, cu_k)
     assert_close(out.cpu(), reference(q, k, v, cu_q, cu_k), torch.bfloat16)
+    dev = [torch.tensor(c, dtype=torch.int32, device="cuda") for c in (cu_q, cu_k)]  # as a PrefillBatch holds them
+    assert torch.equal(varlen_prefill_attention(qc, kc, vc, cu_q, cu_k, cu_q_dev=dev[0], cu_k_dev=dev[1]), out)
 
 
 @pytest.mark.gpu
