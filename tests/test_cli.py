@@ -113,3 +113,31 @@ def test_workloads_list_and_show():
     res = invoke("workloads", "show", "sharegpt-like")
     assert res.exit_code == 0 and "lognormal" in res.output
     assert invoke("workloads", "show", "nope").exit_code == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--bogus"], "No such option: --bogus (see 'pabench run --help')"),
+    (["run", "--num-requests", "abc"], "Invalid value for '--num-requests'"),
+    (["bogus"], "No such command 'bogus'"),
+])
+def test_usage_errors_are_one_line_exit_1(args, needle):
+    """Typer's usage errors go through the entry point like every input error: exit 1 (2 means regression)."""
+    out = subprocess.run([sys.executable, "-m", "pabench", *args], capture_output=True, text=True)
+    assert out.returncode == 1, out
+    assert out.stderr.strip().count("\n") == 0 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_entry_point_exit_codes(exported, tmp_path):
+    """No arguments prints help (exit 0); `check` keeps exit 2 for a regression through `main`."""
+    from pabench.cli import main
+
+    with pytest.raises(SystemExit) as ok:
+        main([])
+    assert ok.value.code == 0
+    d, _ = exported
+    worse = pd.read_csv(d / "r.csv")
+    worse["output_tok_per_s"] *= 0.5
+    worse.to_csv(tmp_path / "worse.csv", index=False)
+    with pytest.raises(SystemExit) as regressed:
+        main(["check", str(tmp_path / "worse.csv"), "--baseline", str(d / "r.csv")])
+    assert regressed.value.code == 2
