@@ -255,7 +255,8 @@ def compare(
     b: Annotated[Path, typer.Argument(help="Second export.")],
 ) -> None:
     """Side-by-side of two exports, with B/A ratios."""
-    from pabench.report import compare_table, read_results
+    from pabench.compare import compare_table
+    from pabench.report import read_results
 
     _stdout().print(compare_table(read_results(a), read_results(b)))
 
@@ -268,7 +269,8 @@ def check(
     max_regression: Annotated[str, typer.Option(help="Tolerance, e.g. 10% or 0.1.")] = "10%",
 ) -> None:
     """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
-    from pabench.report import check_regressions, parse_tolerance, read_results
+    from pabench.compare import check_regressions, parse_tolerance
+    from pabench.report import read_results
 
     regressions, table = check_regressions(read_results(result), read_results(baseline),
                                            parse_tolerance(max_regression))

@@ -131,10 +131,10 @@ def plot(
     kernels: Annotated[Optional[Path], typer.Option("--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
 ) -> None:
     """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
-    from pabench.plot import _require_matplotlib, plot_results
+    from pabench.plot import require_matplotlib, plot_results
     from pabench.report import read_results
 
-    _require_matplotlib()  # before reading anything: one clear line when the extra is missing
+    require_matplotlib()  # before reading anything: one clear line when the extra is missing
     import pandas as pd
 
     frame = pd.concat([read_results(path) for path in result], ignore_index=True)

@@ -31,7 +31,7 @@ PANEL_W_IN, PANEL_H_IN, TITLE_H_IN, DPI = 6.4, 4.2, 0.5, 100
 MAX_COLUMNS = 2
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib() -> None:
     """PabenchError with the install hint when the optional matplotlib is missing."""
     try:
         import matplotlib  # noqa: F401
@@ -90,7 +90,7 @@ def figure_title(frame: pd.DataFrame, today: _dt.date | None = None) -> str:
 
 def plot_results(frame: pd.DataFrame, out: str | Path, kernels: pd.DataFrame | None = None) -> tuple[Path, list[str]]:
     """Draw the panels `frame` supports into one PNG at `out` (written atomically); returns (path, panels)."""
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -15,9 +15,9 @@ from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
 from pabench.atomic import atomic_write_text
 from pabench.core.errors import ConfigError
 from pabench.metrics import build_result
-from pabench.report import (capacity_line, check_regressions, compare_table, format_bytes, git_commit,
-                            parse_tolerance, read_results, results_frame, run_table, summary_line,
-                            workload_detail, workloads_table, write_csv, write_json)
+from pabench.compare import check_regressions, compare_table, parse_tolerance
+from pabench.report import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
+                            summary_line, workload_detail, workloads_table, write_csv, write_json)
 from pabench.workloads import list_presets, load_workload
 
 
