@@ -115,6 +115,20 @@ class PrefillBatch:
         return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=gathered, cu_q_dev=cu_q_dev, cu_k_dev=cu_k_dev)
 
 
+def attend_prefill(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", batch: PrefillBatch,
+                   k_slots: "torch.Tensor", v_slots: "torch.Tensor") -> "torch.Tensor":
+    """A packed prefill batch's attention, shared by every backend: over the fresh k, v `[T_new, Hkv, D]`, or, when a
+    prefix is cached, over the cache read at `batch.kv_slots` from `k_slots`, `v_slots` `[num_slots, Hkv, D]` (a
+    layer's storage seen as one row per token slot: pages flattened, or the slab). Returns `[T_new, Hq, D]`."""
+    from pabench import kernels
+
+    if batch.kv_slots is not None:
+        k = k_slots[batch.kv_slots]  # [T_total, Hkv, D]
+        v = v_slots[batch.kv_slots]  # [T_total, Hkv, D]
+    return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
+                                            cu_k_dev=batch.cu_k_dev)
+
+
 class KVCacheBackend(Protocol):
     """What the scheduler and the model need from a KV cache. Paged and contiguous caches both implement it."""
 

@@ -12,7 +12,7 @@ import torch
 
 from pabench import kernels
 from pabench.kernels.batched import contiguous_decode_batched
-from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, use_triton
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.extents import ExtentAllocator
@@ -171,11 +171,7 @@ class ContiguousBackend:
 
     def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           batch: PrefillBatch) -> torch.Tensor:
-        if batch.kv_slots is not None:  # some tokens already cached (not today: no prefix caching here)
-            k = self.k_slab[layer][batch.kv_slots]  # [T_total, H, D]
-            v = self.v_slab[layer][batch.kv_slots]  # [T_total, H, D]
-        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
-                                                cu_k_dev=batch.cu_k_dev)
+        return attend_prefill(q, k, v, batch, self.k_slab[layer], self.v_slab[layer])  # [T_new, Hq, D]
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         starts, lens = self._decode

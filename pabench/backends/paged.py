@@ -11,7 +11,7 @@ from collections import deque
 
 import torch
 
-from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, use_triton
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
 from pabench.core import BlockManager, Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -191,12 +191,9 @@ class PagedBackend:
 
     def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           batch: PrefillBatch) -> torch.Tensor:
-        if batch.kv_slots is not None:  # a cached prefix: read every attended token through the page table
-            H, D = self.layout.num_kv_heads, self.layout.head_dim
-            k = self.k_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
-            v = self.v_pool[layer].view(-1, H, D)[batch.kv_slots]  # [T_total, H, D]
-        return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
-                                                cu_k_dev=batch.cu_k_dev)
+        H, D = self.layout.num_kv_heads, self.layout.head_dim  # a cached prefix is read through the page table:
+        return attend_prefill(q, k, v, batch, self.k_pool[layer].view(-1, H, D),  # its slots index pages flattened
+                              self.v_pool[layer].view(-1, H, D))  # [T_new, Hq, D]
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         table, lens = self._decode
