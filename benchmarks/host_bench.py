@@ -1,0 +1,71 @@
+"""Host work of one decode step at batch 256, per backend, on the CPU (no model): the scheduler's grow of every
+sequence, staging the batch's inputs (block-table flush, rows, lengths), and the engine's per-token bookkeeping.
+This is the Python that runs between two CUDA-graph replays on the GPU.
+
+    PYTHONPATH=. python3 benchmarks/host_bench.py [--batch 256] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from pabench.backends import KVLayout, make_backend
+from pabench.core import Sequence
+from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
+
+
+def one_run(name: str, batch: int, steps: int) -> dict[str, float]:
+    layout = KVLayout(1, 1, 8, "fp32")
+    backend = make_backend(name, layout, kv_budget_bytes=batch * 2048 * layout.bytes_per_token, page_size=16,
+                           max_num_seqs=batch, max_model_len=2048, attn_impl="torch")
+    sched = Scheduler(backend, SchedulerConfig(max_num_seqs=batch, max_batched_tokens=10**6, max_model_len=2048))
+    states = [SeqState(Sequence(i, [1 + i % 97] * (40 + i % 300)), i, 0, 40 + i % 300, 1000) for i in range(batch)]
+    for st in states:
+        sched.add(st)
+    step = sched.schedule()  # one prefill step admits everyone
+    for st in step.states:
+        st.seq.num_computed_tokens = st.seq.num_tokens
+        st.seq.append_token(5)
+    ids = torch.zeros(batch, dtype=torch.int64)
+    t_sched, t_stage, t_book = [], [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step = sched.schedule()  # decode: grow every sequence
+        t1 = time.perf_counter()
+        seqs = [st.seq for st in step.states]
+        backend.stage_decode(seqs, batch)
+        backend.decode_meta(batch)
+        ids[:len(seqs)].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64))
+        t2 = time.perf_counter()
+        now = time.perf_counter()
+        for st in step.states:  # what Engine._execute does per token
+            st.seq.num_computed_tokens = st.seq.num_tokens
+            st.seq.append_token(7)
+            st.token_times.append(now)
+        t3 = time.perf_counter()
+        t_sched.append(t1 - t0)
+        t_stage.append(t2 - t1)
+        t_book.append(t3 - t2)
+    med = lambda xs: statistics.median(xs) * 1e6  # noqa: E731
+    return {"schedule_us": med(t_sched), "stage_us": med(t_stage), "bookkeeping_us": med(t_book),
+            "total_us": med([a + b + c for a, b, c in zip(t_sched, t_stage, t_book)])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--backends", default="paged,contiguous-oracle")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for name in args.backends.split(","):
+        r = one_run(name, args.batch, args.steps)
+        print(f"{name:<18} batch {args.batch}: " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
