@@ -4,7 +4,9 @@
 # Extra stages: "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
 # per-sequence loop, the code before 2026-11-30's second session), "budget4" (sharegpt at 4 GiB).
-# BUDGET (default 16GiB) is the KV budget of every stage but budget4 and sweep.
+# BUDGET (default 16GiB) is the KV budget of every stage but budget4 and sweep; MIN_PREFILL (default 1) is every
+# run's --min-prefill-seqs (the committed 2026-11-30 headline used 8). Through the `device` tool, write to a
+# scratch OUT and tar it into the tool's $OUT (it returns at most 8 files), as results/gpu/e2e/*/COMMANDS.txt show.
 # Writes CSV/JSON and log.txt under $OUT; every command is echoed into $OUT/COMMANDS.txt. Each stage runs
 # even when an earlier one failed (the log says which).
 set -uo pipefail
