@@ -32,12 +32,13 @@ def requests(n=12, seed=0, prompt=(3, 40), out=(1, 30), samples=1, prefix=None):
     return reqs
 
 
-def serve(model, name, reqs, budget_tokens, page_size=4, max_num_seqs=8, prefix=False):
+def serve(model, name, reqs, budget_tokens, page_size=4, max_num_seqs=8, prefix=False, min_prefill_seqs=1):
     layout = KVLayout(CFG.num_layers, CFG.num_kv_heads, CFG.head_dim, dtype="fp32")
     b = make_backend(name, layout, kv_budget_bytes=budget_tokens * layout.bytes_per_token, page_size=page_size,
                      enable_prefix_caching=prefix, max_num_seqs=max_num_seqs, max_model_len=128,
                      attn_impl="torch")
-    eng = Engine(model, b, SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=256, max_model_len=128))
+    eng = Engine(model, b, SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=256, max_model_len=128,
+                                           min_prefill_seqs=min_prefill_seqs))
     rec = eng.run(reqs, realtime=False)
     return rec, b
 
@@ -50,6 +51,18 @@ def test_paged_and_contiguous_produce_the_same_tokens(model, name):
     assert paged.output_token_ids == other.output_token_ids
     for r in reqs:
         assert [len(t) for t in paged.output_token_ids[r.request_id]] == [r.output_len]
+
+
+def test_min_prefill_seqs_batches_prefills_without_changing_tokens(model):
+    """Holding prefill back changes the schedule (fewer, larger prefill steps), never the tokens."""
+    reqs = requests(n=20, out=(1, 12))
+    eager, _ = serve(model, "paged", reqs, budget_tokens=1024, max_num_seqs=4)
+    batched, _ = serve(model, "paged", reqs, budget_tokens=1024, max_num_seqs=4, min_prefill_seqs=3)
+    contiguous, _ = serve(model, "contiguous-oracle", reqs, budget_tokens=1024, max_num_seqs=4, min_prefill_seqs=3)
+    assert batched.output_token_ids == eager.output_token_ids == contiguous.output_token_ids
+    prefills = lambda rec: [s.num_seqs for s in rec.steps if s.kind == "prefill"]  # noqa: E731
+    assert len(prefills(batched)) < len(prefills(eager))
+    assert min(prefills(batched)[:-1]) >= 3
 
 
 def test_preemption_by_recompute_finishes_everything_with_same_tokens(model):
