@@ -267,13 +267,15 @@ def check(
     result: Annotated[Path, typer.Argument(help="The export to check (CSV or JSON).")],
     baseline: Annotated[Path, typer.Option(help="The export it must not be worse than.")],
     max_regression: Annotated[str, typer.Option(help="Tolerance, e.g. 10% or 0.1.")] = "10%",
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics to check, e.g. mean_waste_pct,num_preemptions (deterministic for a seed). Default: all.")] = None,
 ) -> None:
     """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
     from pabench.compare import check_regressions, parse_tolerance
     from pabench.report import read_results
 
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
     regressions, table = check_regressions(read_results(result), read_results(baseline),
-                                           parse_tolerance(max_regression))
+                                           parse_tolerance(max_regression), chosen)
     out = _stdout()
     out.print(table)
     if regressions:

@@ -141,3 +141,24 @@ def test_entry_point_exit_codes(exported, tmp_path):
     with pytest.raises(SystemExit) as regressed:
         main(["check", str(tmp_path / "worse.csv"), "--baseline", str(d / "r.csv")])
     assert regressed.value.code == 2
+
+
+def test_readme_ci_recipe_holds_against_the_committed_baseline(tmp_path):
+    """The README's guard recipe: a fresh default CPU run matches benchmarks/baseline.csv exactly on the memory
+    metrics (deterministic for a seed). Regenerate the baseline when a default changes on purpose."""
+    from pathlib import Path
+
+    baseline = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline.csv"
+    current = tmp_path / "current.csv"
+    res = invoke("run", "--device", "cpu", "--seed", "0", "--no-progress", "--csv", str(current))
+    assert res.exit_code == 0, res.output
+    res = invoke("check", str(current), "--baseline", str(baseline), "--metrics", "mean_waste_pct,num_preemptions",
+                 "--max-regression", "0%")
+    assert res.exit_code == 0, res.output
+    assert invoke("check", str(current), "--baseline", str(baseline), "--metrics", "nope").exit_code == 1
+    worse = pd.read_csv(current)
+    worse["mean_waste_pct"] += 1.0
+    worse.to_csv(tmp_path / "worse.csv", index=False)
+    res = invoke("check", str(tmp_path / "worse.csv"), "--baseline", str(baseline), "--metrics", "mean_waste_pct",
+                 "--max-regression", "0%")
+    assert res.exit_code == 2 and "mean_waste_pct" in res.output
