@@ -94,6 +94,7 @@ class Result:
     decode_step_s: Stats
     decode_device_s: Stats  # device time of decode steps (CUDA events); NaN (count 0) on the CPU
     host_over_device: float  # sum(host_s) / sum(device_s) over decode steps: is Python the bottleneck?
+    host_over_device_peak: float  # the same over decode steps at >= 90% of the run's largest batch
     # totals
     wall_s: float
     num_steps: int
@@ -123,6 +124,13 @@ def _sample_gaps(requests: list[RequestRecord]) -> tuple[list[float], list[float
                 tpot.append((times[-1] - times[0]) / (len(times) - 1))
                 itl.extend(np.diff(times).tolist())  # [len(times) - 1]
     return tpot, itl
+
+
+def _host_over_device(steps: list[StepSample]) -> float:
+    """sum(host_s) / sum(device_s) of `steps`; NaN without device timings (CPU runs) or steps."""
+    if not steps or not all(s.device_s > 0 for s in steps):
+        return NAN
+    return sum(s.host_s for s in steps) / sum(s.device_s for s in steps)
 
 
 def build_result(run: RunRecord) -> Result:
@@ -162,8 +170,9 @@ def build_result(run: RunRecord) -> Result:
         host_frac=sum(s.host_s for s in decode) / decode_step_total if decode_step_total > 0 else NAN,
         decode_step_s=Stats.from_samples(s.step_s for s in decode),
         decode_device_s=Stats.from_samples(s.device_s for s in decode if s.device_s > 0),
-        host_over_device=(sum(s.host_s for s in decode) / sum(s.device_s for s in decode)
-                          if decode and all(s.device_s > 0 for s in decode) else NAN),
+        host_over_device=_host_over_device(decode),
+        host_over_device_peak=_host_over_device(
+            [s for s in decode if s.num_seqs >= 0.9 * max(d.num_seqs for d in decode)] if decode else []),
         wall_s=run.wall_s,
         num_steps=len(run.steps),
         num_requests=len(requests),
@@ -202,6 +211,7 @@ def metric_row(result: Result) -> dict[str, float | int]:
         **result.decode_step_s.as_dict("decode_step", "ms", 1e3),
         **result.decode_device_s.as_dict("decode_device", "ms", 1e3),
         "host_over_device_pct": 100.0 * result.host_over_device,
+        "host_over_device_peak_batch_pct": 100.0 * result.host_over_device_peak,
         "wall_s": result.wall_s,
         "num_steps": result.num_steps,
         "num_requests": result.num_requests,

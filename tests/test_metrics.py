@@ -90,3 +90,23 @@ def test_metric_row_units_in_names():
         assert name in row
     assert row["ttft_p50_ms"] == pytest.approx(1500.0) and row["prefix_hit_pct"] == 25.0
     assert row["host_pct"] == pytest.approx(100 / 3)
+
+
+def test_host_over_device_overall_and_at_the_largest_batches():
+    """The issue's question is host overhead at a full batch; the peak-batch ratio answers it from one run."""
+    from pabench.core.memory import MemorySnapshot
+    from pabench.engine.records import StepSample
+
+    mem = MemorySnapshot(budget_bytes=1, reserved_bytes=0, used_bytes=0, slack_bytes=0, idle_bytes=1, saved_bytes=0,
+                         largest_free_extent_bytes=1, num_seqs=0)
+    steps = [StepSample(time_s=float(i), kind="decode", num_seqs=n, num_tokens=n, num_running=n, num_waiting=0,
+                        host_s=h, step_s=h + d, memory=mem, device_s=d)
+             for i, (n, h, d) in enumerate([(10, 0.001, 0.004), (256, 0.002, 0.010), (240, 0.002, 0.010)])]
+    r = build_result(RunRecord(backend="paged", config={}, steps=steps))
+    assert r.host_over_device == pytest.approx(0.005 / 0.024)
+    assert r.host_over_device_peak == pytest.approx(0.004 / 0.020)  # batches >= 0.9 * 256 only
+    row = metric_row(r)
+    assert row["host_over_device_peak_batch_pct"] == pytest.approx(20.0)
+    cpu = build_result(RunRecord(backend="paged", config={}, steps=[
+        StepSample(0.0, "decode", 4, 4, 4, 0, 0.001, 0.002, mem)]))
+    assert math.isnan(cpu.host_over_device_peak)  # no device timings on the CPU
