@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from pabench.core.errors import PabenchError
+from pabench.core.errors import ConfigError, PabenchError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Measure what a paged KV cache buys over a contiguous one, on your own GPU or CPU.")
@@ -132,8 +132,12 @@ def run(
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
               f"max_model_len {c.max_model_len}")
     out.print(capacity_line(_capacity(p)))
-    results = _with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p)[0], len(c.backends) * len(p.requests),
-                             progress)
+    results, _, _, failures = _with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p),
+                                             len(c.backends) * len(p.requests), progress)
+    if not results:  # every backend failed: nothing to show or write
+        for f in failures[1:]:
+            _err(str(f))
+        raise ConfigError(str(failures[0]))
     out.print(run_table(results))
     out.print(summary_line(results))
     for r in results:
@@ -145,6 +149,10 @@ def run(
         err.print(f"wrote {write_csv(results, csv)}")
     if json:
         err.print(f"wrote {write_json(results, json)}")
+    if failures:  # the finished backends are shown and written above; say what is missing, and fail
+        for f in failures:
+            _err(str(f))
+        raise typer.Exit(1)
 
 
 def _capacity(p) -> dict:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from pabench.core.errors import ConfigError
+from pabench.core.errors import ConfigError, PabenchError
 
 BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
 
@@ -176,28 +176,50 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
 
 def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):
     """Serve the prepared requests through one backend; returns its `RunRecord`."""
-    from pabench.backends import make_backend
     from pabench.engine.engine import Engine
-    from pabench.engine.scheduler import SchedulerConfig
 
     c = p.config
-    sched = SchedulerConfig(max_num_seqs=c.max_num_seqs, max_batched_tokens=c.max_batched_tokens,
-                            max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
-
-    def build():
-        return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
-                            enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
-                            max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
-
+    sched = _scheduler_config(p)
     if c.warmup:
-        _warmup(p, build(), sched)
-    backend = build()
+        _warmup(p, _build_backend(p, backend_name), sched)
+    backend = _build_backend(p, backend_name)
     engine = Engine(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
     record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
     del engine, backend
     gc.collect()  # the freed pools stay in torch's allocator cache for the next backend (same budget, same sizes)
     return record
+
+
+def _scheduler_config(p: Prepared):
+    from pabench.engine.scheduler import SchedulerConfig
+
+    c = p.config
+    return SchedulerConfig(max_num_seqs=c.max_num_seqs, max_batched_tokens=c.max_batched_tokens,
+                           max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
+
+
+def _build_backend(p: Prepared, backend_name: str):
+    from pabench.backends import make_backend
+
+    c = p.config
+    return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
+                        enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
+                        max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
+
+
+def check_all_fit(p: Prepared) -> None:
+    """Before anything runs: every request must fit every backend when empty. Bad input (a budget too small for
+    one request under some backend) then fails in seconds, before any backend has spent minutes on a GPU."""
+    from pabench.engine.engine import check_request_fits
+
+    sched = _scheduler_config(p)
+    for name in p.config.backends:
+        backend = _build_backend(p, name)
+        for r in p.requests:
+            check_request_fits(backend, sched, r)
+        del backend
+        gc.collect()
 
 
 def _warmup(p: Prepared, backend, sched) -> None:
@@ -217,15 +239,40 @@ def _warmup(p: Prepared, backend, sched) -> None:
         torch.cuda.synchronize()
 
 
+@dataclass(frozen=True)
+class BackendFailure:
+    """A backend that failed while running (after the up-front checks passed): its name and a one-line reason."""
+
+    backend: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.backend} failed: {self.message}"
+
+
 def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepared: Prepared | None = None):
-    """Run every backend of `cfg`; returns (results, records, prepared)."""
+    """Run every backend of `cfg`; returns (results, records, prepared, failures).
+
+    Input errors surface before anything runs (`check_all_fit`). A backend that fails at run time (a pabench
+    error, or the device running out of memory) lands in `failures` and the other backends still run, so a
+    long GPU run keeps what finished. Any other exception is a bug and propagates.
+    """
     from pabench.metrics import build_result
 
     p = prepared or prepare(cfg)
-    records = [run_backend(p, name, on_progress) for name in p.config.backends]
+    check_all_fit(p)
+    records, failures = [], []
+    for name in p.config.backends:
+        try:
+            records.append(run_backend(p, name, on_progress))
+        except Exception as error:  # noqa: BLE001 - narrowed just below
+            if not isinstance(error, PabenchError) and type(error).__name__ != "OutOfMemoryError":
+                raise
+            failures.append(BackendFailure(name, str(error).splitlines()[0] if str(error) else type(error).__name__))
+            gc.collect()
     for r in records:
         r.config.update(token_agreement(records[0], r))
-    return [build_result(r) for r in records], records, p
+    return [build_result(r) for r in records], records, p, failures
 
 
 def token_agreement(ref, other) -> dict:

@@ -145,17 +145,24 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
 
     from pabench.metrics import build_result
     from pabench.report import result_row
-    from pabench.runner import prepare, run_backend
+    from pabench.runner import check_all_fit, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
     rows: list[dict[str, Any]] = []
     done, total = 0, None
     model = None  # built once, reused by every point whose model config matches
-    for point, cfg in plan:
+    ready = []
+    for point, cfg in plan:  # every point's input is checked before the first run: bad input fails fast
         try:
             prepared = prepare(cfg, model=model)
-            model = prepared.model
+            check_all_fit(prepared)
+        except ConfigError as error:
+            raise ConfigError(f"sweep point {point.label()}: {error}") from None
+        model = prepared.model
+        ready.append((point, cfg, prepared))
+    for point, cfg, prepared in ready:
+        try:
             num_requests = len(prepared.requests)
             total = total or num_runs * num_requests
             for backend in cfg.backends:

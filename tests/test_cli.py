@@ -162,3 +162,42 @@ def test_readme_ci_recipe_holds_against_the_committed_baseline(tmp_path):
     res = invoke("check", str(tmp_path / "worse.csv"), "--baseline", str(baseline), "--metrics", "mean_waste_pct",
                  "--max-regression", "0%")
     assert res.exit_code == 2 and "mean_waste_pct" in res.output
+
+
+def test_a_budget_one_backend_cannot_hold_fails_before_anything_runs(tmp_path):
+    """Paged could serve this budget, contiguous-max (a max_model_len region per sequence) cannot: the error comes
+    from the up-front check, before paged has run, and no file is written."""
+    from pabench.core.errors import ConfigError
+    from pabench.runner import RunConfig, prepare, run_benchmark
+
+    cfg = RunConfig(backends=("paged", "contiguous-max"), num_requests=6, max_model_len=512, num_pages=16)
+    progress = []
+    with pytest.raises(ConfigError, match="contiguous-max cannot hold request"):
+        run_benchmark(cfg, lambda *a: progress.append(a), prepared=prepare(cfg))
+    assert progress == []  # nothing ran
+    out = tmp_path / "r.csv"
+    res = invoke("run", *SMALL, "--backend", "paged,contiguous-max", "--num-pages", "16", "--csv", str(out))
+    assert res.exit_code == 1 and "contiguous-max cannot hold request" in res.output and not out.exists()
+
+
+def test_a_backend_failing_at_run_time_keeps_the_others(tmp_path, monkeypatch):
+    """Nothing finished is lost: the other backends run and are written; the failure is one line; exit 1."""
+    import pabench.runner as runner_mod
+    from pabench.core.errors import ConfigError
+
+    real = runner_mod.run_backend
+
+    def flaky(p, name, on_progress=None):
+        if name == "contiguous-pow2":
+            raise ConfigError("simulated failure\nsecond line")
+        return real(p, name, on_progress)
+
+    monkeypatch.setattr(runner_mod, "run_backend", flaky)
+    out = tmp_path / "r.csv"
+    res = invoke("run", *SMALL, "--csv", str(out))
+    assert res.exit_code == 1
+    assert "pabench: error: contiguous-pow2 failed: simulated failure" in res.output and "second line" not in res.output
+    assert list(pd.read_csv(out)["backend"]) == ["paged", "contiguous-max", "contiguous-oracle"]
+    monkeypatch.setattr(runner_mod, "run_backend", lambda *a, **k: (_ for _ in ()).throw(ConfigError("all down")))
+    res = invoke("run", *SMALL, "--csv", str(tmp_path / "none.csv"))
+    assert res.exit_code == 1 and "failed: all down" in res.output and not (tmp_path / "none.csv").exists()

@@ -154,3 +154,12 @@ def test_cli_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
     assert res.exit_code == 1, res.output
     assert needle in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_a_bad_later_point_fails_before_the_first_point_runs(workload):
+    base = RunConfig(workload=workload, backends=("paged", "contiguous-max"), model="tiny", layers=1, num_requests=4,
+                     max_model_len=64, seed=0)
+    progress = []
+    with pytest.raises(ConfigError, match="sweep point kv_budget=1KiB"):
+        run_sweep(SweepGrid(kv_budgets=(64 * 2**10, 2**10)), base, lambda *a: progress.append(a))
+    assert progress == []  # the 64 KiB point never started

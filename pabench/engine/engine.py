@@ -50,7 +50,7 @@ class Engine:
         pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         total = len(pending)
         for r in pending:
-            self._check_fits(r)
+            check_request_fits(self.backend, self.config, r)
         record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
                            capacity=self.backend.capacity())
         groups: dict[int, list[SeqState]] = {}
@@ -182,17 +182,6 @@ class Engine:
         seq = Sequence(next(self._seq_ids), list(r.prompt_token_ids))
         return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len, num_forks=r.num_samples - 1)
 
-    def _check_fits(self, r) -> None:
-        total = len(r.prompt_token_ids) + r.output_len
-        if total > self.config.max_model_len:
-            raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {self.config.max_model_len}")
-        if r.num_samples > self.config.max_num_seqs:
-            raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
-                              f"{self.config.max_num_seqs} (its samples run side by side)")
-        if not _fits_empty(self.backend, total, r.num_samples - 1):
-            raise ConfigError(f"the KV budget of {self.backend.name} cannot hold request {r.request_id} "
-                              f"({total} tokens x {r.num_samples} sample(s)) even when empty")
-
     def _request_record(self, sts: list[SeqState], arrival: float) -> RequestRecord:
         times = tuple(tuple(st.token_times) for st in sorted(sts, key=lambda s: s.sample_index))
         return RequestRecord(
@@ -246,6 +235,19 @@ class _DeviceTimer:
             return 0.0
         self.events[1].synchronize()
         return self.events[0].elapsed_time(self.events[1]) / 1e3
+
+
+def check_request_fits(backend: KVCacheBackend, config: SchedulerConfig, r) -> None:
+    """ConfigError unless request `r` could run on `backend` when it is empty (length, samples, KV budget)."""
+    total = len(r.prompt_token_ids) + r.output_len
+    if total > config.max_model_len:
+        raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {config.max_model_len}")
+    if r.num_samples > config.max_num_seqs:
+        raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
+                          f"{config.max_num_seqs} (its samples run side by side)")
+    if not _fits_empty(backend, total, r.num_samples - 1):
+        raise ConfigError(f"the KV budget of {backend.name} cannot hold request {r.request_id} "
+                          f"({total} tokens x {r.num_samples} sample(s)) even when empty")
 
 
 def _fits_empty(backend: KVCacheBackend, total: int, num_forks: int) -> bool:
