@@ -8,14 +8,15 @@ torch is imported inside functions so that importing this module (from the CLI) 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from rich.markup import escape
 from rich.table import Table
 
 from pabench.core.errors import ConfigError
+from pabench.kernel_data import DecodeData, make_decode_data, paginate, pad_slab
+from pabench.timing import copy_bandwidth_gbps, time_us
 
 CASES = ("a", "b", "c", "d")
 CASE_CHOICES = (*CASES, "custom", "all")
@@ -121,115 +122,6 @@ def shrink_for_cpu(spec: CaseSpec, lens: list[int]) -> tuple[list[int], str]:
     if small == lens:
         return lens, ""
     return small, f"CPU run shrunk: batch {len(lens)}->{len(small)}, max context {max(lens)}->{max(small)}"
-
-
-@dataclass
-class DecodeData:
-    """One decode batch stored both ways: a packed contiguous slab and (per page size) a shuffled page pool."""
-
-    lens: list[int]
-    q: Any  # [batch, num_q_heads, head_dim]
-    k_slab: Any  # [num_slots, num_kv_heads, head_dim]
-    v_slab: Any
-    seq_starts: Any  # int32 [batch]
-    seq_lens: Any  # int32 [batch]
-    generator: Any = field(repr=False, default=None)
-
-
-def make_decode_data(lens: list[int], num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: Any, device: Any,
-                     seed: int = 0) -> DecodeData:
-    """Random (never zero) q and K/V; sequence b's tokens are slab rows seq_starts[b] ... (packed, in order)."""
-    import torch
-
-    gen = torch.Generator(device=device).manual_seed(seed)
-    num_slots = sum(lens)
-    starts = [0]
-    for n in lens[:-1]:
-        starts.append(starts[-1] + n)
-    kw = dict(device=device, generator=gen)
-    q = torch.randn(len(lens), num_q_heads, head_dim, **kw).to(dtype)  # [batch, Hq, D]
-    k_slab = torch.randn(num_slots, num_kv_heads, head_dim, **kw).to(dtype)  # [num_slots, Hkv, D]
-    v_slab = torch.randn(num_slots, num_kv_heads, head_dim, **kw).to(dtype)  # [num_slots, Hkv, D]
-    as_int = dict(device=device, dtype=torch.int32)
-    return DecodeData(lens, q, k_slab, v_slab, torch.tensor(starts, **as_int), torch.tensor(lens, **as_int), gen)
-
-
-def _noise_pair(data: DecodeData, shape: tuple[int, ...]) -> tuple[Any, Any]:
-    """K and V buffers of `shape` full of noise in the slab's dtype: never-written slots must not read as zeros."""
-    import torch
-
-    rand = dict(device=data.k_slab.device, generator=data.generator)
-    k = torch.randn(shape, **rand).to(data.k_slab.dtype)  # [*shape]
-    v = torch.randn(shape, **rand).to(data.k_slab.dtype)  # [*shape]
-    return k, v
-
-
-def paginate(data: DecodeData, page_size: int) -> tuple[Any, Any, Any]:
-    """The same K/V in a page pool with a random permutation of pages; unused table entries hold garbage ids."""
-    import torch
-
-    device = data.k_slab.device
-    num_used = [-(-n // page_size) for n in data.lens]
-    num_pages, width = sum(num_used), max(num_used)
-    perm = torch.randperm(num_pages, device=device, generator=data.generator)  # [num_pages]
-    table = torch.randint(10**6, 2 * 10**6, (len(data.lens), width), device=device, dtype=torch.int32,
-                          generator=data.generator)  # [batch, width] garbage past each sequence's pages
-    shape = (num_pages, page_size) + tuple(data.k_slab.shape[1:])
-    k_cache, v_cache = _noise_pair(data, shape)  # [num_pages, page_size, Hkv, D] each; tails stay noise
-    first = 0
-    for b, (start, n, used) in enumerate(zip(data.seq_starts.tolist(), data.lens, num_used)):
-        pages = perm[first : first + used]  # [used]
-        table[b, :used] = pages.to(torch.int32)  # [used]
-        slots = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()[:n]  # [n]
-        k_cache.view(-1, *shape[2:])[slots] = data.k_slab[start : start + n]  # [n, Hkv, D]
-        v_cache.view(-1, *shape[2:])[slots] = data.v_slab[start : start + n]  # [n, Hkv, D]
-        first += used
-    return k_cache, v_cache, table
-
-
-def pad_slab(data: DecodeData) -> tuple[Any, Any]:
-    """The slab as a padded [batch, max_len, Hkv, D] tensor pair (what vendor SDPA wants); padding is noise."""
-    batch, max_len = len(data.lens), max(data.lens)
-    shape = (batch, max_len) + tuple(data.k_slab.shape[1:])
-    k_pad, v_pad = _noise_pair(data, shape)  # [batch, max_len, Hkv, D] each; padding stays noise
-    for b, (start, n) in enumerate(zip(data.seq_starts.tolist(), data.lens)):
-        k_pad[b, :n] = data.k_slab[start : start + n]  # [n, Hkv, D]
-        v_pad[b, :n] = data.v_slab[start : start + n]  # [n, Hkv, D]
-    return k_pad, v_pad
-
-
-def time_us(fn: Callable[[], Any], device: Any, warmup_ms: float, rep_ms: float) -> tuple[float, float, float]:
-    """(median, p10, p90) of fn's run time in microseconds: CUDA events via do_bench, else perf_counter."""
-    if device.type == "cuda":
-        import triton.testing
-
-        p10, p50, p90 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.1, 0.5, 0.9])
-        return p50 * 1e3, p10 * 1e3, p90 * 1e3
-    import numpy as np
-
-    deadline = time.perf_counter() + warmup_ms / 1e3
-    fn()
-    while time.perf_counter() < deadline:
-        fn()
-    samples: list[float] = []
-    deadline = time.perf_counter() + rep_ms / 1e3
-    while len(samples) < 3 or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    p10, p50, p90 = np.percentile(samples, [10, 50, 90])
-    return float(p50), float(p10), float(p90)
-
-
-def copy_bandwidth_gbps(device: Any, warmup_ms: float, rep_ms: float) -> float:
-    """Device-to-device copy of a large buffer, counting bytes read plus bytes written, in GB/s."""
-    import torch
-
-    nbytes = 1 << 30 if device.type == "cuda" else 1 << 26
-    src = torch.ones(nbytes // 2, device=device, dtype=torch.float16)  # [nbytes // 2]
-    dst = torch.empty_like(src)  # [nbytes // 2]
-    median_us, _, _ = time_us(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
-    return 2 * nbytes / (median_us * 1e-6) / 1e9
 
 
 def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pabench.core.errors import ConfigError
-from pabench.kernelbench import make_decode_data, paginate
+from pabench.kernel_data import make_decode_data, paginate
 from pabench.kernels import DecodeConfig, contiguous_decode_attention, paged_decode_attention
 
 

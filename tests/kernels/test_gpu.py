@@ -4,7 +4,8 @@ import pytest
 import torch
 from kernel_checks import assert_close, rel_err
 
-from pabench.kernelbench import NAMED_CASES, case_lengths, make_decode_data, paginate
+from pabench.kernel_data import make_decode_data, paginate
+from pabench.kernelbench import NAMED_CASES, case_lengths
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention, write_kv, write_kv_reference)
 

@@ -5,7 +5,7 @@ import torch
 from kernel_checks import assert_close
 
 from pabench.core.errors import ConfigError
-from pabench.kernelbench import make_decode_data, pad_slab, paginate
+from pabench.kernel_data import make_decode_data, pad_slab, paginate
 from pabench.kernels import (contiguous_decode_reference, flex_available, flex_paged_decode, gather_sdpa_decode,
                              sdpa_decode_attention)
 
