@@ -12,7 +12,7 @@ import pytest
 
 from pabench.core.errors import ConfigError
 from pabench.workloads import (LengthDist, Request, SharedPrefix, WorkloadSpec, generate, list_presets,
-                               load_workload, parse_workload, presets_dir)
+                               load_workload, presets_dir)
 
 GOOD = """
 description = "test"
