@@ -126,7 +126,7 @@ def _sample_gaps(requests: list[RequestRecord]) -> tuple[list[float], list[float
     return tpot, itl
 
 
-def _host_over_device(steps: list[StepSample]) -> float:
+def host_over_device(steps: list[StepSample]) -> float:
     """sum(host_s) / sum(device_s) of `steps`; NaN without device timings (CPU runs) or steps."""
     if not steps or not all(s.device_s > 0 for s in steps):
         return NAN
@@ -143,6 +143,7 @@ def build_result(run: RunRecord) -> Result:
     working = [s.memory for s in run.steps if s.kind != "idle"]
     concurrency = Stats.from_samples(s.num_running for s in decode)
     decode_step_total = sum(s.step_s for s in decode)
+    peak_batch = max((s.num_seqs for s in decode), default=0)
     budget = run.steps[0].memory.budget_bytes if run.steps else int(run.config.get("kv_budget_bytes", 0))
     return Result(
         backend=run.backend,
@@ -170,9 +171,8 @@ def build_result(run: RunRecord) -> Result:
         host_frac=sum(s.host_s for s in decode) / decode_step_total if decode_step_total > 0 else NAN,
         decode_step_s=Stats.from_samples(s.step_s for s in decode),
         decode_device_s=Stats.from_samples(s.device_s for s in decode if s.device_s > 0),
-        host_over_device=_host_over_device(decode),
-        host_over_device_peak=_host_over_device(
-            [s for s in decode if s.num_seqs >= 0.9 * max(d.num_seqs for d in decode)] if decode else []),
+        host_over_device=host_over_device(decode),
+        host_over_device_peak=host_over_device([s for s in decode if s.num_seqs >= 0.9 * peak_batch]),
         wall_s=run.wall_s,
         num_steps=len(run.steps),
         num_requests=len(requests),
