@@ -26,7 +26,7 @@ import pabench
 from pabench.atomic import atomic_write_text
 from pabench.core.errors import ConfigError
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
-from pabench.metrics import Result, Stats, build_result, is_missing, metric_row
+from pabench.metrics import Result, Stats, build_result, host_over_device, is_missing, metric_row
 from pabench.workloads import WorkloadSpec
 
 HIGHER_IS_BETTER = ("output_tok_per_s", "total_tok_per_s", "req_per_s")
@@ -255,9 +255,10 @@ def decode_by_batch(steps: list[StepSample]) -> list[dict[str, Any]]:
             continue
         host = sum(s.host_s for s in chosen) / len(chosen)
         device = sum(s.device_s for s in chosen) / len(chosen)
+        ratio = host_over_device(chosen)  # the Result's own measure, per bucket; NaN (null in JSON) on the CPU
         rows.append({"batch_min": lo, "batch_max": min(hi - 1, max(s.num_seqs for s in chosen)),
                      "num_steps": len(chosen), "host_ms": round(host * 1e3, 4), "device_ms": round(device * 1e3, 4),
-                     "host_over_device_pct": round(100 * host / device, 2) if device > 0 else None})
+                     "host_over_device_pct": round(100 * ratio, 2)})
     return rows
 
 
