@@ -173,14 +173,13 @@ class BlockManager:
             page.ref_count, page.num_tokens = 1, 1
             table.append(page.page_id)
             return None
-        if last.ref_count > 1:  # (2) the last page is shared: copy-on-write
-            page = self._pages[self._take_free_page()]
-            page.ref_count, page.num_tokens = 1, last.num_tokens + 1
-            last.ref_count -= 1
-            table.replace_last(page.page_id)
-            self.num_cow_copies += 1
-            return last.page_id, page.page_id
-        raise AssertionError("unreachable: a last page with room and ref_count 1 is handled above")
+        # (2) the last page has room but is shared (the case (3) test above failed on ref_count): copy-on-write
+        page = self._pages[self._take_free_page()]
+        page.ref_count, page.num_tokens = 1, last.num_tokens + 1
+        last.ref_count -= 1
+        table.replace_last(page.page_id)
+        self.num_cow_copies += 1
+        return last.page_id, page.page_id
 
     # ---- sharing and release -----------------------------------------------------------------------
     def fork(self, parent: Sequence, child: Sequence) -> None:
