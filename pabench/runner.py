@@ -199,11 +199,11 @@ def _scheduler_config(p: Prepared):
                            max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
 
 
-def _build_backend(p: Prepared, backend_name: str):
+def _build_backend(p: Prepared, backend_name: str, layout=None):
     from pabench.backends import make_backend
 
     c = p.config
-    return make_backend(backend_name, p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
+    return make_backend(backend_name, layout or p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
                         enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
                         max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
 
@@ -214,12 +214,11 @@ def check_all_fit(p: Prepared) -> None:
     from pabench.engine.engine import check_request_fits
 
     sched = _scheduler_config(p)
+    shapes_only = replace(p.layout, device="meta")  # same capacity, no KV pool allocated for a check
     for name in p.config.backends:
-        backend = _build_backend(p, name)
+        backend = _build_backend(p, name, shapes_only)
         for r in p.requests:
             check_request_fits(backend, sched, r)
-        del backend
-        gc.collect()
 
 
 def _warmup(p: Prepared, backend, sched) -> None:
