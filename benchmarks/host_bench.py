@@ -1,8 +1,10 @@
-"""Host work of one decode step at batch 256, per backend, on the CPU (no model): the scheduler's grow of every
-sequence, staging the batch's inputs (block-table flush, rows, lengths), and the engine's per-token bookkeeping.
-This is the Python that runs between two CUDA-graph replays on the GPU.
+"""Host work of one decode step at batch 256, per backend (no model): the scheduler's grow of every sequence,
+staging the batch's inputs exactly as a CUDA-graph decode step does (block-table flush, rows, lengths, token ids,
+positions), and the engine's per-token bookkeeping. This is the Python that runs between two graph replays.
 
-    PYTHONPATH=. python3 benchmarks/host_bench.py [--batch 256] [--steps 200]
+    PYTHONPATH=. python3 benchmarks/host_bench.py [--batch 256] [--steps 200] [--device cuda]
+
+On CUDA the staging copies are real host-to-device copies; the device side (`decode_meta`) is left to the graph.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pabench.core import Sequence
 from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 
 
-def one_run(name: str, batch: int, steps: int) -> dict[str, float]:
-    layout = KVLayout(1, 1, 8, "fp32")
+def one_run(name: str, batch: int, steps: int, device: str) -> dict[str, float]:
+    layout = KVLayout(1, 1, 8, "fp32", device=device)
     backend = make_backend(name, layout, kv_budget_bytes=batch * 2048 * layout.bytes_per_token, page_size=16,
                            max_num_seqs=batch, max_model_len=2048, attn_impl="torch")
     sched = Scheduler(backend, SchedulerConfig(max_num_seqs=batch, max_batched_tokens=10**6, max_model_len=2048))
@@ -30,7 +32,9 @@ def one_run(name: str, batch: int, steps: int) -> dict[str, float]:
     for st in step.states:
         st.seq.num_computed_tokens = st.seq.num_tokens
         st.seq.append_token(5)
-    ids = torch.zeros(batch, dtype=torch.int64)
+    ids = torch.zeros(batch, dtype=torch.int64, device=device)  # [batch] static token-id buffer
+    pos = torch.zeros(batch, dtype=torch.int64, device=device)  # [batch] static position buffer
+    cuda = device.startswith("cuda")
     t_sched, t_stage, t_book = [], [], []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -38,8 +42,11 @@ def one_run(name: str, batch: int, steps: int) -> dict[str, float]:
         t1 = time.perf_counter()
         seqs = [st.seq for st in step.states]
         backend.stage_decode(seqs, batch)
-        backend.decode_meta(batch)
-        ids[:len(seqs)].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64))
+        if not cuda:
+            backend.decode_meta(batch)  # on CUDA this is inside the captured graph
+        n = len(seqs)
+        ids[:n].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64), non_blocking=True)
+        pos[:n].copy_(torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64), non_blocking=True)
         t2 = time.perf_counter()
         now = time.perf_counter()
         for st in step.states:  # what Engine._execute does per token
@@ -47,6 +54,8 @@ def one_run(name: str, batch: int, steps: int) -> dict[str, float]:
             st.seq.append_token(7)
             st.token_times.append(now)
         t3 = time.perf_counter()
+        if cuda:
+            torch.cuda.synchronize()  # outside the timed parts: the replay would run here
         t_sched.append(t1 - t0)
         t_stage.append(t2 - t1)
         t_book.append(t3 - t2)
@@ -60,11 +69,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--backends", default="paged,contiguous-oracle")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for name in args.backends.split(","):
-        r = one_run(name, args.batch, args.steps)
-        print(f"{name:<18} batch {args.batch}: " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()), flush=True)
+        one_run(name, args.batch, 20, args.device)  # warm-up: first CUDA copies, allocator
+        r = one_run(name, args.batch, args.steps, args.device)
+        print(f"{name:<18} {args.device} batch {args.batch}: " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()),
+              flush=True)
 
 
 if __name__ == "__main__":
