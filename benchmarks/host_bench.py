@@ -17,6 +17,8 @@ import torch
 
 from pabench.backends import KVLayout, make_backend
 from pabench.core import Sequence
+from pabench.backends.staging import StagedBatch
+from pabench.engine.engine import Engine, decode_token_fields
 from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 
 
@@ -32,8 +34,8 @@ def one_run(name: str, batch: int, steps: int, device: str) -> dict[str, float]:
     for st in step.states:
         st.seq.num_computed_tokens = st.seq.num_tokens
         st.seq.append_token(5)
-    ids = torch.zeros(batch, dtype=torch.int64, device=device)  # [batch] static token-id buffer
-    pos = torch.zeros(batch, dtype=torch.int64, device=device)  # [batch] static position buffer
+    inputs = StagedBatch(batch, (0, 0), torch.int64, device)  # token ids and positions, as GraphedDecode stages them
+    out = torch.full((batch,), 7, dtype=torch.int64, device=device)  # [batch] "sampled" tokens
     cuda = device.startswith("cuda")
     t_sched, t_stage, t_book = [], [], []
     for _ in range(steps):
@@ -44,15 +46,12 @@ def one_run(name: str, batch: int, steps: int, device: str) -> dict[str, float]:
         backend.stage_decode(seqs, batch)
         if not cuda:
             backend.decode_meta(batch)  # on CUDA this is inside the captured graph
-        n = len(seqs)
-        ids[:n].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64), non_blocking=True)
-        pos[:n].copy_(torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64), non_blocking=True)
+        inputs.stage(seqs, batch, decode_token_fields, fresh_keys=out)
         t2 = time.perf_counter()
         now = time.perf_counter()
+        finished = []
         for st in step.states:  # what Engine._execute does per token
-            st.seq.num_computed_tokens = st.seq.num_tokens
-            st.seq.append_token(7)
-            st.token_times.append(now)
+            Engine._append(st, 7, now, finished)
         t3 = time.perf_counter()
         if cuda:
             torch.cuda.synchronize()  # outside the timed parts: the replay would run here

@@ -152,6 +152,11 @@ class KVCacheBackend(Protocol):
         """Cover `seq`'s newest token; copy-on-write copies run on the device for every layer."""
         ...
 
+    def grow_many(self, seqs: list["Sequence"], start: int = 0) -> int:
+        """`grow` each of `seqs[start:]` in order (a decode step's hot path); returns the index of the first that
+        could not grow, untouched with those after it, or len(seqs)."""
+        ...
+
     def fork(self, parent: "Sequence", child: "Sequence") -> None:
         """Give `child` the parent's cached tokens (shared pages, or a copied region)."""
         ...

@@ -13,6 +13,7 @@ import torch
 from pabench import kernels
 from pabench.kernels.batched import contiguous_decode_batched
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
+from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.extents import ExtentAllocator
@@ -61,13 +62,17 @@ class ContiguousBackend:
         # One extra scratch slot, never reserved: padding rows of a CUDA-graph batch write and read it.
         self.k_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
         self.v_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
-        self._starts_buf = torch.zeros(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged region starts
-        self._lens_buf = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged lengths
+        # The decode batch's (region start, length) per sequence; padding rows read the scratch slot, length 1.
+        self._staged = StagedBatch(max_num_seqs, (num_slots, 1), torch.int32, dev)
         self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
         self._reserved: dict[int, int] = {}  # seq_id -> extent length
         self._live: dict[int, Sequence] = {}
         self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for forks still to come
         self._reserved_total = 0
+        # Tokens with a slot in use: all of a sequence's tokens at admission, then one more per grow (a just-sampled
+        # token counts from the step that writes its K/V, as in the paged cache). Kept as a running total: O(1) memory().
+        self._covered: dict[int, int] = {}  # seq_id -> its covered tokens
+        self._covered_total = 0
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)
 
     # ------------------------------------------------------------------ admission and growth
@@ -107,13 +112,30 @@ class ContiguousBackend:
         start = self._allocate(length) if start is None else start
         self._start[seq.seq_id], self._reserved[seq.seq_id] = start, length
         self._live[seq.seq_id] = seq
+        self._covered[seq.seq_id] = seq.num_tokens
+        self._covered_total += seq.num_tokens
 
     def can_grow(self, seq: Sequence) -> bool:
         return seq.num_tokens <= self._reserved[seq.seq_id]
 
     def grow(self, seq: Sequence) -> None:
-        if not self.can_grow(seq):
+        if self.grow_many([seq]) == 0:
             raise OutOfPagesError(1, 0, what=f"growth beyond the {self._reserved[seq.seq_id]}-token reservation")
+
+    def grow_many(self, seqs: list[Sequence], start: int = 0) -> int:
+        """Nothing to allocate: the index of the first of `seqs[start:]` past its reservation, else len(seqs)."""
+        reserved, covered, delta = self._reserved, self._covered, 0
+        stop = len(seqs)
+        for i in range(start, len(seqs)):
+            seq = seqs[i]
+            n, sid = seq.num_tokens, seq.seq_id
+            if n > reserved[sid]:
+                stop = i
+                break
+            delta += n - covered[sid]
+            covered[sid] = n
+        self._covered_total += delta
+        return stop
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Give the child its own region (reserved at admission) and copy the parent's cached tokens into it."""
@@ -136,6 +158,7 @@ class ContiguousBackend:
             self.allocator.free(start)
             self._reserved_total -= length
         del self._live[seq.seq_id]
+        self._covered_total -= self._covered.pop(seq.seq_id)
 
     # ------------------------------------------------------------------ step preparation
     def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
@@ -150,15 +173,15 @@ class ContiguousBackend:
 
     def stage_decode(self, seqs: list[Sequence], batch: int) -> None:
         """Host side of a decode step: region starts and lengths into static buffers (padding: scratch slot)."""
-        pad = batch - len(seqs)
-        starts = [self._start[s.seq_id] for s in seqs] + [self.num_slots] * pad
-        lens = [s.num_tokens for s in seqs] + [1] * pad
-        self._starts_buf[:batch].copy_(torch.tensor(starts, dtype=torch.int32), non_blocking=True)  # [batch]
-        self._lens_buf[:batch].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)  # [batch]
+        self._staged.stage(seqs, batch, self._decode_fields)
+
+    def _decode_fields(self, seqs: list[Sequence]) -> tuple[list[int], list[int]]:
+        start = self._start
+        return [start[s.seq_id] for s in seqs], [s.num_tokens for s in seqs]
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the new tokens' slots."""
-        starts, lens = self._starts_buf[:batch], self._lens_buf[:batch]  # [batch] each
+        starts, lens = self._staged.keys[:batch], self._staged.counters[:batch]  # [batch] each
         self._decode = (starts, lens)
         return (starts + lens - 1).long()  # [batch] slot of each newest token
 
@@ -182,8 +205,9 @@ class ContiguousBackend:
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:
+        """Token-level bytes in O(1): used = tokens with a slot in use (a just-sampled token from its next step)."""
         bpt = self.layout.bytes_per_token
-        used = sum(min(s.num_tokens, self._reserved[i]) for i, s in self._live.items())
+        used = self._covered_total  # O(1): kept by admit, grow, fork and release
         reserved = self._reserved_total
         return MemorySnapshot(budget_bytes=self.num_slots * bpt, reserved_bytes=reserved * bpt,
                               used_bytes=used * bpt, slack_bytes=(reserved - used) * bpt,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
 import torch
 
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
+from pabench.backends.staging import StagedBatch
 from pabench.core import BlockManager, Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -72,11 +74,13 @@ class PagedBackend:
         # Persistent block table; the extra last row (all scratch page) serves padding rows.
         self.block_table = torch.zeros(max_num_seqs + 1, self.max_pages_per_seq, dtype=torch.int32, device=dev)  # [max_seqs + 1, max_pages]
         self.block_table[max_num_seqs].fill_(self.scratch_page)
-        self._rows_buf = torch.zeros(max_num_seqs, dtype=torch.int64, device=dev)  # [max_seqs] staged decode rows
-        self._lens_buf = torch.ones(max_num_seqs, dtype=torch.int32, device=dev)  # [max_seqs] staged decode lengths
+        # The decode batch's (block-table row, length) per sequence; padding rows read the scratch row, length 1.
+        self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev)
         self._free_rows: deque[int] = deque(range(max_num_seqs))
         self._row: dict[int, int] = {}  # seq_id -> block-table row
-        self._pending: list[tuple[int, int, int]] = []  # (row, index, page_id) writes not yet on the device
+        # Block-table writes not yet on the device: flat index (row * max_pages + index) -> page id. A dict, so a
+        # position written twice before a flush (a fork's shared last page, then its copy-on-write) keeps the last.
+        self._pending: dict[int, int] = {}
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
 
@@ -103,19 +107,21 @@ class PagedBackend:
         return self.block_manager.can_append(seq)
 
     def grow(self, seq: Sequence) -> None:
-        table = seq.page_table
-        before = len(table)
-        copy = self.block_manager.append_slot(seq)
-        if copy is None and len(table) == before:
-            return  # the common case: the token fit in the last page, no block-table entry changed
-        row = self._row[seq.seq_id]
-        if copy is not None:
-            src, dst = copy
-            self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
-            self.v_pool[:, dst].copy_(self.v_pool[:, src])
-            self._pending.append((row, len(table) - 1, dst))
-        for i in range(before, len(table)):
-            self._pending.append((row, i, table[i]))
+        if self.grow_many([seq]) == 0:
+            raise OutOfPagesError(1, 0, f"grow seq {seq.seq_id}")
+
+    def grow_many(self, seqs: list[Sequence], start: int = 0) -> int:
+        """Grow `seqs[start:]` in order; record only the block-table entries that changed (new pages, copies)."""
+        stop, changed = self.block_manager.append_slots(seqs, start)
+        for i, copy in changed:
+            seq = seqs[i]
+            table, base = seq.page_table, self._row[seq.seq_id] * self.max_pages_per_seq
+            if copy is not None:
+                src, dst = copy
+                self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
+                self.v_pool[:, dst].copy_(self.v_pool[:, src])
+            self._pending[base + len(table) - 1] = table[len(table) - 1]  # a new last page, or its copy
+        return stop
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         if not self._free_rows:
@@ -134,15 +140,19 @@ class PagedBackend:
         row = self._free_rows.popleft()
         self._row[seq.seq_id] = row
         self._live[seq.seq_id] = seq
-        self._pending.extend((row, i, pid) for i, pid in enumerate(seq.page_table.page_ids))
+        base = row * self.max_pages_per_seq
+        self._pending.update((base + i, pid) for i, pid in enumerate(seq.page_table.page_ids))
 
     def _flush(self) -> None:
         """Write the changed block-table entries to the device in one indexed store."""
         if not self._pending:
             return
-        upd = torch.tensor(self._pending, dtype=torch.int64)  # [num_changes, 3] (row, index, page_id)
-        upd = upd.to(self.block_table.device, non_blocking=True)
-        self.block_table[upd[:, 0], upd[:, 1]] = upd[:, 2].to(torch.int32)
+        k = len(self._pending)
+        host = np.empty((2, k), dtype=np.int64)  # [2, num_changes] (flat index, page id)
+        host[0] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
+        host[1] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
+        upd = torch.from_numpy(host).to(self.block_table.device, non_blocking=True)  # [2, num_changes]
+        self.block_table.view(-1)[upd[0]] = upd[1].to(torch.int32)
         self._pending.clear()
 
     # ------------------------------------------------------------------ step preparation
@@ -167,16 +177,16 @@ class PagedBackend:
         Rows `len(seqs)..batch` are padding (CUDA-graph buckets): the scratch row, length 1.
         """
         self._flush()
-        pad = batch - len(seqs)
-        rows = [self._row[s.seq_id] for s in seqs] + [self.max_num_seqs] * pad
-        lens = [s.num_tokens for s in seqs] + [1] * pad
-        self._rows_buf[:batch].copy_(torch.tensor(rows, dtype=torch.int64), non_blocking=True)  # [batch]
-        self._lens_buf[:batch].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)  # [batch]
+        self._staged.stage(seqs, batch, self._decode_fields)
+
+    def _decode_fields(self, seqs: list[Sequence]) -> tuple[list[int], list[int]]:
+        row = self._row
+        return [row[s.seq_id] for s in seqs], [s.num_tokens for s in seqs]
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
-        lens = self._lens_buf[:batch]  # [batch]
-        table = self.block_table.index_select(0, self._rows_buf[:batch])  # [batch, max_pages] rows of the persistent table
+        lens = self._staged.counters[:batch]  # [batch]
+        table = self.block_table.index_select(0, self._staged.keys[:batch])  # [batch, max_pages] rows of the persistent table
         pos = (lens - 1).long()  # [batch]
         page = table.gather(1, (pos // self.page_size)[:, None])[:, 0].long()  # [batch]
         self._decode = (table, lens)
@@ -204,25 +214,18 @@ class PagedBackend:
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:
-        """Token-level bytes, O(live sequences): every used page is full except distinct last pages."""
+        """Token-level bytes in O(1), from the block manager's counters: a token counts as used once it has its
+        slot (the newest sampled token gets it at the next step's grow); shared pages count once."""
         ps, bpt = self.page_size, self.layout.bytes_per_token
         bm = self.block_manager
         num_used_pages = bm.num_used_pages
-        partial: dict[int, int] = {}  # last page id -> empty slots in it
-        num_refs = 0
-        for seq in self._live.values():
-            table = seq.page_table
-            num_refs += len(table)
-            covered = min(seq.num_tokens, len(table) * ps)  # newest token may await its grow()
-            tail = covered - (len(table) - 1) * ps  # tokens in the last page
-            partial[table[len(table) - 1]] = ps - tail
-        used_tokens = num_used_pages * ps - sum(partial.values())
+        used_tokens = bm.num_filled_slots
         reserved = num_used_pages * ps * bpt
         budget = self.num_pages * ps * bpt
         free_bytes = (self.num_pages - num_used_pages) * ps * bpt
         return MemorySnapshot(budget_bytes=budget, reserved_bytes=reserved, used_bytes=used_tokens * bpt,
                               slack_bytes=reserved - used_tokens * bpt, idle_bytes=budget - reserved,
-                              saved_bytes=(num_refs - num_used_pages) * ps * bpt,
+                              saved_bytes=(bm.num_page_refs - num_used_pages) * ps * bpt,
                               largest_free_extent_bytes=free_bytes, num_seqs=len(self._live))
 
     def capacity(self) -> dict:

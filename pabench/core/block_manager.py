@@ -45,6 +45,9 @@ class BlockManager:
         self.prefix_hit_tokens = 0  # prompt tokens served from the cache, summed over allocate calls
         self.prefix_query_tokens = 0  # tokens looked up, summed over allocate calls (prefix caching on)
         self.num_cow_copies = 0
+        # Kept up to date by every mutation, so memory accounting is O(1) per step instead of a pass over tables:
+        self._num_filled_slots = 0  # sum of num_tokens over used pages (shared pages once)
+        self._num_page_refs = 0  # sum of ref_count over pages = total length of all page tables
 
     # ---- sizes and counters ------------------------------------------------------------------------
     @property
@@ -71,6 +74,16 @@ class BlockManager:
     def num_used_pages(self) -> int:
         """Pages with ref_count > 0."""
         return self._num_pages - self.num_free_pages
+
+    @property
+    def num_filled_slots(self) -> int:
+        """Token slots filled in used pages, each shared page counted once: the tokens the cache really holds."""
+        return self._num_filled_slots
+
+    @property
+    def num_page_refs(self) -> int:
+        """Page-table entries over all sequences; minus `num_used_pages`, the pages that sharing saves."""
+        return self._num_page_refs
 
     @property
     def num_cached_pages(self) -> int:
@@ -127,6 +140,7 @@ class BlockManager:
             page = self._pages[page_id]
             if page.ref_count == 0:
                 self._prefix_cache.revive(page_id)
+                self._num_filled_slots += page.num_tokens
             page.ref_count += 1
             table.append(page_id)
         num_full = seq.num_tokens // self._page_size
@@ -134,11 +148,13 @@ class BlockManager:
             page = self._pages[self._take_free_page()]
             page.ref_count = 1
             page.num_tokens = min(self._page_size, seq.num_tokens - index * self._page_size)
+            self._num_filled_slots += page.num_tokens
             if self._enable_prefix_caching and index < num_full:
                 tokens = page_token_ids(seq.token_ids, index, self._page_size)
                 parent = self._prefix_cache.register(page, parent, tokens)
             table.append(page.page_id)
         seq.page_table = table
+        self._num_page_refs += len(table)
         seq.num_cached_tokens = len(hit_ids) * self._page_size
         if self._enable_prefix_caching:
             self.prefix_hit_tokens += seq.num_cached_tokens
@@ -162,6 +178,7 @@ class BlockManager:
             return None  # already covered
         if last.ref_count == 1 and last.num_tokens < self._page_size:  # (3), the common case: no pool change
             last.num_tokens += 1
+            self._num_filled_slots += 1
             return None
         if not self.num_free_pages:  # (1) and (2) need exactly one fresh page
             raise OutOfPagesError(1, 0, f"append_slot seq {seq.seq_id}")
@@ -172,14 +189,45 @@ class BlockManager:
             page = self._pages[self._take_free_page()]
             page.ref_count, page.num_tokens = 1, 1
             table.append(page.page_id)
+            self._num_filled_slots += 1
+            self._num_page_refs += 1
             return None
         # (2) the last page has room but is shared (the case (3) test above failed on ref_count): copy-on-write
         page = self._pages[self._take_free_page()]
         page.ref_count, page.num_tokens = 1, last.num_tokens + 1
-        last.ref_count -= 1
+        last.ref_count -= 1  # still used: it was shared
         table.replace_last(page.page_id)
+        self._num_filled_slots += page.num_tokens
         self.num_cow_copies += 1
         return last.page_id, page.page_id
+
+    def append_slots(self, seqs: list[Sequence], start: int = 0) -> tuple[int, list[tuple[int, tuple[int, int] | None]]]:
+        """`append_slot` for `seqs[start:]` in order, the hot path of a decode step: `(stop, changed)`.
+
+        `stop` is the index of the first sequence that needed a page when none was free (`len(seqs)` if none
+        did; it and those after it are untouched). `changed` lists `(index, copy)` for each sequence whose page
+        table changed (a new page, or a copy-on-write `copy`); the other sequences just filled their last page.
+        """
+        pages, page_size, changed, num_filled = self._pages, self._page_size, [], 0
+        for i in range(start, len(seqs)):
+            seq = seqs[i]
+            table = seq.page_table
+            last = pages[table[-1]]
+            if (last.ref_count == 1 and last.num_tokens < page_size
+                    and seq.num_tokens == (len(table) - 1) * page_size + last.num_tokens + 1):
+                last.num_tokens += 1  # the common case, as in append_slot (3)
+                num_filled += 1
+                continue
+            num_pages = len(table)
+            try:
+                copy = self.append_slot(seq)  # every other case, with its checks
+            except OutOfPagesError:
+                self._num_filled_slots += num_filled
+                return i, changed
+            if copy is not None or len(table) != num_pages:
+                changed.append((i, copy))
+        self._num_filled_slots += num_filled
+        return len(seqs), changed
 
     # ---- sharing and release -----------------------------------------------------------------------
     def fork(self, parent: Sequence, child: Sequence) -> None:
@@ -193,6 +241,7 @@ class BlockManager:
         for page_id in parent.page_table:
             self._pages[page_id].ref_count += 1
         child.page_table = parent.page_table.copy()
+        self._num_page_refs += len(child.page_table)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
 
@@ -204,8 +253,10 @@ class BlockManager:
         for page_id in reversed(seq.page_table.page_ids):
             page = self._pages[page_id]
             page.ref_count -= 1
+            self._num_page_refs -= 1
             if page.ref_count > 0:
                 continue
+            self._num_filled_slots -= page.num_tokens
             if self._prefix_cache.is_registered(page):
                 self._prefix_cache.park(page_id)  # free, but its prefix stays reusable
             else:
@@ -289,6 +340,9 @@ class BlockManager:
                 assert page.content_hash is None and page.num_tokens == 0, f"fresh page keeps content: {page}"
             assert page.content_hash is None or self._enable_prefix_caching, f"hash without caching: {page}"
         self._prefix_cache.check_invariants()
+        used = [page for page in self._pages if page.ref_count > 0]
+        assert self._num_filled_slots == sum(page.num_tokens for page in used), "filled-slot counter drifted"
+        assert self._num_page_refs == sum(page.ref_count for page in used), "page-ref counter drifted"
         assert self.num_free_pages + self.num_used_pages == self._num_pages
 
     def __repr__(self) -> str:

@@ -83,6 +83,18 @@ class Sequence:
             raise ConfigError(f"token id must be an int >= 0, got {token_id!r}")
         self._token_ids.append(token_id)
 
+    def append_computed(self, token_id: int) -> int:
+        """A step computed every token so far (their K/V is now cached) and sampled `token_id`: record both, in
+        one call on the engine's per-token hot path. Returns the new number of tokens."""
+        if self._status is SequenceStatus.FINISHED:
+            raise SequenceStateError(f"sequence {self.seq_id} is finished; cannot append a token")
+        if token_id.__class__ is not int or token_id < 0:
+            raise ConfigError(f"token id must be an int >= 0, got {token_id!r}")
+        tokens = self._token_ids
+        self._num_computed_tokens = len(tokens)
+        tokens.append(token_id)
+        return len(tokens)
+
     # ---- state -------------------------------------------------------------------------------------
     @property
     def status(self) -> SequenceStatus:

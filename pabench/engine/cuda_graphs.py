@@ -15,7 +15,8 @@ from typing import ContextManager
 import torch
 
 from pabench.backends.base import KVCacheBackend
-from pabench.engine.engine import decode_attn
+from pabench.backends.staging import StagedBatch
+from pabench.engine.engine import decode_attn, decode_token_fields
 from pabench.engine.model import DecoderModel
 
 
@@ -32,8 +33,8 @@ class GraphedDecode:
         self.model, self.backend = model, backend
         self.buckets = bucket_sizes(max_num_seqs)
         dev = model.device
-        self.ids = torch.zeros(max_num_seqs, dtype=torch.int64, device=dev)  # [max_seqs] newest token ids
-        self.pos = torch.zeros(max_num_seqs, dtype=torch.int64, device=dev)  # [max_seqs] their positions
+        # Newest token id and position per row, restaged incrementally from `out` (the previous replay's tokens).
+        self.inputs = StagedBatch(max_num_seqs, (0, 0), torch.int64, dev)
         self.out = torch.zeros(max_num_seqs, dtype=torch.int64, device=dev)  # [max_seqs] greedy next tokens
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
@@ -42,7 +43,7 @@ class GraphedDecode:
         """The device work of one decode step over static buffers (what gets captured)."""
         slots = self.backend.decode_meta(batch)  # [batch]
         attn = decode_attn(self.backend, slots)
-        logits = self.model.forward(self.ids[:batch], self.pos[:batch], attn)  # [batch, vocab]
+        logits = self.model.forward(self.inputs.keys[:batch], self.inputs.counters[:batch], attn)  # [batch, vocab]
         self.out[:batch].copy_(logits.argmax(-1))
 
     def capture_all(self) -> None:
@@ -52,8 +53,7 @@ class GraphedDecode:
 
     def _capture(self, batch: int) -> None:
         self.backend.stage_decode([], batch)  # all padding: scratch page, length 1
-        self.ids[:batch].zero_()
-        self.pos[:batch].zero_()
+        self.inputs.stage([], batch, decode_token_fields)  # token 0 at position 0; the next run() rebuilds
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: compiles kernels, settles allocations
@@ -73,8 +73,7 @@ class GraphedDecode:
         if batch not in self.graphs:
             self._capture(batch)
         self.backend.stage_decode(seqs, batch)
-        self.ids[:n].copy_(torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64), non_blocking=True)
-        self.pos[:n].copy_(torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64), non_blocking=True)
+        self.inputs.stage(seqs, batch, decode_token_fields, fresh_keys=self.out)
         host = time.perf_counter() - h0
         with timer:  # device time of the replay (CUDA events)
             self.graphs[batch].replay()

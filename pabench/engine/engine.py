@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 
 from pabench.backends.base import KVCacheBackend, PrefillBatch
+from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
 from pabench.core.errors import ConfigError
 from pabench.engine.model import AttentionFn, DecoderModel
@@ -35,6 +36,10 @@ class Engine:
         self._seq_ids = itertools.count()
         self.device = model.device
         self.graphs = None
+        # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
+        # sampled into `sampled` at the previous step's rows.
+        self.inputs = StagedBatch(config.max_num_seqs, (0, 0), torch.int64, self.device)
+        self.sampled = torch.zeros(config.max_num_seqs, dtype=torch.int64, device=self.device)  # [max_seqs]
         if cuda_graphs:
             if self.device.type != "cuda":
                 raise ConfigError("CUDA graphs need --device cuda")
@@ -110,14 +115,13 @@ class Engine:
         h1 = time.perf_counter()
         finished: list[SeqState] = []
         new_states: list[SeqState] = []
-        for st, toks in zip(states, sampled):
+        for st, toks in zip(states, sampled):  # the per-token hot path: plain attribute work only
             seq = st.seq
-            seq.num_computed_tokens = seq.num_tokens
             if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
+                seq.num_computed_tokens = seq.num_tokens
                 for j in range(1, st.num_forks + 1):
                     child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
                                      st.output_len, token_times=list(st.token_times))
-                    child.seq.num_computed_tokens = seq.num_computed_tokens
                     self.backend.fork(seq, child.seq)
                     self._append(child, toks[j], t_tokens, finished)
                     new_states.append(child)
@@ -134,11 +138,12 @@ class Engine:
             host_s=host_s, step_s=step_s, memory=self.backend.memory(), device_s=timer.elapsed_s()))
         return finished
 
-    def _append(self, st: SeqState, token: int, t: float, finished: list[SeqState]) -> None:
-        st.seq.append_token(token)
-        st.token_times.append(t)
-        if st.num_generated >= st.output_len:
+    @staticmethod
+    def _append(st: SeqState, token: int, t: float, finished: list[SeqState]) -> None:
+        """`st` computed all its tokens and sampled `token` at time `t`; it finishes at its output length."""
+        if st.seq.append_computed(token) - st.num_prompt_tokens >= st.output_len:
             finished.append(st)
+        st.token_times.append(t)
 
     def _prefill(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
@@ -168,14 +173,15 @@ class Engine:
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
             return self.graphs.run(seqs, timer)
         slots = self.backend.prepare_decode(seqs)  # [B]
-        dev = self.device
-        input_ids = torch.tensor([s.last_token_id for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
-        positions = torch.tensor([s.num_tokens - 1 for s in seqs], dtype=torch.int64).to(dev, non_blocking=True)  # [B]
+        n = len(seqs)
+        self.inputs.stage(seqs, n, decode_token_fields, fresh_keys=self.sampled)
         host = time.perf_counter() - h0
 
         with timer:
-            logits = self.model.forward(input_ids, positions, decode_attn(self.backend, slots))  # [B, vocab]
-        return logits.argmax(-1)[:, None].tolist(), host
+            logits = self.model.forward(self.inputs.keys[:n], self.inputs.counters[:n],
+                                        decode_attn(self.backend, slots))  # [B, vocab]
+            self.sampled[:n].copy_(logits.argmax(-1))
+        return self.sampled[:n, None].tolist(), host
 
     # ------------------------------------------------------------------ helpers
     def _new_state(self, r) -> SeqState:
@@ -190,6 +196,11 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def decode_token_fields(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
+    """What a decode step feeds the model per sequence: its newest token id and that token's position."""
+    return [s.last_token_id for s in seqs], [s.num_tokens - 1 for s in seqs]
 
 
 def prefill_attn(backend: KVCacheBackend, batch: PrefillBatch) -> AttentionFn:

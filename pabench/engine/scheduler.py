@@ -123,21 +123,19 @@ class Scheduler:
     def _grow_all(self) -> list[SeqState]:
         """Give every running sequence its next slot, preempting the newest while the pool is short.
 
-        The hot path: one `grow` per sequence per step. A failed `grow` raises `OutOfPagesError` and changes
-        nothing, so no separate `can_grow` check is paid on the (common) steps where memory suffices.
+        The hot path: one `grow_many` over the batch, which stops at the first sequence it cannot grow; then the
+        most recently admitted sequence is preempted and growth resumes there. Nothing is checked twice.
         """
         preempted: list[SeqState] = []
-        running, grow = self.running, self.backend.grow
-        i = 0
+        running = self.running
+        seqs = [st.seq for st in running]
+        i = self.backend.grow_many(seqs)
         while i < len(running):
-            st = running[i]
-            try:
-                grow(st.seq)
-                i += 1
-            except OutOfPagesError:
-                victim = running.pop()  # the most recently admitted
-                self._preempt(victim)
-                preempted.append(victim)
+            victim = running.pop()  # the most recently admitted
+            seqs.pop()
+            self._preempt(victim)
+            preempted.append(victim)
+            i = self.backend.grow_many(seqs, i)
         if preempted and not self.running:
             raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
                               f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")

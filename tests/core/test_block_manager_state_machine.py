@@ -110,6 +110,29 @@ class BlockManagerMachine(RuleBasedStateMachine):
         seq.num_computed_tokens = seq.num_tokens
 
     @precondition(lambda self: self.live)
+    @rule(data=st.data(), tokens=st.lists(ALPHABET, min_size=4, max_size=4))
+    def append_batch(self, data, tokens):
+        """A decode step's `append_slots` over several sequences; those from `stop` on are preempted."""
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.live)), min_size=1, max_size=4, unique=True))
+        seqs = [self.live[i] for i in ids]
+        num_pages = [len(seq.page_table) for seq in seqs]
+        for seq, token in zip(seqs, tokens):
+            seq.append_token(token)
+        stop, changed = self.bm.append_slots(seqs)
+        copies = dict(changed)
+        assert all(i < stop for i in copies)
+        for i, seq in enumerate(seqs[:stop]):
+            if i not in copies:
+                assert len(seq.page_table) == num_pages[i]  # unchanged table: it filled its last page
+            elif copies[i] is not None:
+                src, dst = copies[i]
+                self.kv[dst] = list(self.kv[src])
+            self.write(seq, seq.num_tokens - 1)
+            seq.num_computed_tokens = seq.num_tokens
+        for seq in seqs[stop:]:
+            self.preempt(seq)
+
+    @precondition(lambda self: self.live)
     @rule(data=st.data())
     def fork(self, data):
         parent = self.live[data.draw(st.sampled_from(sorted(self.live)))]
