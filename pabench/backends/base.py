@@ -69,7 +69,7 @@ class KVLayout:
 class PrefillMeta:
     """What one sequence's prefill needs: the slots of its new tokens and where its whole KV lives."""
 
-    slots: "torch.Tensor"  # [n_new] where the new tokens' K/V go
+    slots: "torch.Tensor"  # [n_new] where the new tokens' K/V go (on the host: PrefillBatch.build moves them once)
     n_new: int  # tokens computed in this prefill (prompt minus prefix-cache hits)
     n_total: int  # tokens attended over (cached prefix + new)
     kv_index: object  # backend-specific: all slots (paged) or the region start (contiguous)
@@ -97,8 +97,10 @@ class PrefillBatch:
             raise ConfigError("a prefill batch with cached prefixes needs kv_slots")
 
     @staticmethod
-    def build(metas: "list[PrefillMeta]", kv_slots: "Callable[[PrefillMeta], torch.Tensor]") -> "PrefillBatch":
-        """Pack `metas`; `kv_slots(meta)` (all of a sequence's slots) is called only if some prefix is cached."""
+    def build(metas: "list[PrefillMeta]", kv_slots: "Callable[[PrefillMeta], torch.Tensor]",
+              device: "torch.device | str | None" = None) -> "PrefillBatch":
+        """Pack `metas` and move the packed slots to `device` in one copy each (None: leave them where they are);
+        `kv_slots(meta)` (all of a sequence's slots) is called only if some prefix is cached."""
         import itertools
 
         import torch
@@ -106,10 +108,11 @@ class PrefillBatch:
         cu_q = tuple(itertools.accumulate((m.n_new for m in metas), initial=0))
         cu_k = tuple(itertools.accumulate((m.n_total for m in metas), initial=0))
         slots = torch.cat([m.slots for m in metas]) if len(metas) > 1 else metas[0].slots  # [T_new]
+        dev = slots.device if device is None else torch.device(device)
+        slots = slots.to(dev, non_blocking=True)
         gathered = None
         if cu_q != cu_k:
-            gathered = torch.cat([kv_slots(m) for m in metas])  # [T_total]
-        dev = slots.device
+            gathered = torch.cat([kv_slots(m) for m in metas]).to(dev, non_blocking=True)  # [T_total]
         cu_q_dev = torch.tensor(cu_q, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]
         cu_k_dev = cu_q_dev if cu_k == cu_q else torch.tensor(cu_k, dtype=torch.int32).to(dev, non_blocking=True)
         return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=gathered, cu_q_dev=cu_q_dev, cu_k_dev=cu_k_dev)

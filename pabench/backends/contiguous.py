@@ -163,7 +163,7 @@ class ContiguousBackend:
     # ------------------------------------------------------------------ step preparation
     def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
         start = self._start[seq.seq_id]
-        slots = torch.arange(start + seq.num_cached_tokens, start + seq.num_tokens, device=self.layout.device)  # [n_new]
+        slots = torch.arange(start + seq.num_cached_tokens, start + seq.num_tokens)  # [n_new] on the host
         return PrefillMeta(slots=slots, n_new=seq.num_tokens - seq.num_cached_tokens, n_total=seq.num_tokens,
                            kv_index=start)
 
@@ -190,7 +190,7 @@ class ContiguousBackend:
         kernels.write_kv(self.k_slab[layer], self.v_slab[layer], slots, k, v, impl=self.attn_impl)
 
     def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
-        return torch.arange(meta.kv_index, meta.kv_index + meta.n_total, device=self.layout.device)  # [n_total]
+        return torch.arange(meta.kv_index, meta.kv_index + meta.n_total)  # [n_total] on the host
 
     def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           batch: PrefillBatch) -> torch.Tensor:

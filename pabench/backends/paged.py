@@ -156,14 +156,14 @@ class PagedBackend:
         self._pending.clear()
 
     # ------------------------------------------------------------------ step preparation
-    def _slots_of(self, seq: Sequence, start: int, stop: int) -> torch.Tensor:
-        pids = torch.tensor(seq.page_table.page_ids, dtype=torch.int64)  # [num_pages_of_seq]
-        pos = torch.arange(start, stop, dtype=torch.int64)  # [n]
-        slots = pids[pos // self.page_size] * self.page_size + pos % self.page_size  # [n]
-        return slots.to(self.layout.device, non_blocking=True)
+    def _slots_of(self, seq: Sequence, stop: int) -> torch.Tensor:
+        """Slots of positions 0..stop-1 through the page table, on the host (numpy: no per-sequence torch ops)."""
+        pids = np.asarray(seq.page_table.page_ids, dtype=np.int64)  # [num_pages_of_seq]
+        slots = (pids[:, None] * self.page_size + np.arange(self.page_size)).reshape(-1)[:stop]  # [stop]
+        return torch.from_numpy(slots)
 
     def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
-        all_slots = self._slots_of(seq, 0, seq.num_tokens)  # [n_total]
+        all_slots = self._slots_of(seq, seq.num_tokens)  # [n_total] on the host
         return PrefillMeta(slots=all_slots[seq.num_cached_tokens:], n_new=seq.num_tokens - seq.num_cached_tokens,
                            n_total=seq.num_tokens, kv_index=all_slots)
 

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from pabench.backends.base import KVCacheBackend, PrefillBatch
@@ -147,17 +148,19 @@ class Engine:
 
     def _prefill(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
-        batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq) for st in states], self.backend.kv_slots)
+        batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq) for st in states], self.backend.kv_slots,
+                                   self.device)
         ids: list[int] = []
-        pos: list[int] = []
         for st in states:
-            seq, start = st.seq, st.seq.num_cached_tokens
-            ids.extend(seq.token_ids[start:])
-            pos.extend(range(start, seq.num_tokens))
+            ids.extend(st.seq.token_ids[st.seq.num_cached_tokens:])
+        cu_q = np.asarray(batch.cu_q, dtype=np.int64)  # [n + 1]
+        starts = np.asarray([st.seq.num_cached_tokens for st in states], dtype=np.int64)  # [n] first new position
+        # position of packed row r of sequence i: starts[i] + (r - cu_q[i])
+        pos = np.arange(cu_q[-1], dtype=np.int64) + np.repeat(starts - cu_q[:-1], np.diff(cu_q))  # [T]
         dev = self.device
-        input_ids = torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
-        positions = torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True)  # [T]
-        last_rows = torch.tensor([b - 1 for b in batch.cu_q[1:]], dtype=torch.int64).to(dev, non_blocking=True)  # [n]
+        input_ids = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(dev, non_blocking=True)  # [T]
+        positions = torch.from_numpy(pos).to(dev, non_blocking=True)  # [T]
+        last_rows = torch.from_numpy(cu_q[1:] - 1).to(dev, non_blocking=True)  # [n]
         host = time.perf_counter() - h0
 
         with timer:

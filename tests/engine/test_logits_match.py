@@ -26,7 +26,7 @@ def logits_through(model: DecoderModel, backend_name: str, prompts: list[list[in
         meta = backend.prepare_prefill(s)
         pos = torch.arange(s.num_tokens, device=device)
 
-        batch = PrefillBatch.build([meta], backend.kv_slots)
+        batch = PrefillBatch.build([meta], backend.kv_slots, device)
         ids = torch.tensor(s.token_ids, device=device)
         tok = int(model.forward(ids, pos, prefill_attn(backend, batch),
                                 logits_rows=torch.tensor([s.num_tokens - 1], device=device)).argmax())
