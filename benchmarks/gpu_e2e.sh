@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
-# Extra stages: "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
+# Extra stages: "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
+# "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
 # per-sequence loop, the code before 2026-11-30's second session), "budget4" (sharegpt at 4 GiB).
 # BUDGET (default 16GiB) is the KV budget of every stage but budget4 and sweep; MIN_PREFILL (default 1) is every
@@ -48,6 +49,11 @@ want order && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --n
 want budget4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 4GiB \
     --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
     --backend "${BUDGET4_BACKENDS:-all}" --csv "$OUT/sharegpt_4gib.csv" --json "$OUT/sharegpt_4gib.json"
+# The smallest budget of the headline (2 GiB): where paging's larger batches pay most.
+want budget2 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 2GiB \
+    --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
+    --backend "${BUDGET2_BACKENDS:-all}" --csv "$OUT/sharegpt_2gib${BUDGET2_TAG:-}.csv" --json "$OUT/sharegpt_2gib${BUDGET2_TAG:-}.json"
+want hostbench && run $PY benchmarks/host_bench.py --device cuda
 # Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --no-cuda-graphs --csv "$OUT/graphs_off.csv"
