@@ -253,12 +253,17 @@ def decode_by_batch(steps: list[StepSample]) -> list[dict[str, Any]]:
         chosen = [s for s in steps if s.kind == "decode" and lo <= s.num_seqs < hi]
         if not chosen:
             continue
-        host = sum(s.host_s for s in chosen) / len(chosen)
-        device = sum(s.device_s for s in chosen) / len(chosen)
+        mean_ms = lambda values: round(1e3 * sum(values) / len(chosen), 4)  # noqa: E731
         ratio = host_over_device(chosen)  # the Result's own measure, per bucket; NaN (null in JSON) on the CPU
         rows.append({"batch_min": lo, "batch_max": min(hi - 1, max(s.num_seqs for s in chosen)),
-                     "num_steps": len(chosen), "host_ms": round(host * 1e3, 4), "device_ms": round(device * 1e3, 4),
-                     "host_over_device_pct": round(100 * ratio, 2)})
+                     "num_steps": len(chosen), "host_ms": mean_ms(s.host_s for s in chosen),
+                     "device_ms": mean_ms(s.device_s for s in chosen), "host_over_device_pct": round(100 * ratio, 2),
+                     # where the host time goes, and the step's wall time that is neither host work nor device
+                     # time (launch, waiting for the tokens, memory accounting)
+                     "schedule_ms": mean_ms(s.host_split_s[0] for s in chosen),
+                     "stage_ms": mean_ms(s.host_split_s[1] for s in chosen),
+                     "bookkeeping_ms": mean_ms(s.host_split_s[2] for s in chosen),
+                     "other_ms": mean_ms(s.step_s - s.host_s - s.device_s for s in chosen)})
     return rows
 
 

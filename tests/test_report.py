@@ -252,9 +252,12 @@ def test_decode_by_batch_buckets_host_over_device():
 
     def step(kind, n, host, dev):
         return StepSample(time_s=0.0, kind=kind, num_seqs=n, num_tokens=n, num_running=n, num_waiting=0,
-                          host_s=host, step_s=host + dev, memory=mem, device_s=dev)
+                          host_s=host, step_s=host + dev + 0.0002, memory=mem, device_s=dev,
+                          host_split_s=(host / 2, host / 4, host / 4))
 
     rows = decode_by_batch([step("decode", 250, 0.001, 0.010), step("decode", 256, 0.002, 0.010),
                             step("decode", 10, 0.0005, 0.005), step("prefill", 250, 1.0, 1.0)])
     assert [(r["batch_min"], r["batch_max"], r["num_steps"]) for r in rows] == [(1, 10, 1), (241, 256, 2)]
     assert rows[1]["host_over_device_pct"] == 15.0 and rows[0]["host_ms"] == 0.5
+    assert (rows[1]["schedule_ms"], rows[1]["stage_ms"], rows[1]["bookkeeping_ms"]) == (0.75, 0.375, 0.375)
+    assert rows[1]["other_ms"] == 0.2

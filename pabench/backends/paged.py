@@ -92,7 +92,9 @@ class PagedBackend:
         bm = self.block_manager
         if not self._live:  # an empty cache admits anything that fits at all
             return bm.can_allocate(seq)
-        return bm.can_allocate(seq) and bm.num_free_pages - bm.pages_needed(seq.num_tokens) >= self.watermark_pages
+        # The watermark test first: it is O(1), while can_allocate hashes the prompt's pages for prefix hits, and
+        # a memory-bound run asks about the head of the queue at every decode step.
+        return bm.num_free_pages - bm.pages_needed(seq.num_tokens) >= self.watermark_pages and bm.can_allocate(seq)
 
     def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> None:
         """Pages for the prompt; forks need nothing now (they share pages until they write)."""

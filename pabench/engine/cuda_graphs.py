@@ -65,8 +65,8 @@ class GraphedDecode:
         torch.cuda.synchronize()
         self.graphs[batch] = graph
 
-    def run(self, seqs: list, timer: ContextManager) -> tuple[list[list[int]], float]:
-        """Stage inputs, replay the bucket's graph; `[[token], ...]` for the real rows and the host staging time."""
+    def run(self, seqs: list, timer: ContextManager) -> tuple[list[int], float]:
+        """Stage inputs, replay the bucket's graph; the next token of each real row and the host staging time."""
         h0 = time.perf_counter()
         n = len(seqs)
         batch = next(b for b in self.buckets if b >= n)
@@ -77,4 +77,4 @@ class GraphedDecode:
         host = time.perf_counter() - h0
         with timer:  # device time of the replay (CUDA events)
             self.graphs[batch].replay()
-        return self.out[:n, None].tolist(), host
+        return self.out[:n].tolist(), host

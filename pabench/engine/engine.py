@@ -116,27 +116,33 @@ class Engine:
         h1 = time.perf_counter()
         finished: list[SeqState] = []
         new_states: list[SeqState] = []
-        for st, toks in zip(states, sampled):  # the per-token hot path: plain attribute work only
-            seq = st.seq
-            if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
-                seq.num_computed_tokens = seq.num_tokens
-                for j in range(1, st.num_forks + 1):
-                    child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
-                                     st.output_len, token_times=list(st.token_times))
-                    self.backend.fork(seq, child.seq)
-                    self._append(child, toks[j], t_tokens, finished)
-                    new_states.append(child)
-                    groups[st.request_id].append(child)
-                st.num_forks = 0
-            self._append(st, toks[0], t_tokens, finished)
+        append = self._append
+        if step.kind == "decode":  # the per-token hot path: one token per sequence, plain attribute work
+            for st, token in zip(states, sampled):
+                append(st, token, t_tokens, finished)
+        else:  # prefill: the top-k tokens of each sequence (k > 1 when it forks)
+            for st, toks in zip(states, sampled):
+                seq = st.seq
+                if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
+                    seq.num_computed_tokens = seq.num_tokens
+                    for j in range(1, st.num_forks + 1):
+                        child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
+                                         st.output_len, token_times=list(st.token_times))
+                        self.backend.fork(seq, child.seq)
+                        append(child, toks[j], t_tokens, finished)
+                        new_states.append(child)
+                        groups[st.request_id].append(child)
+                    st.num_forks = 0
+                append(st, toks[0], t_tokens, finished)
         self.scheduler.running.extend(new_states)
         self.scheduler.finish(finished)
-        host_s = sched_s + host_prep + (time.perf_counter() - h1)
+        post_s = time.perf_counter() - h1
         step_s = time.perf_counter() - h0
         record.steps.append(StepSample(
             time_s=clock(), kind=step.kind, num_seqs=len(states), num_tokens=num_computed,
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
-            host_s=host_s, step_s=step_s, memory=self.backend.memory(), device_s=timer.elapsed_s()))
+            host_s=sched_s + host_prep + post_s, step_s=step_s, memory=self.backend.memory(),
+            device_s=timer.elapsed_s(), host_split_s=(sched_s, host_prep, post_s)))
         return finished
 
     @staticmethod
@@ -170,7 +176,7 @@ class Engine:
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
 
-    def _decode(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
+    def _decode(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[int], float]:
         h0 = time.perf_counter()
         seqs = [st.seq for st in states]
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
@@ -184,7 +190,7 @@ class Engine:
             logits = self.model.forward(self.inputs.keys[:n], self.inputs.counters[:n],
                                         decode_attn(self.backend, slots))  # [B, vocab]
             self.sampled[:n].copy_(logits.argmax(-1))
-        return self.sampled[:n, None].tolist(), host
+        return self.sampled[:n].tolist(), host
 
     # ------------------------------------------------------------------ helpers
     def _new_state(self, r) -> SeqState:

@@ -42,6 +42,7 @@ class StepSample:
     step_s: float  # wall time of the whole step (device synchronised)
     memory: MemorySnapshot
     device_s: float = 0.0  # device time of the model step (CUDA events; 0 on CPU)
+    host_split_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # host_s as (schedule, stage inputs, bookkeeping)
 
 
 @dataclass
