@@ -34,7 +34,8 @@ log "commit: $PABENCH_COMMIT"
 want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
 want probe && run $PY benchmarks/prefill_probe.py --out "$OUT/prefill_probe.csv"
 want smoke && run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 48 --no-progress --csv "$OUT/smoke.csv"
-want sharegpt && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
+want sharegpt && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --backend "${SHAREGPT_BACKENDS:-all}" \
+    --csv "$OUT/sharegpt.csv" --json "$OUT/sharegpt.json"
 want parallel && run $PY -m pabench run --workload parallel-sampling "${COMMON[@]}" --num-requests 64 \
     --backend paged,contiguous-max,contiguous-oracle --csv "$OUT/parallel.csv" --json "$OUT/parallel.json"
 want prefix && run $PY -m pabench run --workload shared-prefix "${COMMON[@]}" --backend paged+prefix,paged-noprefix,contiguous-oracle \
