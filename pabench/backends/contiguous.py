@@ -181,6 +181,7 @@ class ContiguousBackend:
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the new tokens' slots."""
+        self._staged.apply(batch)  # starts and lengths from the staged descriptor, on the device
         starts, lens = self._staged.keys[:batch], self._staged.counters[:batch]  # [batch] each
         self._decode = (starts, lens)
         return (starts + lens - 1).long()  # [batch] slot of each newest token

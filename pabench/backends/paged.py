@@ -187,6 +187,7 @@ class PagedBackend:
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
+        self._staged.apply(batch)  # rows and lengths from the staged descriptor, on the device
         lens = self._staged.counters[:batch]  # [batch]
         table = self.block_table.index_select(0, self._staged.keys[:batch])  # [batch, max_pages] rows of the persistent table
         pos = (lens - 1).long()  # [batch]

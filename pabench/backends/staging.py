@@ -3,9 +3,13 @@
 A decode step needs two numbers per sequence on the device: a key that stays put while the sequence lives (its
 block-table row, its region start, its newest token id) and a counter that grows by one per step (its length,
 its position). Consecutive decode steps mostly run the same sequences (64% of the steps of sharegpt-like at
-16 GiB, 85% at 2 GiB) or the same minus the ones that just finished (32% / 10%). Then the buffer is updated on
-the device (counters + 1; survivors gathered) instead of rebuilt from Python lists and copied: the host work of
-a step stays O(changed sequences), not O(batch) torch conversions.
+16 GiB, 85% at 2 GiB) or the same minus the ones that just finished (32% / 10%).
+
+So the host only writes a small descriptor per row (where the row comes from in the last step's buffer, or its
+new values) into one host array and copies it in ONE transfer (`stage`); the device turns it into the new
+buffer (`apply`: gather the old rows, count one more, take new rows as given). `apply` is a few fixed-shape
+tensor ops, so a CUDA graph captures it: on a GPU a decode step's staging is one copy plus the replay. On the
+H200 each small torch call from Python cost ~50-75 us during a serving run (results/gpu/e2e/s3-4-split).
 """
 
 from __future__ import annotations
@@ -26,14 +30,21 @@ def keep_indices(prev: list, seqs: list) -> list[int] | None:
 
 
 class StagedBatch:
-    """`buf[0, i]` = key and `buf[1, i]` = counter of the batch's i-th sequence; rows `n:batch` hold `pad`."""
+    """`buf[0, i]` = key and `buf[1, i]` = counter of the batch's i-th sequence; rows `n:batch` hold `pad`.
+
+    `stage(seqs, batch, fields)` (host) then `apply(batch)` (device, graph-capturable) make `buf` current."""
 
     def __init__(self, max_num_seqs: int, pad: tuple[int, int], dtype: torch.dtype, device) -> None:
+        device = torch.device(device)
         self.buf = torch.zeros(2, max_num_seqs, dtype=dtype, device=device)  # [2, max_seqs] (key, counter) per row
+        # Descriptor per row: source row in the last buffer (-1: new row), then the new row's key and counter.
+        pinned = device.type == "cuda"  # page-locked host memory: the copy is a true async DMA
+        self._desc_host = torch.zeros(3, max_num_seqs, dtype=torch.int64, pin_memory=pinned)  # [3, max_seqs]
+        self._desc_np = self._desc_host.numpy()  # a view: numpy writes land in the (pinned) tensor
+        self._desc = torch.zeros(3, max_num_seqs, dtype=torch.int64, device=device)  # [3, max_seqs] on the device
+        self._rows = np.arange(max_num_seqs, dtype=np.int64)  # [max_seqs] "row i comes from row i"
         self.pad = pad
-        self._np_dtype = np.int32 if dtype == torch.int32 else np.int64
-        self._seqs: list = []  # the sequences the buffer holds, in row order
-        self._shape = (0, 0)  # (n, batch) of the last staging: rows n..batch are padding
+        self._seqs: list = []  # the sequences the buffer holds (once applied), in row order
         self.num_rebuilds = 0
         self.num_updates = 0
 
@@ -45,30 +56,35 @@ class StagedBatch:
     def counters(self) -> torch.Tensor:
         return self.buf[1]  # [max_seqs]
 
-    def stage(self, seqs: list, batch: int, fields: FieldsFn, fresh_keys: torch.Tensor | None = None) -> None:
-        """Hold `seqs` (then padding up to `batch` rows). Sequences seen at the last staging keep their key (or take
-        `fresh_keys` at their old row, e.g. the token sampled there) and count one more; otherwise rebuild."""
-        n = len(seqs)
+    def stage(self, seqs: list, batch: int, fields: FieldsFn) -> None:
+        """Host side: describe how rows 0..batch-1 follow from the last step's (kept rows count one more; new
+        rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer."""
+        n, desc = len(seqs), self._desc_np
         keep = self._plan(seqs)
-        if keep is None:
-            self._rebuild(seqs, batch, fields)
-            return
-        if isinstance(keep, range):  # the same sequences in the same rows, one token longer each
-            if fresh_keys is not None:
-                self.buf[0, :n].copy_(fresh_keys[:n])
-            self.buf[1, :n] += 1
-        else:  # some finished or were preempted: gather the survivors' rows to the front
-            idx = torch.from_numpy(np.asarray(keep, dtype=np.int64)).to(self.buf.device, non_blocking=True)  # [n]
-            gathered = self.buf.index_select(1, idx)  # [2, n]
-            if fresh_keys is not None:
-                gathered[0] = fresh_keys.index_select(0, idx)
-            gathered[1] += 1
-            self.buf[:, :n] = gathered
-        self.num_updates += 1
-        if (n, batch) != self._shape and batch > n:
-            self.buf[0, n:batch] = self.pad[0]
-            self.buf[1, n:batch] = self.pad[1]
-        self._seqs, self._shape = list(seqs), (n, batch)
+        if keep is None:  # rebuild every row from the host
+            desc[0, :n] = -1
+            if n:
+                desc[1, :n], desc[2, :n] = fields(seqs)
+            self.num_rebuilds += 1
+        else:
+            desc[0, :n] = self._rows[:n] if isinstance(keep, range) else keep
+            self.num_updates += 1
+        desc[0, n:batch] = -1
+        desc[1, n:batch] = self.pad[0]
+        desc[2, n:batch] = self.pad[1]
+        self._desc[:, :batch].copy_(self._desc_host[:, :batch], non_blocking=True)
+        self._seqs = list(seqs)
+
+    def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:
+        """Device side (fixed shapes, no host sync: graph-capturable): rows 0..batch-1 of `buf` from the descriptor.
+        A kept row counts one more and keeps its key, or takes `fresh_keys` at its old row (the token sampled there)."""
+        desc = self._desc[:, :batch]  # [3, batch]
+        src = desc[0]  # [batch] old row, or -1
+        kept = src >= 0  # [batch]
+        old = self.buf.index_select(1, src.clamp(min=0))  # [2, batch] gathered before anything is overwritten
+        old_keys = old[0] if fresh_keys is None else fresh_keys.index_select(0, src.clamp(min=0))  # [batch]
+        self.buf[0, :batch] = torch.where(kept, old_keys.to(desc.dtype), desc[1])
+        self.buf[1, :batch] = torch.where(kept, old[1].to(desc.dtype) + 1, desc[2])
 
     def _plan(self, seqs: list) -> range | list[int] | None:
         """Rows of the last staging that `seqs` come from (a range when nothing moved), or None to rebuild."""
@@ -77,17 +93,3 @@ class StagedBatch:
         if seqs == self._seqs:  # element identity, compared at C speed
             return range(len(seqs))
         return keep_indices(self._seqs, seqs)
-
-    def _rebuild(self, seqs: list, batch: int, fields: FieldsFn) -> None:
-        """Every row from the host: one array, one copy."""
-        n = len(seqs)
-        host = np.empty((2, batch), dtype=self._np_dtype)  # [2, batch]
-        if n:
-            keys, counters = fields(seqs)
-            host[0, :n] = keys
-            host[1, :n] = counters
-        host[0, n:] = self.pad[0]
-        host[1, n:] = self.pad[1]
-        self.buf[:, :batch].copy_(torch.from_numpy(host), non_blocking=True)
-        self._seqs, self._shape = list(seqs), (n, batch)
-        self.num_rebuilds += 1

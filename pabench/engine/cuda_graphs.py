@@ -41,6 +41,7 @@ class GraphedDecode:
 
     def _step(self, batch: int) -> None:
         """The device work of one decode step over static buffers (what gets captured)."""
+        self.inputs.apply(batch, fresh_keys=self.out)  # token ids (sampled by the last replay) and positions
         slots = self.backend.decode_meta(batch)  # [batch]
         attn = decode_attn(self.backend, slots)
         logits = self.model.forward(self.inputs.keys[:batch], self.inputs.counters[:batch], attn)  # [batch, vocab]
@@ -73,7 +74,7 @@ class GraphedDecode:
         if batch not in self.graphs:
             self._capture(batch)
         self.backend.stage_decode(seqs, batch)
-        self.inputs.stage(seqs, batch, decode_token_fields, fresh_keys=self.out)
+        self.inputs.stage(seqs, batch, decode_token_fields)
         host = time.perf_counter() - h0
         with timer:  # device time of the replay (CUDA events)
             self.graphs[batch].replay()

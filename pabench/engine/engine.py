@@ -183,10 +183,11 @@ class Engine:
             return self.graphs.run(seqs, timer)
         slots = self.backend.prepare_decode(seqs)  # [B]
         n = len(seqs)
-        self.inputs.stage(seqs, n, decode_token_fields, fresh_keys=self.sampled)
+        self.inputs.stage(seqs, n, decode_token_fields)
         host = time.perf_counter() - h0
 
         with timer:
+            self.inputs.apply(n, fresh_keys=self.sampled)
             logits = self.model.forward(self.inputs.keys[:n], self.inputs.counters[:n],
                                         decode_attn(self.backend, slots))  # [B, vocab]
             self.sampled[:n].copy_(logits.argmax(-1))

@@ -1,6 +1,7 @@
-"""`StagedBatch`: incremental restaging of a decode batch's per-sequence (key, counter) gives exactly what a
-rebuild from the host gives, through repeats, shrinks, reorders, new sequences and padding; and a whole serving
-run with incremental staging produces the same tokens as one that rebuilds every step."""
+"""`StagedBatch`: incremental restaging of a decode batch's per-sequence (key, counter) (a host descriptor, one
+copy, a device-side apply) gives exactly what a rebuild from the host gives, through repeats, shrinks, reorders,
+new sequences and padding; and a whole serving run with incremental staging produces the same tokens as one
+that rebuilds every step."""
 
 import random
 
@@ -64,7 +65,8 @@ def test_random_batches_match_a_rebuild(seed):
             prev = staged._seqs
             for i, s in enumerate(prev):
                 s.key = int(fresh[i])
-        staged.stage(seqs, batch, fields, fresh_keys=fresh if use_fresh else None)
+        staged.stage(seqs, batch, fields)
+        staged.apply(batch, fresh_keys=fresh if use_fresh else None)
         assert staged.buf[:, :batch].tolist() == expected(seqs, batch, pad)
     assert staged.num_updates > staged.num_rebuilds > 0
 
@@ -72,6 +74,7 @@ def test_random_batches_match_a_rebuild(seed):
 def test_empty_batch_is_all_padding():
     staged = StagedBatch(8, (7, 1), torch.int64, "cpu")
     staged.stage([], 4, fields)
+    staged.apply(4)
     assert staged.buf[:, :4].tolist() == [[7] * 4, [1] * 4]
 
 
