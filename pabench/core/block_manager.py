@@ -211,20 +211,22 @@ class BlockManager:
         pages, page_size, changed, num_filled = self._pages, self._page_size, [], 0
         for i in range(start, len(seqs)):
             seq = seqs[i]
-            table = seq.page_table
-            last = pages[table[-1]]
+            # This loop runs once per sequence per decode step, so it reads the table's and the sequence's lists
+            # directly (core-internal; no method calls): 60 -> 40 us per 256 sequences on a 2-core VM.
+            page_ids = seq.page_table._page_ids
+            last = pages[page_ids[-1]]
             if (last.ref_count == 1 and last.num_tokens < page_size
-                    and seq.num_tokens == (len(table) - 1) * page_size + last.num_tokens + 1):
+                    and len(seq._token_ids) == (len(page_ids) - 1) * page_size + last.num_tokens + 1):
                 last.num_tokens += 1  # the common case, as in append_slot (3)
                 num_filled += 1
                 continue
-            num_pages = len(table)
+            num_pages = len(page_ids)
             try:
                 copy = self.append_slot(seq)  # every other case, with its checks
             except OutOfPagesError:
                 self._num_filled_slots += num_filled
                 return i, changed
-            if copy is not None or len(table) != num_pages:
+            if copy is not None or len(page_ids) != num_pages:
                 changed.append((i, copy))
         self._num_filled_slots += num_filled
         return len(seqs), changed

@@ -37,6 +37,7 @@ class Engine:
         self._seq_ids = itertools.count()
         self.device = model.device
         self.graphs = None
+        self._timer = _DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
         # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
         # sampled into `sampled` at the previous step's rows.
         self.inputs = StagedBatch(config.max_num_seqs, (0, 0), torch.int64, self.device)
@@ -107,7 +108,7 @@ class Engine:
         states = step.states
         num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
                         else len(states))
-        timer = _DeviceTimer(self.device)
+        timer = self._timer
         if step.kind == "prefill":
             sampled, host_prep = self._prefill(states, timer)
         else:
@@ -117,9 +118,11 @@ class Engine:
         finished: list[SeqState] = []
         new_states: list[SeqState] = []
         append = self._append
-        if step.kind == "decode":  # the per-token hot path: one token per sequence, plain attribute work
+        if step.kind == "decode":  # the per-token hot path (_append inlined): one token per sequence
             for st, token in zip(states, sampled):
-                append(st, token, t_tokens, finished)
+                if st.seq.append_computed(token) - st.num_prompt_tokens >= st.output_len:
+                    finished.append(st)
+                st.token_times.append(t_tokens)
         else:  # prefill: the top-k tokens of each sequence (k > 1 when it forks)
             for st, toks in zip(states, sampled):
                 seq = st.seq
