@@ -72,7 +72,9 @@ class StagedBatch:
         desc[0, n:batch] = -1
         desc[1, n:batch] = self.pad[0]
         desc[2, n:batch] = self.pad[1]
-        self._desc[:, :batch].copy_(self._desc_host[:, :batch], non_blocking=True)
+        # The whole descriptor (3 x max_seqs int64, a few KB): contiguous on both sides, so it is one async DMA
+        # from pinned memory; a [:, :batch] slice would be strided and go through a pageable temporary.
+        self._desc.copy_(self._desc_host, non_blocking=True)
         self._seqs = list(seqs)
 
     def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:
