@@ -81,6 +81,17 @@ class PagedBackend:
         # Block-table writes not yet on the device: flat index (row * max_pages + index) -> page id. A dict, so a
         # position written twice before a flush (a fork's shared last page, then its copy-on-write) keeps the last.
         self._pending: dict[int, int] = {}
+        # A decode step carries up to `_writes_cap` of them in a descriptor that decode_meta applies on the device (in
+        # the CUDA graph): one async copy instead of three torch calls. Unused entries rewrite the scratch row's
+        # first entry with the scratch page it already holds; more than the cap (after big admissions) is flushed
+        # eagerly first.
+        self._writes_cap = 2 * max_num_seqs
+        self._noop_write = (max_num_seqs * self.max_pages_per_seq, self.scratch_page)
+        pinned = torch.device(dev).type == "cuda"
+        self._writes_host = torch.empty(2, self._writes_cap, dtype=torch.int64, pin_memory=pinned)  # [2, cap]
+        self._writes_host[0], self._writes_host[1] = self._noop_write
+        self._writes = self._writes_host.to(dev, copy=True)  # [2, cap] (flat index, page id) on the device
+        self._writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
 
@@ -145,8 +156,25 @@ class PagedBackend:
         base = row * self.max_pages_per_seq
         self._pending.update((base + i, pid) for i, pid in enumerate(seq.page_table.page_ids))
 
+    def _stage_writes(self) -> None:
+        """Put the pending block-table writes into the step's descriptor (one async copy; applied in decode_meta)."""
+        k = len(self._pending)
+        if k > self._writes_cap:
+            self._flush()
+            k = 0
+        if not k and not self._writes_dirty:
+            return  # the device descriptor already holds only no-ops
+        desc = self._writes_host.numpy()  # [2, cap] a view of the (pinned) host descriptor
+        if k:
+            desc[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
+            desc[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
+            self._pending.clear()
+        desc[0, k:], desc[1, k:] = self._noop_write
+        self._writes.copy_(self._writes_host, non_blocking=True)
+        self._writes_dirty = k > 0
+
     def _flush(self) -> None:
-        """Write the changed block-table entries to the device in one indexed store."""
+        """Write the changed block-table entries to the device now, in one indexed store."""
         if not self._pending:
             return
         k = len(self._pending)
@@ -174,11 +202,11 @@ class PagedBackend:
         return self.decode_meta(len(seqs))
 
     def stage_decode(self, seqs: list[Sequence], batch: int) -> None:
-        """Host side of a decode step: flush block-table changes, copy rows and lengths into static buffers.
+        """Host side of a decode step: stage the block-table writes and the rows and lengths (one copy each).
 
         Rows `len(seqs)..batch` are padding (CUDA-graph buckets): the scratch row, length 1.
         """
-        self._flush()
+        self._stage_writes()
         self._staged.stage(seqs, batch, self._decode_fields)
 
     def _decode_fields(self, seqs: list[Sequence]) -> tuple[list[int], list[int]]:
@@ -187,6 +215,8 @@ class PagedBackend:
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
+        writes = self._writes  # [2, cap] this step's block-table writes (idempotent: applying twice is harmless)
+        self.block_table.view(-1).index_put_((writes[0],), writes[1].to(torch.int32))
         self._staged.apply(batch)  # rows and lengths from the staged descriptor, on the device
         lens = self._staged.counters[:batch]  # [batch]
         table = self.block_table.index_select(0, self._staged.keys[:batch])  # [batch, max_pages] rows of the persistent table

@@ -173,3 +173,28 @@ def test_prefill_batch_packs_offsets_and_gathers_only_with_a_cached_prefix():
     assert batch.kv_slots.tolist() == [4, 5, 6, 0, 1, 7] and batch.slots.tolist() == [4, 5, 6, 7]
     with pytest.raises(ConfigError):
         PrefillBatch(slots=torch.tensor([1]), cu_q=(0, 1), cu_k=(0, 2), kv_slots=None)
+
+
+def test_paged_block_table_writes_ride_the_decode_descriptor_and_overflow_flushes_eagerly():
+    """A decode step's block-table writes are applied by decode_meta from a fixed-size descriptor (2 x max_num_seqs
+    entries, no-ops padded); more than that (a big admission) is flushed eagerly. Either way the device table
+    matches every page table, and the no-op entries leave the scratch row as it was."""
+    b = PagedBackend(LAYOUT, page_size=1, num_pages=64, max_num_seqs=2, max_model_len=32)
+    seqs = [seq(0, 9), seq(1, 3)]  # 12 pages pending > the 4-entry descriptor: eager flush
+    for s in seqs:
+        b.admit(s, 32)
+        s.num_computed_tokens = s.num_tokens
+    assert len(b._pending) == 12 > b._writes_cap == 4
+    b.prepare_decode(seqs)
+    check_table(b, seqs)
+    for _ in range(3):  # one new page per sequence per step (page_size 1): through the descriptor
+        for s in seqs:
+            s.append_token(1)
+        b.grow_many(seqs)
+        assert len(b._pending) == 2
+        b.stage_decode(seqs, 2)
+        assert not b._pending and b._writes_dirty
+        b.decode_meta(2)
+        for s in seqs:
+            assert b.block_table[b._row[s.seq_id], : len(s.page_table)].tolist() == s.page_table.page_ids
+    assert b.block_table[2].tolist() == [b.scratch_page] * b.max_pages_per_seq  # the no-op target is untouched
