@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pabench.cli import _int_list, _number_list, _stderr, _stdout, app, friendly
+from pabench.cli import _err, _int_list, _number_list, _stderr, _stdout, app, friendly
 
 SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
 GRID, RUN, OUT = "Grid", "Run", "Output"
@@ -96,7 +96,14 @@ def sweep(
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs)
     kept: list | None = [] if json else None
-    frame = _sweep_with_progress(grid, base, progress, kept)
+    failures: list = []
+    frame = _sweep_with_progress(grid, base, progress, kept, failures)
+    if frame.empty:  # every run failed: nothing to show or write
+        from pabench.core.errors import ConfigError
+
+        for f in failures[1:]:
+            _err(str(f))
+        raise ConfigError(str(failures[0]))
     out = _stdout()
     out.print(sweep_table(frame))
     out.print(sweep_summary(frame))
@@ -105,21 +112,26 @@ def sweep(
         from pabench.report import write_json
 
         _stderr().print(f"wrote {write_json(kept, json)}")
+    if failures:  # the finished runs are shown and written above; say what is missing, and fail
+        for f in failures:
+            _err(str(f))
+        raise typer.Exit(1)
 
 
-def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None):
+def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None, failures: list | None = None):
     """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
     from pabench.sweep import run_sweep
 
     if not enabled:
-        return run_sweep(grid, base, keep=keep)
+        return run_sweep(grid, base, keep=keep, failures=failures)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=_stderr(), transient=True) as bar:
         task = bar.add_task("preparing", total=None)
         return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
-                                                                          completed=done, total=total), keep)
+                                                                          completed=done, total=total),
+                         keep, failures)
 
 
 # ---------------------------------------------------------------------------------------------- plot

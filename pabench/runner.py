@@ -249,6 +249,14 @@ class BackendFailure:
         return f"{self.backend} failed: {self.message}"
 
 
+def as_failure(name: str, error: Exception) -> BackendFailure:
+    """A run-time failure worth surviving (a pabench error, the device out of memory) as a one-line record;
+    anything else is a bug and is re-raised. Callers catch broadly, then hand the error here."""
+    if not isinstance(error, PabenchError) and type(error).__name__ != "OutOfMemoryError":
+        raise error
+    return BackendFailure(name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
 def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepared: Prepared | None = None):
     """Run every backend of `cfg`; returns (results, records, prepared, failures).
 
@@ -264,10 +272,8 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
     for name in p.config.backends:
         try:
             records.append(run_backend(p, name, on_progress))
-        except Exception as error:  # noqa: BLE001 - narrowed just below
-            if not isinstance(error, PabenchError) and type(error).__name__ != "OutOfMemoryError":
-                raise
-            failures.append(BackendFailure(name, str(error).splitlines()[0] if str(error) else type(error).__name__))
+        except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
+            failures.append(as_failure(name, error))
             gc.collect()
     for r in records:
         r.config.update(token_agreement(records[0], r))

@@ -137,15 +137,18 @@ class SweepGrid:
 
 
 def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | None = None,
-              keep: list | None = None) -> pd.DataFrame:
+              keep: list | None = None, failures: list | None = None) -> pd.DataFrame:
     """Run every (point, backend) of `grid` over `base`; one row per run, `sweep_*` columns first.
 
-    `keep`, when given, receives every run's full `Result` (for the JSON export with per-request samples)."""
+    `keep`, when given, receives every run's full `Result` (for the JSON export with per-request samples).
+    Every point's input is checked before the first run. A run that fails at run time (a pabench error, the
+    device out of memory) does not stop the sweep: it goes into `failures` (a `BackendFailure` per run), or,
+    when no list is given, the first one is raised after every other run has finished."""
     import pandas as pd
 
     from pabench.metrics import build_result
     from pabench.report import result_row
-    from pabench.runner import check_all_fit, prepare, run_backend
+    from pabench.runner import as_failure, check_all_fit, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
@@ -161,29 +164,36 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
             raise ConfigError(f"sweep point {point.label()}: {error}") from None
         model = prepared.model
         ready.append((point, cfg, prepared))
+    failed = [] if failures is None else failures
     for point, cfg, prepared in ready:
-        try:
-            num_requests = len(prepared.requests)
-            total = total or num_runs * num_requests
-            for backend in cfg.backends:
-                label = f"{backend} {point.label()}"
+        num_requests = len(prepared.requests)
+        total = total or num_runs * num_requests
+        for backend in cfg.backends:
+            label = f"{backend} {point.label()}"
 
-                def progress(_name: str, finished: int, _n: int, _label: str = label) -> None:
-                    on_progress(_label, done + finished, total)
+            def progress(_name: str, finished: int, _n: int, _label: str = label) -> None:
+                on_progress(_label, done + finished, total)
 
+            try:
                 record = run_backend(prepared, backend, progress if on_progress else None)
+            except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
+                failed.append(as_failure(label, error))
+                gc.collect()
+            else:
                 result = build_result(record)
                 rows.append(result_row(result))
                 if keep is not None:
                     keep.append(result)
-                done += num_requests
-                if on_progress is not None:
-                    on_progress(label, done, total)
-        except ConfigError as error:
-            raise ConfigError(f"sweep point {point.label()}: {error}") from None
+            done += num_requests
+            if on_progress is not None:
+                on_progress(label, done, total)
         del prepared
         gc.collect()
+    if failures is None and failed:
+        raise ConfigError(str(failed[0]))
     frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
     first = [c for c in grid.swept if c in frame.columns] + ["backend"]
     return frame[first + [c for c in frame.columns if c not in first]]
 

@@ -163,3 +163,60 @@ def test_a_bad_later_point_fails_before_the_first_point_runs(workload):
     with pytest.raises(ConfigError, match="sweep point kv_budget=1KiB"):
         run_sweep(SweepGrid(kv_budgets=(64 * 2**10, 2**10)), base, lambda *a: progress.append(a))
     assert progress == []  # the 64 KiB point never started
+
+
+def _failing_run_backend(monkeypatch, should_fail, error=None):
+    """Make `run_backend` fail (at run time, after every up-front check passed) where `should_fail(p, name)`."""
+    import pabench.runner as runner_module
+    from pabench.core.errors import OutOfPagesError
+
+    real = runner_module.run_backend
+
+    def run_backend(p, name, on_progress=None):
+        if should_fail(p, name):
+            raise error or OutOfPagesError(1, 0, what="a page (injected)")
+        return real(p, name, on_progress)
+
+    monkeypatch.setattr(runner_module, "run_backend", run_backend)
+
+
+def test_cli_sweep_keeps_going_past_a_failed_run_and_writes_the_rest(tmp_path, workload, monkeypatch):
+    _failing_run_backend(monkeypatch, lambda p, name: name == "paged" and p.config.page_size == 16)
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", "--page-sizes", "8,16,32", "--backend", "paged,contiguous-max", "--workload",
+                              workload, *TINY, "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    df = pd.read_csv(out)  # the runs before and after the failure are kept
+    assert sorted(df["sweep_page_size"].dropna()) == [8, 32] and (df["backend"] == "contiguous-max").sum() == 1
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("pabench: error: paged page_size=16 failed:"), res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_run_sweep_without_a_failure_list_raises_after_the_other_runs(workload, monkeypatch):
+    _failing_run_backend(monkeypatch, lambda p, name: p.config.max_num_seqs == 2)
+    calls = []
+    base = RunConfig(workload=workload, backends=("paged",), model="tiny", layers=1, num_requests=4,
+                     max_model_len=64, seed=0)
+    with pytest.raises(ConfigError, match="max_num_seqs=2 failed"):
+        run_sweep(SweepGrid(max_num_seqs=(2, 4)), base, lambda label, done, total: calls.append(label))
+    assert "max_num_seqs=4" in calls[-1]  # the point after the failure still ran
+
+
+def test_a_bug_in_a_sweep_run_is_not_swallowed(workload, monkeypatch):
+    _failing_run_backend(monkeypatch, lambda p, name: True, error=RuntimeError("a bug"))
+    base = RunConfig(workload=workload, backends=("paged",), model="tiny", layers=1, num_requests=4,
+                     max_model_len=64, seed=0)
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_sweep(SweepGrid(max_num_seqs=(2,)), base, failures=[])
+
+
+def test_cli_run_keeps_going_past_a_failed_backend(tmp_path, workload, monkeypatch):
+    _failing_run_backend(monkeypatch, lambda p, name: name == "contiguous-max")
+    out = tmp_path / "run.csv"
+    res = runner.invoke(app, ["run", "--backend", "paged,contiguous-max,contiguous-oracle", "--workload", workload,
+                              *TINY, "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert list(pd.read_csv(out)["backend"]) == ["paged", "contiguous-oracle"]
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("pabench: error: contiguous-max failed:"), res.stderr
