@@ -113,7 +113,8 @@ def run(
 ) -> None:
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
     from pabench.backends import parse_backends
-    from pabench.report import capacity_line, run_table, summary_line, write_csv, write_json
+    from pabench.export_json import write_json
+    from pabench.report import capacity_line, run_table, summary_line, write_csv
     from pabench.runner import RunConfig, prepare, run_benchmark
     from pabench.units import parse_size
 

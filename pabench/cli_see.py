@@ -109,7 +109,7 @@ def sweep(
     out.print(sweep_summary(frame))
     _stderr().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
     if json:
-        from pabench.report import write_json
+        from pabench.export_json import write_json
 
         _stderr().print(f"wrote {write_json(kept, json)}")
     if failures:  # the finished runs are shown and written above; say what is missing, and fail

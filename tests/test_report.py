@@ -16,8 +16,9 @@ from pabench.atomic import atomic_write_text
 from pabench.core.errors import ConfigError
 from pabench.metrics import build_result
 from pabench.compare import check_regressions, compare_table, parse_tolerance
+from pabench.export_json import write_json
 from pabench.report import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
-                            summary_line, workload_detail, workloads_table, write_csv, write_json)
+                            summary_line, workload_detail, workloads_table, write_csv)
 from pabench.workloads import list_presets, load_workload
 
 
@@ -245,7 +246,7 @@ def test_parse_tolerance_rejects(text):
 def test_decode_by_batch_buckets_host_over_device():
     from pabench.core.memory import MemorySnapshot
     from pabench.engine.records import StepSample
-    from pabench.report import decode_by_batch
+    from pabench.export_json import decode_by_batch
 
     mem = MemorySnapshot(budget_bytes=1, reserved_bytes=0, used_bytes=0, slack_bytes=0, idle_bytes=1, saved_bytes=0,
                          largest_free_extent_bytes=1, num_seqs=0)
