@@ -199,7 +199,7 @@ def workloads(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from pabench.report import workloads_table
-    from pabench.workloads import list_presets
+    from pabench.workload_toml import list_presets
 
     _stdout().print(workloads_table(list_presets()))
 
@@ -209,7 +209,7 @@ def workloads(ctx: typer.Context) -> None:
 def workloads_show(name: Annotated[str, typer.Argument(help="Preset name or TOML file.")]) -> None:
     """Print one workload: its parameters and the length distributions it draws."""
     from pabench.report import workload_detail
-    from pabench.workloads import load_workload
+    from pabench.workload_toml import load_workload
 
     _stdout().print(workload_detail(load_workload(name)))
 

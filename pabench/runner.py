@@ -119,7 +119,8 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
 
     from pabench.backends import KVLayout, parse_backends
     from pabench.engine.model import DecoderModel, ModelConfig
-    from pabench.workloads import generate, load_workload
+    from pabench.workload_toml import load_workload
+    from pabench.workloads import generate
 
     cfg = cfg.resolve()
     parse_backends(",".join(cfg.backends))

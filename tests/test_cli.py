@@ -97,7 +97,7 @@ def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
 
 def test_bad_workload_file(tmp_path):
     bad = tmp_path / "bad.toml"
-    from pabench.workloads import presets_dir
+    from pabench.workload_toml import presets_dir
 
     bad.write_text((presets_dir() / "default.toml").read_text() + "\nbogus_key = 1\n")
     res = invoke("run", *SMALL, "--workload", str(bad))

@@ -19,7 +19,7 @@ from pabench.compare import check_regressions, compare_table, parse_tolerance
 from pabench.export_json import write_json
 from pabench.report import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
                             summary_line, workload_detail, workloads_table, write_csv)
-from pabench.workloads import list_presets, load_workload
+from pabench.workload_toml import list_presets, load_workload
 
 
 def _render(renderable) -> str:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pabench.core.errors import ConfigError
-from pabench.workloads import (LengthDist, Request, SharedPrefix, WorkloadSpec, generate, list_presets,
-                               load_workload, presets_dir)
+from pabench.workload_toml import list_presets, load_workload, presets_dir
+from pabench.workloads import LengthDist, Request, SharedPrefix, WorkloadSpec, generate
 
 GOOD = """
 description = "test"
