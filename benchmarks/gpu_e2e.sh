@@ -2,6 +2,7 @@
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
 # Extra stages: "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
+# "async" / "async2" (paged and contiguous-oracle with --async-scheduling at BUDGET / 2 GiB),
 # "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
 # per-sequence loop, the code before 2026-11-30's second session), "budget4" (sharegpt at 4 GiB).
@@ -55,6 +56,14 @@ want budget2 && run $PY -m pabench run --workload sharegpt-like --model llama-3-
     --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
     --backend "${BUDGET2_BACKENDS:-all}" --csv "$OUT/sharegpt_2gib${BUDGET2_TAG:-}.csv" --json "$OUT/sharegpt_2gib${BUDGET2_TAG:-}.json"
 want hostbench && run $PY benchmarks/host_bench.py --device cuda
+# --async-scheduling (engine/pipelined.py) against the synchronous engine, same runs as the sharegpt and budget2
+# stages for paged and contiguous-oracle: what overlapping host work with device time buys each.
+want async && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --backend paged,contiguous-oracle \
+    --async-scheduling --csv "$OUT/sharegpt_async.csv" --json "$OUT/sharegpt_async.json"
+want async2 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 2GiB \
+    --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
+    --backend paged,contiguous-oracle --async-scheduling --csv "$OUT/sharegpt_2gib_async.csv" \
+    --json "$OUT/sharegpt_2gib_async.json"
 # Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --no-cuda-graphs --csv "$OUT/graphs_off.csv"

@@ -107,6 +107,7 @@ def run(
     min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at once, as vLLM).", rich_help_panel=SCHED)] = 1,
     attn_impl: Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)] = "auto",
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
+    async_scheduling: Annotated[bool, typer.Option("--async-scheduling/--no-async-scheduling", help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time (experimental; same tokens and schedule).", rich_help_panel=SCHED)] = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)] = True,
@@ -123,7 +124,7 @@ def run(
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
                     prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                     max_batched_tokens=max_batched_tokens, min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
-                    cuda_graphs=cuda_graphs)
+                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
     err = _stderr()
     with err.status("preparing model and workload...") if progress else _nullcontext():
         p = prepare(cfg)

@@ -43,6 +43,7 @@ class RunConfig:
     rate: float | None = None  # override: Poisson arrivals at this many requests/s
     attn_impl: str = "auto"
     cuda_graphs: bool | None = None  # replay decode steps as CUDA graphs (default on CUDA)
+    async_scheduling: bool = False  # schedule decode step t+1 while the device runs step t (engine/pipelined.py)
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
@@ -170,7 +171,8 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
            "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
            "watermark": c.watermark if backend.startswith("paged") else 0.0,
-           "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs), "arrival": p.spec.arrival_text()}
+           "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
+           "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text()}
     out.update(c.extra)
     return out
 
@@ -178,13 +180,15 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
 def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):
     """Serve the prepared requests through one backend; returns its `RunRecord`."""
     from pabench.engine.engine import Engine
+    from pabench.engine.pipelined import PipelinedEngine
 
     c = p.config
     sched = _scheduler_config(p)
     if c.warmup:
         _warmup(p, _build_backend(p, backend_name), sched)
     backend = _build_backend(p, backend_name)
-    engine = Engine(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
+    engine_cls = PipelinedEngine if c.async_scheduling else Engine
+    engine = engine_cls(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
     record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
     del engine, backend
@@ -227,10 +231,11 @@ def _warmup(p: Prepared, backend, sched) -> None:
     costs (Triton compiles, cuBLAS heuristics, allocator growth for these prefill and decode shapes) stay
     out of the timed run. The allocator cache is kept: the timed backend's pools reuse the same blocks."""
     from pabench.engine.engine import Engine
+    from pabench.engine.pipelined import PipelinedEngine
 
     n = 64 if p.config.device == "cuda" else 4
     reqs = [replace(r, arrival_s=0.0, output_len=min(r.output_len, 4)) for r in p.requests[:n]]
-    Engine(p.model, backend, sched).run(reqs, realtime=False)
+    (PipelinedEngine if p.config.async_scheduling else Engine)(p.model, backend, sched).run(reqs, realtime=False)
     del backend
     gc.collect()
     if p.config.device == "cuda":

@@ -88,9 +88,13 @@ class PagedBackend:
         self._writes_cap = 2 * max_num_seqs
         self._noop_write = (max_num_seqs * self.max_pages_per_seq, self.scratch_page)
         pinned = torch.device(dev).type == "cuda"
-        self._writes_host = torch.empty(2, self._writes_cap, dtype=torch.int64, pin_memory=pinned)  # [2, cap]
-        self._writes_host[0], self._writes_host[1] = self._noop_write
-        self._writes = self._writes_host.to(dev, copy=True)  # [2, cap] (flat index, page id) on the device
+        # Two host descriptors, used in turn (see StagedBatch: a step may be in flight while the next is staged).
+        self._writes_hosts = [torch.empty(2, self._writes_cap, dtype=torch.int64, pin_memory=pinned)  # [2, cap]
+                              for _ in range(2)]
+        for host in self._writes_hosts:
+            host[0], host[1] = self._noop_write
+        self._num_writes_staged = 0
+        self._writes = self._writes_hosts[0].to(dev, copy=True)  # [2, cap] (flat index, page id) on the device
         self._writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
@@ -164,13 +168,15 @@ class PagedBackend:
             k = 0
         if not k and not self._writes_dirty:
             return  # the device descriptor already holds only no-ops
-        desc = self._writes_host.numpy()  # [2, cap] a view of the (pinned) host descriptor
+        host = self._writes_hosts[self._num_writes_staged % 2]
+        self._num_writes_staged += 1
+        desc = host.numpy()  # [2, cap] a view of the (pinned) host descriptor
         if k:
             desc[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
             desc[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
             self._pending.clear()
         desc[0, k:], desc[1, k:] = self._noop_write
-        self._writes.copy_(self._writes_host, non_blocking=True)
+        self._writes.copy_(host, non_blocking=True)
         self._writes_dirty = k > 0
 
     def _flush(self) -> None:

@@ -39,8 +39,11 @@ class StagedBatch:
         self.buf = torch.zeros(2, max_num_seqs, dtype=dtype, device=device)  # [2, max_seqs] (key, counter) per row
         # Descriptor per row: source row in the last buffer (-1: new row), then the new row's key and counter.
         pinned = device.type == "cuda"  # page-locked host memory: the copy is a true async DMA
-        self._desc_host = torch.zeros(3, max_num_seqs, dtype=torch.int64, pin_memory=pinned)  # [3, max_seqs]
-        self._desc_np = self._desc_host.numpy()  # a view: numpy writes land in the (pinned) tensor
+        # Two host descriptors, used in turn: with a step in flight (engine/pipelined.py), the copy of the last
+        # one may not have run yet when the next is written. A third write waits for a step that has completed.
+        self._desc_hosts = [torch.zeros(3, max_num_seqs, dtype=torch.int64, pin_memory=pinned)  # [3, max_seqs]
+                            for _ in range(2)]
+        self._num_staged = 0
         self._desc = torch.zeros(3, max_num_seqs, dtype=torch.int64, device=device)  # [3, max_seqs] on the device
         self._rows = np.arange(max_num_seqs, dtype=np.int64)  # [max_seqs] "row i comes from row i"
         self.pad = pad
@@ -59,7 +62,9 @@ class StagedBatch:
     def stage(self, seqs: list, batch: int, fields: FieldsFn) -> None:
         """Host side: describe how rows 0..batch-1 follow from the last step's (kept rows count one more; new
         rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer."""
-        n, desc = len(seqs), self._desc_np
+        host = self._desc_hosts[self._num_staged % 2]
+        self._num_staged += 1
+        n, desc = len(seqs), host.numpy()  # a view: numpy writes land in the (pinned) tensor
         keep = self._plan(seqs)
         if keep is None:  # rebuild every row from the host
             desc[0, :n] = -1
@@ -74,7 +79,7 @@ class StagedBatch:
         desc[2, n:batch] = self.pad[1]
         # The whole descriptor (3 x max_seqs int64, a few KB): contiguous on both sides, so it is one async DMA
         # from pinned memory; a [:, :batch] slice would be strided and go through a pageable temporary.
-        self._desc.copy_(self._desc_host, non_blocking=True)
+        self._desc.copy_(host, non_blocking=True)
         self._seqs = list(seqs)
 
     def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:

@@ -95,6 +95,16 @@ class Sequence:
         tokens.append(token_id)
         return len(tokens)
 
+    def set_token(self, position: int, token_id: int) -> None:
+        """Replace the generated token at `position`: an engine that schedules ahead of the device appends a
+        placeholder first (the length is what scheduling needs) and fills the real token in when it arrives."""
+        if not self._num_prompt_tokens <= position < len(self._token_ids):
+            raise ConfigError(f"position {position} is not a generated token of sequence {self.seq_id} "
+                              f"(generated: {self._num_prompt_tokens}..{len(self._token_ids) - 1})")
+        if token_id.__class__ is not int or token_id < 0:
+            raise ConfigError(f"token id must be an int >= 0, got {token_id!r}")
+        self._token_ids[position] = token_id
+
     # ---- state -------------------------------------------------------------------------------------
     @property
     def status(self) -> SequenceStatus:

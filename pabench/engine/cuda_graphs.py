@@ -68,6 +68,11 @@ class GraphedDecode:
 
     def run(self, seqs: list, timer: ContextManager) -> tuple[list[int], float]:
         """Stage inputs, replay the bucket's graph; the next token of each real row and the host staging time."""
+        tokens, host = self.launch(seqs, timer)
+        return tokens.tolist(), host
+
+    def launch(self, seqs: list, timer: ContextManager) -> tuple[torch.Tensor, float]:
+        """`run` without waiting: the replay is queued; returns the device tokens `[n]` (valid once it ran)."""
         h0 = time.perf_counter()
         n = len(seqs)
         batch = next(b for b in self.buckets if b >= n)
@@ -78,4 +83,4 @@ class GraphedDecode:
         host = time.perf_counter() - h0
         with timer:  # device time of the replay (CUDA events)
             self.graphs[batch].replay()
-        return self.out[:n].tolist(), host
+        return self.out[:n], host

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -54,51 +55,65 @@ class Engine:
     def run(self, requests: Iterable, run_config: dict | None = None, on_progress: ProgressFn | None = None,
             realtime: bool = True) -> RunRecord:
         """Serve `requests` (objects with request_id, arrival_s, prompt_token_ids, output_len, num_samples)."""
-        pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
-        total = len(pending)
-        for r in pending:
-            check_request_fits(self.backend, self.config, r)
-        record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
-                           capacity=self.backend.capacity())
-        groups: dict[int, list[SeqState]] = {}
-        arrivals: dict[int, float] = {}
-        remaining: dict[int, int] = {}
-        done = 0
-        t0 = time.perf_counter()
-        clock = lambda: time.perf_counter() - t0  # noqa: E731
-        while pending or self.scheduler.has_work:
-            now = clock()
-            if not realtime and not self.scheduler.has_work and pending:
-                now = max(now, pending[0].arrival_s)
-            while pending and pending[0].arrival_s <= now:
-                r = pending.popleft()
-                st = self._new_state(r)
-                groups[r.request_id] = [st]
-                arrivals[r.request_id] = r.arrival_s if realtime else now
-                remaining[r.request_id] = r.num_samples
-                self.scheduler.add(st)
-            if not self.scheduler.has_work:
-                time.sleep(max(0.0, pending[0].arrival_s - clock()))
+        run = self._start(requests, run_config, on_progress, realtime)
+        while run.pending or self.scheduler.has_work:
+            if not self._admit_arrivals(run, idle=not self.scheduler.has_work):
                 continue
             h0 = time.perf_counter()
             step = self.scheduler.schedule()
             sched_s = time.perf_counter() - h0
-            finished = self._execute(step, groups, clock, h0, sched_s, record)
-            for st in finished:
-                remaining[st.request_id] -= 1
-                if remaining[st.request_id] == 0:
-                    record.requests.append(self._request_record(groups[st.request_id], arrivals[st.request_id]))
-                    done += 1
-                    if on_progress:
-                        on_progress(done, total)
-        record.wall_s = clock()
+            self._retire(run, self._execute(step, run.groups, run.clock, h0, sched_s, run.record))
+        return self._finish(run)
+
+    # ------------------------------------------------------------------ the loop's pieces
+    def _start(self, requests: Iterable, run_config: dict | None, on_progress: ProgressFn | None,
+               realtime: bool) -> "_Run":
+        """Sort and check the requests (a request that can never fit fails here, before anything runs)."""
+        pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
+        for r in pending:
+            check_request_fits(self.backend, self.config, r)
+        record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
+                           capacity=self.backend.capacity())
+        return _Run(pending=pending, total=len(pending), record=record, on_progress=on_progress, realtime=realtime)
+
+    def _admit_arrivals(self, run: "_Run", idle: bool) -> bool:
+        """Queue the requests that have arrived; when `idle` and none has, sleep until one does and say False."""
+        now = run.clock()
+        if not run.realtime and idle and run.pending:
+            now = max(now, run.pending[0].arrival_s)
+        while run.pending and run.pending[0].arrival_s <= now:
+            r = run.pending.popleft()
+            st = self._new_state(r)
+            run.groups[r.request_id] = [st]
+            run.arrivals[r.request_id] = r.arrival_s if run.realtime else now
+            run.remaining[r.request_id] = r.num_samples
+            self.scheduler.add(st)
+        if idle and not self.scheduler.has_work:
+            time.sleep(max(0.0, run.pending[0].arrival_s - run.clock()))
+            return False
+        return True
+
+    def _retire(self, run: "_Run", finished: list[SeqState]) -> None:
+        """Finished samples whose tokens are all known: a request is recorded when its last sample is."""
+        for st in finished:
+            run.remaining[st.request_id] -= 1
+            if run.remaining[st.request_id] == 0:
+                run.record.requests.append(self._request_record(run.groups[st.request_id],
+                                                                run.arrivals[st.request_id]))
+                run.done += 1
+                if run.on_progress:
+                    run.on_progress(run.done, run.total)
+
+    def _finish(self, run: "_Run") -> RunRecord:
+        record = run.record
+        record.wall_s = run.clock()
         record.num_preemptions = self.scheduler.num_preemptions
         bm = getattr(self.backend, "block_manager", None)
         record.prefix_hit_rate = bm.prefix_hit_rate if bm is not None else 0.0
         record.num_cow_copies = bm.num_cow_copies if bm is not None else 0
         record.requests.sort(key=lambda r: r.request_id)
         record.output_token_ids = {
-            rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in groups.items()
+            rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in run.groups.items()
         }
         return record
 
@@ -180,10 +195,14 @@ class Engine:
         return top, host
 
     def _decode(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[int], float]:
-        h0 = time.perf_counter()
-        seqs = [st.seq for st in states]
+        tokens, host = self._launch_decode([st.seq for st in states], timer)
+        return tokens.tolist(), host  # waits for the device
+
+    def _launch_decode(self, seqs: list[Sequence], timer: "_DeviceTimer") -> tuple[torch.Tensor, float]:
+        """Stage and queue one decode step; the sampled tokens `[n]` on the device, and the host staging time."""
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
-            return self.graphs.run(seqs, timer)
+            return self.graphs.launch(seqs, timer)
+        h0 = time.perf_counter()
         slots = self.backend.prepare_decode(seqs)  # [B]
         n = len(seqs)
         self.inputs.stage(seqs, n, decode_token_fields)
@@ -194,7 +213,7 @@ class Engine:
             logits = self.model.forward(self.inputs.keys[:n], self.inputs.counters[:n],
                                         decode_attn(self.backend, slots))  # [B, vocab]
             self.sampled[:n].copy_(logits.argmax(-1))
-        return self.sampled[:n].tolist(), host
+        return self.sampled[:n], host
 
     # ------------------------------------------------------------------ helpers
     def _new_state(self, r) -> SeqState:
@@ -234,6 +253,26 @@ def decode_attn(backend: KVCacheBackend, slots: torch.Tensor) -> AttentionFn:
         return backend.decode_attention(layer, q)
 
     return attn
+
+
+@dataclass
+class _Run:
+    """One run's state in the serving loop: requests still to arrive, each request's samples and counts."""
+
+    pending: deque
+    total: int
+    record: RunRecord
+    on_progress: ProgressFn | None
+    realtime: bool
+    groups: dict[int, list[SeqState]] = field(default_factory=dict)  # request -> its samples
+    arrivals: dict[int, float] = field(default_factory=dict)
+    remaining: dict[int, int] = field(default_factory=dict)  # request -> samples not finished yet
+    done: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def clock(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.t0
 
 
 class _DeviceTimer:
