@@ -17,7 +17,7 @@ import torch
 from pabench.backends import KVLayout, make_backend
 from pabench.core import Sequence
 from pabench.backends.staging import StagedBatch
-from pabench.engine.engine import decode_token_fields
+from pabench.engine.engine import Engine, decode_token_fields
 from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 
 
@@ -53,9 +53,7 @@ def one_run(name: str, batch: int, steps: int, device: str) -> dict[str, float]:
         now = time.perf_counter()
         finished = []
         for st in step.states:  # what Engine._execute does per token of a decode step
-            if st.seq.append_computed(7) - st.num_prompt_tokens >= st.output_len:
-                finished.append(st)
-            st.token_times.append(now)
+            Engine._append(st, 7, now, finished)
         t3 = time.perf_counter()
         t_sched.append(t1 - t0)
         t_stage.append(t2 - t1)

@@ -66,13 +66,9 @@ class GraphedDecode:
         torch.cuda.synchronize()
         self.graphs[batch] = graph
 
-    def run(self, seqs: list, timer: ContextManager) -> tuple[list[int], float]:
-        """Stage inputs, replay the bucket's graph; the next token of each real row and the host staging time."""
-        tokens, host = self.launch(seqs, timer)
-        return tokens.tolist(), host
-
     def launch(self, seqs: list, timer: ContextManager) -> tuple[torch.Tensor, float]:
-        """`run` without waiting: the replay is queued; returns the device tokens `[n]` (valid once it ran)."""
+        """Stage inputs and queue the bucket's graph; the next token of each real row on the device `[n]` (valid
+        once the replay ran) and the host staging time."""
         h0 = time.perf_counter()
         n = len(seqs)
         batch = next(b for b in self.buckets if b >= n)

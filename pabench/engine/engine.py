@@ -133,11 +133,9 @@ class Engine:
         finished: list[SeqState] = []
         new_states: list[SeqState] = []
         append = self._append
-        if step.kind == "decode":  # the per-token hot path (_append inlined): one token per sequence
+        if step.kind == "decode":  # the per-token hot path: one token per sequence
             for st, token in zip(states, sampled):
-                if st.seq.append_computed(token) - st.num_prompt_tokens >= st.output_len:
-                    finished.append(st)
-                st.token_times.append(t_tokens)
+                append(st, token, t_tokens, finished)
         else:  # prefill: the top-k tokens of each sequence (k > 1 when it forks)
             for st, toks in zip(states, sampled):
                 seq = st.seq
