@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
-from pabench.backends.staging import StagedBatch
+from pabench.backends.staging import PinnedUpload, StagedBatch
 from pabench.core import BlockManager, Sequence
 from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -87,14 +87,7 @@ class PagedBackend:
         # eagerly first.
         self._writes_cap = 2 * max_num_seqs
         self._noop_write = (max_num_seqs * self.max_pages_per_seq, self.scratch_page)
-        pinned = torch.device(dev).type == "cuda"
-        # Two host descriptors, used in turn (see StagedBatch: a step may be in flight while the next is staged).
-        self._writes_hosts = [torch.empty(2, self._writes_cap, dtype=torch.int64, pin_memory=pinned)  # [2, cap]
-                              for _ in range(2)]
-        for host in self._writes_hosts:
-            host[0], host[1] = self._noop_write
-        self._num_writes_staged = 0
-        self._writes = self._writes_hosts[0].to(dev, copy=True)  # [2, cap] (flat index, page id) on the device
+        self._writes = PinnedUpload((2, self._writes_cap), self._noop_write, torch.device(dev))  # [2, cap] (flat index, page id)
         self._writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
@@ -168,27 +161,26 @@ class PagedBackend:
             k = 0
         if not k and not self._writes_dirty:
             return  # the device descriptor already holds only no-ops
-        host = self._writes_hosts[self._num_writes_staged % 2]
-        self._num_writes_staged += 1
-        desc = host.numpy()  # [2, cap] a view of the (pinned) host descriptor
-        if k:
-            desc[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
-            desc[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
-            self._pending.clear()
+        desc = self._writes.host()  # [2, cap]
+        self._drain_pending(desc)
         desc[0, k:], desc[1, k:] = self._noop_write
-        self._writes.copy_(host, non_blocking=True)
+        self._writes.send()
         self._writes_dirty = k > 0
 
     def _flush(self) -> None:
         """Write the changed block-table entries to the device now, in one indexed store."""
         if not self._pending:
             return
-        k = len(self._pending)
-        host = np.empty((2, k), dtype=np.int64)  # [2, num_changes] (flat index, page id)
-        host[0] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
-        host[1] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
+        host = np.empty((2, len(self._pending)), dtype=np.int64)  # [2, num_changes] (flat index, page id)
+        self._drain_pending(host)
         upd = torch.from_numpy(host).to(self.block_table.device, non_blocking=True)  # [2, num_changes]
         self.block_table.view(-1)[upd[0]] = upd[1].to(torch.int32)
+
+    def _drain_pending(self, out: np.ndarray) -> None:
+        """Move the pending writes into `out[:, :k]` (flat indices, then page ids) and forget them."""
+        k = len(self._pending)
+        out[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
+        out[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
         self._pending.clear()
 
     # ------------------------------------------------------------------ step preparation
@@ -221,7 +213,7 @@ class PagedBackend:
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
-        writes = self._writes  # [2, cap] this step's block-table writes (idempotent: applying twice is harmless)
+        writes = self._writes.tensor  # [2, cap] this step's block-table writes (idempotent: applying twice is harmless)
         self.block_table.view(-1).index_put_((writes[0],), writes[1].to(torch.int32))
         self._staged.apply(batch)  # rows and lengths from the staged descriptor, on the device
         lens = self._staged.counters[:batch]  # [batch]

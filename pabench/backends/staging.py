@@ -22,6 +22,31 @@ import torch
 FieldsFn = Callable[[list], "tuple[list[int], list[int]]"]  # seqs -> (keys, counters), one each per sequence
 
 
+class PinnedUpload:
+    """An int64 device tensor written from host memory in one async copy per step (`host()`, fill it, `send()`).
+
+    Two page-locked host buffers are used in turn: with a step in flight (engine/pipelined.py), the copy queued
+    behind it may not have run when the next step's values are written; a third write comes only after a step
+    that has completed. `init` gives every row of both host buffers and of the device tensor its first value."""
+
+    def __init__(self, shape: tuple[int, int], init: tuple[int, ...], device: torch.device) -> None:
+        pinned = device.type == "cuda"  # page-locked host memory: the copy is a true async DMA
+        start = torch.tensor(init, dtype=torch.int64)[:, None].expand(shape)  # [rows, cols]
+        self._hosts = [start.clone().pin_memory() if pinned else start.clone() for _ in range(2)]  # [rows, cols] each
+        self._num_written = 0
+        self.tensor = start.to(device, copy=True)  # [rows, cols] on the device
+
+    def host(self) -> np.ndarray:
+        """The next host buffer, as a numpy view (writes land in the page-locked tensor)."""
+        self._num_written += 1
+        return self._hosts[self._num_written % 2].numpy()
+
+    def send(self) -> None:
+        """Queue the copy of the buffer `host()` returned: the whole buffer, contiguous on both sides, so one DMA
+        (a [:, :batch] slice would be strided and go through a pageable temporary)."""
+        self.tensor.copy_(self._hosts[self._num_written % 2], non_blocking=True)
+
+
 def keep_indices(prev: list, seqs: list) -> list[int] | None:
     """Where each of `seqs` sat in `prev` (by identity), or None if one of them is new."""
     index = {id(s): i for i, s in enumerate(prev)}
@@ -38,13 +63,7 @@ class StagedBatch:
         device = torch.device(device)
         self.buf = torch.zeros(2, max_num_seqs, dtype=dtype, device=device)  # [2, max_seqs] (key, counter) per row
         # Descriptor per row: source row in the last buffer (-1: new row), then the new row's key and counter.
-        pinned = device.type == "cuda"  # page-locked host memory: the copy is a true async DMA
-        # Two host descriptors, used in turn: with a step in flight (engine/pipelined.py), the copy of the last
-        # one may not have run yet when the next is written. A third write waits for a step that has completed.
-        self._desc_hosts = [torch.zeros(3, max_num_seqs, dtype=torch.int64, pin_memory=pinned)  # [3, max_seqs]
-                            for _ in range(2)]
-        self._num_staged = 0
-        self._desc = torch.zeros(3, max_num_seqs, dtype=torch.int64, device=device)  # [3, max_seqs] on the device
+        self._desc = PinnedUpload((3, max_num_seqs), (0, 0, 0), device)  # [3, max_seqs]
         self._rows = np.arange(max_num_seqs, dtype=np.int64)  # [max_seqs] "row i comes from row i"
         self.pad = pad
         self._seqs: list = []  # the sequences the buffer holds (once applied), in row order
@@ -62,9 +81,7 @@ class StagedBatch:
     def stage(self, seqs: list, batch: int, fields: FieldsFn) -> None:
         """Host side: describe how rows 0..batch-1 follow from the last step's (kept rows count one more; new
         rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer."""
-        host = self._desc_hosts[self._num_staged % 2]
-        self._num_staged += 1
-        n, desc = len(seqs), host.numpy()  # a view: numpy writes land in the (pinned) tensor
+        n, desc = len(seqs), self._desc.host()  # [3, max_seqs]
         keep = self._plan(seqs)
         if keep is None:  # rebuild every row from the host
             desc[0, :n] = -1
@@ -77,15 +94,13 @@ class StagedBatch:
         desc[0, n:batch] = -1
         desc[1, n:batch] = self.pad[0]
         desc[2, n:batch] = self.pad[1]
-        # The whole descriptor (3 x max_seqs int64, a few KB): contiguous on both sides, so it is one async DMA
-        # from pinned memory; a [:, :batch] slice would be strided and go through a pageable temporary.
-        self._desc.copy_(host, non_blocking=True)
+        self._desc.send()
         self._seqs = list(seqs)
 
     def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:
         """Device side (fixed shapes, no host sync: graph-capturable): rows 0..batch-1 of `buf` from the descriptor.
         A kept row counts one more and keeps its key, or takes `fresh_keys` at its old row (the token sampled there)."""
-        desc = self._desc[:, :batch]  # [3, batch]
+        desc = self._desc.tensor[:, :batch]  # [3, batch]
         src = desc[0]  # [batch] old row, or -1
         kept = src >= 0  # [batch]
         old = self.buf.index_select(1, src.clamp(min=0))  # [2, batch] gathered before anything is overwritten
