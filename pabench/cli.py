@@ -27,6 +27,20 @@ def _err(message: str) -> None:
     print(f"pabench: error: {message}", file=sys.stderr)
 
 
+def _fail_runs(failures: list, finished: bool) -> None:
+    """Runs that failed at run time, one line each, then exit 1. With nothing `finished` there is nothing to
+    show or write: the first failure is raised (one line, exit 1), the others printed before it."""
+    if not failures:
+        return
+    if not finished:
+        for f in failures[1:]:
+            _err(str(f))
+        raise ConfigError(str(failures[0]))
+    for f in failures:
+        _err(str(f))
+    raise typer.Exit(1)
+
+
 def friendly(fn: Callable) -> Callable:
     """Turn expected failures into one line on stderr and exit 1 (130 on Ctrl-C)."""
 
@@ -137,9 +151,7 @@ def run(
     results, _, _, failures = _with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p),
                                              len(c.backends) * len(p.requests), progress)
     if not results:  # every backend failed: nothing to show or write
-        for f in failures[1:]:
-            _err(str(f))
-        raise ConfigError(str(failures[0]))
+        _fail_runs(failures, finished=False)
     out.print(run_table(results))
     out.print(summary_line(results))
     for r in results:
@@ -151,10 +163,7 @@ def run(
         err.print(f"wrote {write_csv(results, csv)}")
     if json:
         err.print(f"wrote {write_json(results, json)}")
-    if failures:  # the finished backends are shown and written above; say what is missing, and fail
-        for f in failures:
-            _err(str(f))
-        raise typer.Exit(1)
+    _fail_runs(failures, finished=True)  # the finished backends are shown and written above
 
 
 def _capacity(p) -> dict:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pabench.cli import _err, _int_list, _number_list, _stderr, _stdout, app, friendly
+from pabench.cli import _fail_runs, _int_list, _number_list, _stderr, _stdout, app, friendly
 
 SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
 GRID, RUN, OUT = "Grid", "Run", "Output"
@@ -99,11 +99,7 @@ def sweep(
     failures: list = []
     frame = _sweep_with_progress(grid, base, progress, kept, failures)
     if frame.empty:  # every run failed: nothing to show or write
-        from pabench.core.errors import ConfigError
-
-        for f in failures[1:]:
-            _err(str(f))
-        raise ConfigError(str(failures[0]))
+        _fail_runs(failures, finished=False)
     out = _stdout()
     out.print(sweep_table(frame))
     out.print(sweep_summary(frame))
@@ -112,10 +108,7 @@ def sweep(
         from pabench.export_json import write_json
 
         _stderr().print(f"wrote {write_json(kept, json)}")
-    if failures:  # the finished runs are shown and written above; say what is missing, and fail
-        for f in failures:
-            _err(str(f))
-        raise typer.Exit(1)
+    _fail_runs(failures, finished=True)  # the finished runs are shown and written above
 
 
 def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None, failures: list | None = None):

@@ -179,21 +179,25 @@ def run_config_dict(p: Prepared, backend: str) -> dict:
 
 def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):
     """Serve the prepared requests through one backend; returns its `RunRecord`."""
-    from pabench.engine.engine import Engine
-    from pabench.engine.pipelined import PipelinedEngine
-
     c = p.config
     sched = _scheduler_config(p)
     if c.warmup:
         _warmup(p, _build_backend(p, backend_name), sched)
     backend = _build_backend(p, backend_name)
-    engine_cls = PipelinedEngine if c.async_scheduling else Engine
-    engine = engine_cls(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
+    engine = _engine_class(c)(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
     record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
     del engine, backend
     gc.collect()  # the freed pools stay in torch's allocator cache for the next backend (same budget, same sizes)
     return record
+
+
+def _engine_class(c: RunConfig) -> type:
+    """The serving loop a run asks for: `PipelinedEngine` with --async-scheduling, else `Engine`."""
+    from pabench.engine.engine import Engine
+    from pabench.engine.pipelined import PipelinedEngine
+
+    return PipelinedEngine if c.async_scheduling else Engine
 
 
 def _scheduler_config(p: Prepared):
@@ -230,12 +234,9 @@ def _warmup(p: Prepared, backend, sched) -> None:
     """Run the workload's first requests (outputs cut to 4 tokens) on a throwaway backend, so that one-time
     costs (Triton compiles, cuBLAS heuristics, allocator growth for these prefill and decode shapes) stay
     out of the timed run. The allocator cache is kept: the timed backend's pools reuse the same blocks."""
-    from pabench.engine.engine import Engine
-    from pabench.engine.pipelined import PipelinedEngine
-
     n = 64 if p.config.device == "cuda" else 4
     reqs = [replace(r, arrival_s=0.0, output_len=min(r.output_len, 4)) for r in p.requests[:n]]
-    (PipelinedEngine if p.config.async_scheduling else Engine)(p.model, backend, sched).run(reqs, realtime=False)
+    _engine_class(p.config)(p.model, backend, sched).run(reqs, realtime=False)
     del backend
     gc.collect()
     if p.config.device == "cuda":
