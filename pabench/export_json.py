@@ -77,7 +77,9 @@ def decode_by_batch(steps: list[StepSample]) -> list[dict[str, Any]]:
                      "num_steps": len(chosen), "host_ms": mean_ms(s.host_s for s in chosen),
                      "device_ms": mean_ms(s.device_s for s in chosen), "host_over_device_pct": round(100 * ratio, 2),
                      # where the host time goes, and the step's wall time that is neither host work nor device
-                     # time (launch, waiting for the tokens, memory accounting)
+                     # time (launch, waiting for the tokens, memory accounting). With --async-scheduling a step's
+                     # wall time spans the step queued before it on the device, so other_ms is mostly that wait
+                     # there
                      "schedule_ms": mean_ms(s.host_split_s[0] for s in chosen),
                      "stage_ms": mean_ms(s.host_split_s[1] for s in chosen),
                      "bookkeeping_ms": mean_ms(s.host_split_s[2] for s in chosen),
