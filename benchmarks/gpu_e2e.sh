@@ -2,7 +2,7 @@
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
 # Extra stages: "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
-# "async" / "async2" (paged and contiguous-oracle with --async-scheduling at BUDGET / 2 GiB),
+# "async" / "async2" (paged and contiguous-oracle with --async-scheduling at BUDGET / 2 GiB; ASYNC2_BACKENDS, ASYNC2_TAG),
 # "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
 # per-sequence loop, the code before 2026-11-30's second session), "budget4" (sharegpt at 4 GiB).
@@ -16,7 +16,7 @@ OUT=${OUT:-results/gpu/e2e}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STAGES=${STAGES:-"tests smoke sharegpt prefix parallel graphs sweep"}
+STAGES=${STAGES-"tests smoke sharegpt prefix parallel graphs sweep"}  # set but empty: no stage
 BUDGET=${BUDGET:-16GiB}
 MIN_PREFILL=${MIN_PREFILL:-1}  # --min-prefill-seqs of every run (1 = admit as soon as a seat frees)
 COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress
@@ -62,8 +62,8 @@ want async && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --b
     --async-scheduling --csv "$OUT/sharegpt_async.csv" --json "$OUT/sharegpt_async.json"
 want async2 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --dtype bf16 --kv-budget 2GiB \
     --max-num-seqs 256 --max-model-len 2048 --no-progress --min-prefill-seqs "$MIN_PREFILL" \
-    --backend paged,contiguous-oracle --async-scheduling --csv "$OUT/sharegpt_2gib_async.csv" \
-    --json "$OUT/sharegpt_2gib_async.json"
+    --backend "${ASYNC2_BACKENDS:-paged,contiguous-oracle}" --async-scheduling \
+    --csv "$OUT/sharegpt_2gib_async${ASYNC2_TAG:-}.csv" --json "$OUT/sharegpt_2gib_async${ASYNC2_TAG:-}.json"
 # Before/after for CUDA graphs: the same (shorter) sharegpt run with eager and with graphed decode steps.
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --no-cuda-graphs --csv "$OUT/graphs_off.csv"
