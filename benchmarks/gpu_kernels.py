@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, copy_bandwidth_gbps, kernel_summary,
-                                 make_decode_data, paginate, run_kernel_bench, shrink_for_cpu, time_us)
+from pabench.kernel_report import kernel_summary
+from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, copy_bandwidth_gbps, make_decode_data,
+                                 paginate, run_kernel_bench, shrink_for_cpu, time_us)
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention)
 from pabench.kernels.checks import DecodeShape
@@ -100,7 +101,7 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
             except Exception as err:  # noqa: BLE001 - a config that fails to compile is a row, not a crash
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:150] if str(err) else ''}"
             rows.append(row)
-        del data, k_cache, v_cache, table, ref
+        data = k_cache = v_cache = table = ref = None  # free before the next case (closures above use them)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

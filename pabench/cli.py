@@ -243,7 +243,8 @@ def kernels(
 ) -> None:
     """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy bandwidth."""
     from pabench.atomic import atomic_write_text
-    from pabench.kernelbench import KernelBenchConfig, kernel_summary, kernel_table, run_kernel_bench
+    from pabench.kernel_report import kernel_summary, kernel_table
+    from pabench.kernelbench import KernelBenchConfig, run_kernel_bench
 
     cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
                             page_sizes=_int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,

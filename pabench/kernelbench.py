@@ -11,9 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rich.markup import escape
-from rich.table import Table
-
 from pabench.core.errors import ConfigError
 from pabench.kernel_data import DecodeData, make_decode_data, paginate, pad_slab
 from pabench.timing import copy_bandwidth_gbps, time_us
@@ -226,7 +223,7 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
                     continue
                 rows.append({**base, "page_size": ps, **_measure(impl, fn, ref, cfg, device, copy_bw, base)})
         _add_ratios([r for r in rows if r["case"] == case])
-        del data, ref
+        data = ref = None  # free the case's tensors before the next (rebinding, not del: closures above use them)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -274,53 +271,3 @@ def _add_ratios(rows: list[dict]) -> None:
     for row in rows:
         if row["impl"] == "triton-paged" and "median_us" in row and row["page_size"] in contiguous:
             row["paged_over_contiguous"] = row["median_us"] / contiguous[row["page_size"]]
-
-
-def kernel_table(rows: list[dict]) -> Table:
-    """Rich table, one line per row, hyperfine-like timing columns."""
-    table = Table(title="decode attention kernels")
-    columns = [("case", "case", "{}"), ("impl", "impl", "{}"), ("page", "page_size", "{}"), ("batch", "batch", "{}"),
-               ("ctx", "mean_context", "{:.0f}"), ("median µs", "median_us", "{:.1f}"), ("p10", "p10_us", "{:.1f}"),
-               ("p90", "p90_us", "{:.1f}"), ("GB/s", "gbps", "{:.0f}"), ("% copy", "pct_of_copy_bw", "{:.1f}"),
-               ("paged/contig", "paged_over_contiguous", "{:.3f}"), ("rel err", "rel_err", "{:.1e}"),
-               ("check", "check", "{}")]
-    for title, _, _ in columns:
-        table.add_column(title, justify="left" if title in ("case", "impl", "check") else "right")
-    for row in rows:
-        cells = []
-        for _, key, fmt in columns:
-            value = row.get(key)
-            cells.append("-" if value is None else escape(fmt.format(value)))
-        if row.get("error"):
-            cells[-1] = f"[red]{row.get('check', 'ERROR')}: {escape(row['error'][:60])}[/red]"
-        elif row.get("check") == "FAIL":
-            cells[-1] = "[red]FAIL[/red]"
-        table.add_row(*cells)
-    return table
-
-
-def kernel_summary(rows: list[dict]) -> list[str]:
-    """Closing lines: triton-paged's share of copy bandwidth per case, paged/contiguous, and peers' speed."""
-    lines = []
-    for case in dict.fromkeys(r["case"] for r in rows):
-        case_rows = [r for r in rows if r["case"] == case and "median_us" in r]
-        paged = [r for r in case_rows if r["impl"] == "triton-paged"]
-        for row in paged:
-            ratio = row.get("paged_over_contiguous")
-            text = (f"({case}) page {row['page_size']}: triton-paged reaches {row['pct_of_copy_bw']:.1f}% "
-                    "of copy bandwidth")
-            lines.append(text + (f"; paged/contiguous = {ratio:.3f}" if ratio else ""))
-        if paged:
-            mine = min(r["median_us"] for r in paged)
-            for peer in (r for r in case_rows if r["impl"] not in ("triton-paged", "triton-contiguous")):
-                speed = peer["median_us"] / mine
-                lines.append(f"({case}) triton-paged (best page size) is {max(speed, 1 / speed):.2f}x "
-                             f"{'faster' if speed >= 1 else 'slower'} than {peer['impl']}"
-                             + (f" at page {peer['page_size']}" if peer.get("page_size") else ""))
-        if not paged and case_rows:
-            best = min(case_rows, key=lambda r: r["median_us"])
-            lines.append(f"({case}) fastest: {best['impl']} at {best['median_us']:.1f} µs")
-    lines += [f"({r['case']}) {r['impl']} page {r.get('page_size')}: {r.get('check', 'ERROR')} "
-              f"{r.get('error', '')}".rstrip() for r in rows if r.get("check") in ("FAIL", "ERROR") or r.get("error")]
-    lines += sorted({r["note"] for r in rows if r.get("note")})
-    return lines

@@ -6,8 +6,8 @@ import pytest
 from rich.console import Console
 
 from pabench.core.errors import ConfigError
-from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, kernel_summary, kernel_table,
-                                 run_kernel_bench, shrink_for_cpu)
+from pabench.kernel_report import kernel_summary, kernel_table
+from pabench.kernelbench import NAMED_CASES, KernelBenchConfig, case_lengths, run_kernel_bench, shrink_for_cpu
 
 
 def test_case_b_lengths_are_the_specified_lognormal():

@@ -1,0 +1,59 @@
+"""Presentation of `pabench kernels` rows: the rich table and the closing summary lines.
+
+Kept apart from `kernelbench.py` (which measures) the way `report.py` is kept apart from the serving runner.
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def kernel_table(rows: list[dict]) -> Table:
+    """Rich table, one line per row, hyperfine-like timing columns."""
+    table = Table(title="decode attention kernels")
+    columns = [("case", "case", "{}"), ("impl", "impl", "{}"), ("page", "page_size", "{}"), ("batch", "batch", "{}"),
+               ("ctx", "mean_context", "{:.0f}"), ("median µs", "median_us", "{:.1f}"), ("p10", "p10_us", "{:.1f}"),
+               ("p90", "p90_us", "{:.1f}"), ("GB/s", "gbps", "{:.0f}"), ("% copy", "pct_of_copy_bw", "{:.1f}"),
+               ("paged/contig", "paged_over_contiguous", "{:.3f}"), ("rel err", "rel_err", "{:.1e}"),
+               ("check", "check", "{}")]
+    for title, _, _ in columns:
+        table.add_column(title, justify="left" if title in ("case", "impl", "check") else "right")
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            cells.append("-" if value is None else escape(fmt.format(value)))
+        if row.get("error"):
+            cells[-1] = f"[red]{row.get('check', 'ERROR')}: {escape(row['error'][:60])}[/red]"
+        elif row.get("check") == "FAIL":
+            cells[-1] = "[red]FAIL[/red]"
+        table.add_row(*cells)
+    return table
+
+
+def kernel_summary(rows: list[dict]) -> list[str]:
+    """Closing lines: triton-paged's share of copy bandwidth per case, paged/contiguous, and peers' speed."""
+    lines = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        case_rows = [r for r in rows if r["case"] == case and "median_us" in r]
+        paged = [r for r in case_rows if r["impl"] == "triton-paged"]
+        for row in paged:
+            ratio = row.get("paged_over_contiguous")
+            text = (f"({case}) page {row['page_size']}: triton-paged reaches {row['pct_of_copy_bw']:.1f}% "
+                    "of copy bandwidth")
+            lines.append(text + (f"; paged/contiguous = {ratio:.3f}" if ratio else ""))
+        if paged:
+            mine = min(r["median_us"] for r in paged)
+            for peer in (r for r in case_rows if r["impl"] not in ("triton-paged", "triton-contiguous")):
+                speed = peer["median_us"] / mine
+                lines.append(f"({case}) triton-paged (best page size) is {max(speed, 1 / speed):.2f}x "
+                             f"{'faster' if speed >= 1 else 'slower'} than {peer['impl']}"
+                             + (f" at page {peer['page_size']}" if peer.get("page_size") else ""))
+        if not paged and case_rows:
+            best = min(case_rows, key=lambda r: r["median_us"])
+            lines.append(f"({case}) fastest: {best['impl']} at {best['median_us']:.1f} µs")
+    lines += [f"({r['case']}) {r['impl']} page {r.get('page_size')}: {r.get('check', 'ERROR')} "
+              f"{r.get('error', '')}".rstrip() for r in rows if r.get("check") in ("FAIL", "ERROR") or r.get("error")]
+    lines += sorted({r["note"] for r in rows if r.get("note")})
+    return lines
