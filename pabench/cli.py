@@ -238,6 +238,7 @@ def kernels(
     head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: time replays of each call captured in a CUDA graph (device time, no Python or launch overhead; for launch-bound cases like d).")] = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
 ) -> None:
@@ -248,7 +249,8 @@ def kernels(
 
     cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
                             page_sizes=_int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,
-                            num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device)
+                            num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device,
+                            cuda_graphs=cuda_graphs)
     err = _stderr()
     rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
     out = _stdout()

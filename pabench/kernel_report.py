@@ -11,7 +11,8 @@ from rich.table import Table
 
 def kernel_table(rows: list[dict]) -> Table:
     """Rich table, one line per row, hyperfine-like timing columns."""
-    table = Table(title="decode attention kernels")
+    timings = sorted({str(r["timing"]) for r in rows if r.get("timing")})
+    table = Table(title="decode attention kernels" + (f" (timing: {', '.join(timings)})" if timings else ""))
     columns = [("case", "case", "{}"), ("impl", "impl", "{}"), ("page", "page_size", "{}"), ("batch", "batch", "{}"),
                ("ctx", "mean_context", "{:.0f}"), ("median µs", "median_us", "{:.1f}"), ("p10", "p10_us", "{:.1f}"),
                ("p90", "p90_us", "{:.1f}"), ("GB/s", "gbps", "{:.0f}"), ("% copy", "pct_of_copy_bw", "{:.1f}"),

@@ -67,6 +67,7 @@ class KernelBenchConfig:
     rep_ms: float = 100.0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     seed: int = 0
+    cuda_graphs: bool = False  # CUDA: time CUDA-graph replays (device time without Python/launch overhead)
 
     def __post_init__(self) -> None:
         if self.case not in CASE_CHOICES:
@@ -191,6 +192,9 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     env = _environment(device)
     say(f"measuring copy bandwidth on {env['device_name']}")
     copy_bw = copy_bandwidth_gbps(device, cfg.warmup_ms, cfg.rep_ms)
+    timing = ("cuda-graph" if cfg.cuda_graphs else "cuda-events") if device.type == "cuda" else "wall-clock"
+    if cfg.cuda_graphs and device.type != "cuda":
+        say("--cuda-graphs needs CUDA: timing by wall clock")
     rows: list[dict] = []
     for case, spec in cfg.cases().items():
         lens = case_lengths(spec, cfg.seed)
@@ -202,7 +206,7 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
         elem = torch.finfo(dtype).bits // 8
         base = {"case": case, "batch": len(lens), "mean_context": sum(lens) / len(lens), "dtype": cfg.dtype,
                 "kv_bytes": 2 * sum(lens) * cfg.num_kv_heads * cfg.head_dim * elem, "copy_bw_gbps": copy_bw,
-                "note": note, **env}
+                "timing": timing, "note": note, **env}
         jobs: list[tuple[str, int | None, Callable[[], Callable[[], Any]]]] = []
         if "torch-sdpa" in impls:
             jobs.append(("torch-sdpa", None, lambda: _sdpa_runner(sdpa_decode_attention, data)))
@@ -254,7 +258,7 @@ def _measure(impl: str, fn: Callable[[], Any], ref: Any, cfg: KernelBenchConfig,
         err = float((out - ref).norm() / ref.norm())
         row["rel_err"] = err
         row["check"] = "ok" if err <= TOLERANCE[cfg.dtype] else "FAIL"  # NaN fails too
-        median, p10, p90 = time_us(fn, device, cfg.warmup_ms, cfg.rep_ms)
+        median, p10, p90 = time_us(fn, device, cfg.warmup_ms, cfg.rep_ms, cuda_graph=cfg.cuda_graphs)
     except Exception as exc:  # noqa: BLE001 - keep the other rows; this one says what broke
         row["check"] = "ERROR"
         row["error"] = _short(exc)

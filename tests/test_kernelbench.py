@@ -63,6 +63,19 @@ def test_tiny_custom_run_end_to_end():
     assert any("paged/contiguous" in line for line in summary)
 
 
+def test_cuda_graph_timing_on_a_cpu_says_it_times_by_wall_clock():
+    cfg = KernelBenchConfig(case="custom", batch=2, context=8, page_sizes=(4,), num_q_heads=2, num_kv_heads=1,
+                            head_dim=16, dtype="fp32", warmup_ms=0.2, rep_ms=1, device="cpu", cuda_graphs=True,
+                            impls=("torch-reference",))
+    messages = []
+    rows = run_kernel_bench(cfg, progress=messages.append)
+    assert rows and all(r["timing"] == "wall-clock" and r["check"] == "ok" for r in rows)
+    assert any("--cuda-graphs needs CUDA" in m for m in messages)
+    console = Console(width=200, record=True)
+    console.print(kernel_table(rows))
+    assert "timing: wall-clock" in console.export_text()
+
+
 def sum_lens(cfg: KernelBenchConfig) -> int:
     return sum(case_lengths(next(iter(cfg.cases().values())), cfg.seed))
 

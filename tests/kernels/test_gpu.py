@@ -8,6 +8,7 @@ from pabench.kernel_data import make_decode_data, paginate
 from pabench.kernelbench import NAMED_CASES, case_lengths
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention, write_kv, write_kv_reference)
+from pabench.timing import capture_graph, time_us
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -75,6 +76,28 @@ def test_graph_capture():
     graph.replay()
     torch.cuda.synchronize()
     assert_close(out, _reference(data), torch.bfloat16)
+
+
+def test_cuda_graph_timing_replays_the_call():
+    """`time_us(..., cuda_graph=True)` times replays of one captured call: the replay recomputes the output from
+    the current inputs, and a launch-bound call reads no slower than when timed eagerly."""
+    data = make_decode_data(case_lengths(NAMED_CASES["d"]), 32, 8, 128, torch.bfloat16, CUDA, seed=5)
+    k_cache, v_cache, table = paginate(data, 16)
+    last = {}
+
+    def step():
+        last["out"] = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, check_values=False)
+        return last["out"]
+
+    replay = capture_graph(step)
+    captured = last["out"]  # the graph's output buffer
+    data.q.copy_(torch.randn_like(data.q))
+    replay()
+    torch.cuda.synchronize()
+    assert_close(captured, _reference(data), torch.bfloat16)
+    graphed = time_us(step, CUDA, 5, 20, cuda_graph=True)
+    eager = time_us(step, CUDA, 5, 20)
+    assert 0 < graphed[0] <= 1.2 * eager[0], (graphed, eager)
 
 
 @pytest.mark.parametrize("page_size", [1, 16, 256])
