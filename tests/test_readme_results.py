@@ -1,0 +1,139 @@
+"""The README's GPU tables quote the committed result files: every number in them is checked against its file.
+
+Issue 5 asks that "numbers in the README must be the ones in those files"; this keeps a later edit of either side
+honest. Rows are found by their first cell; each names the files (and backends) it was read from.
+"""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+E2E = ROOT / "results" / "gpu" / "e2e"
+README = (ROOT / "README.md").read_text()
+
+
+def table(header_start: str) -> list[list[str]]:
+    """Cells of the markdown table whose header row starts with `header_start` (bold markers stripped)."""
+    lines = README.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().replace("**", "") for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def number(text: str) -> float:
+    """The first number in a cell: '11,780' -> 11780, '17.8 ms' -> 17.8, '2.20×' -> 2.2."""
+    match = re.search(r"-?[\d,]*\.?\d+", text)
+    assert match, f"no number in {text!r}"
+    return float(match.group().replace(",", ""))
+
+
+def decimals(text: str) -> int:
+    match = re.search(r"\.(\d+)", text.split()[0] if text.split() else text)
+    return len(match.group(1)) if match else 0
+
+
+def same(cell: str, value: float) -> None:
+    """`cell` shows `value` rounded to the cell's own precision."""
+    assert number(cell) == pytest.approx(round(value, decimals(cell)), abs=1e-9), (cell, value)
+
+
+def row_of(path: Path, backend: str) -> pd.Series:
+    frame = pd.read_csv(path)
+    match = frame[frame["backend"] == backend]
+    assert len(match) == 1, f"{path}: no single row for {backend}"
+    return match.iloc[0]
+
+
+HEADLINE = {"16 GiB": "sharegpt.csv", "4 GiB": "sharegpt_4gib.csv", "2 GiB": "sharegpt_2gib.csv"}
+
+
+def test_headline_table_matches_s2_3():
+    rows = table("| KV budget | backend | output tok/s |")
+    assert len(rows) == 10
+    budget = ""
+    for cells in rows:
+        budget = cells[0].split(" (")[0] or budget
+        run = row_of(E2E / "s2-3-headline" / HEADLINE[budget], cells[1])
+        same(cells[2], run["output_tok_per_s"])
+        same(cells[3], run["concurrency_mean"])
+        same(cells[4], run["num_preemptions"])
+        same(cells[5], run["mean_waste_pct"])
+        same(cells[6], run["tpot_p50_ms"])
+        same(cells[7], run["wall_s"])
+
+
+# row label -> the runs it quotes, each {backend: csv}; "a / b" cells list one value per run
+REPEATS = {
+    "16 GiB (0dba6d8)": [dict.fromkeys(("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle"),
+                                       "s3-2-headline/sharegpt.csv")],
+    "16 GiB (0d8dd69)": [dict.fromkeys(("paged", "contiguous-oracle"), "s3-4-split/sharegpt.csv")],
+    "16 GiB (d0b4d20)": [dict.fromkeys(("paged", "contiguous-oracle"), "s4-1-16gib-sync-async/sharegpt.csv")],
+    "16 GiB (d0b4d20, `--async-scheduling`)": [dict.fromkeys(("paged", "contiguous-oracle"),
+                                                             "s4-1-16gib-sync-async/sharegpt_async.csv")],
+    "2 GiB (0dba6d8)": [dict.fromkeys(("paged", "contiguous-oracle"), "s3-2-headline/sharegpt_2gib.csv")],
+    "2 GiB (f8742da)": [dict.fromkeys(("paged", "contiguous-oracle"), "s3-3-budget2/sharegpt_2gib.csv")],
+    "2 GiB (d0b4d20; max from a separate run)": [{"paged": "s4-2-2gib-sync-async/sharegpt_2gib.csv",
+                                                  "contiguous-oracle": "s4-2-2gib-sync-async/sharegpt_2gib.csv",
+                                                  "contiguous-max": "s4-3-2gib-max/sharegpt_2gib_max.csv"}],
+    "2 GiB (d0b4d20, one run, all three)": [dict.fromkeys(("paged", "contiguous-max", "contiguous-oracle"),
+                                                          "s4-4-2gib-all/sharegpt_2gib_all.csv")],
+    "2 GiB (d0b4d20, `--async-scheduling`, two runs)": [
+        dict.fromkeys(("paged", "contiguous-oracle"), "s4-2-2gib-sync-async/sharegpt_2gib_async.csv"),
+        dict.fromkeys(("paged", "contiguous-oracle"), "s4-5-2gib-async-repeat/sharegpt_2gib_async.csv")],
+}
+COLUMNS = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
+
+
+def test_repeat_table_matches_s3_and_s4():
+    rows = table("| KV budget | paged tok/s | contiguous-max |")
+    assert [cells[0] for cells in rows] == list(REPEATS)
+    for cells in rows:
+        runs = REPEATS[cells[0]]
+        tok = [{b: row_of(E2E / f, b)["output_tok_per_s"] for b, f in run.items()} for run in runs]
+        for col, backend in enumerate(COLUMNS, start=1):
+            shown = cells[col].split(" / ")
+            if cells[col] == "—":
+                assert all(backend not in t for t in tok), (cells[0], backend)
+                continue
+            assert len(shown) == len(runs), cells
+            for text, t in zip(shown, tok):
+                same(text, t[backend])
+        for col, other in ((5, "contiguous-max"), (6, "contiguous-oracle")):
+            if cells[col] == "—":
+                continue
+            for text, t in zip(cells[col].split(" / "), tok):
+                same(text, t["paged"] / t[other])
+        waste = re.findall(r"[\d.]+(?=%)", cells[7])
+        same(waste[0], row_of(E2E / runs[0]["paged"], "paged")["mean_waste_pct"])
+        if len(waste) > 1:  # "(max 80.5%)"
+            same(waste[1], row_of(E2E / runs[0]["contiguous-max"], "contiguous-max")["mean_waste_pct"])
+
+
+KERNEL_CASES = {"(a)": "a", "(b)": "b", "(c)": "c", "(d)": "d"}
+
+
+def test_kernel_table_matches_kernels_csv():
+    frame = pd.read_csv(ROOT / "results" / "gpu" / "kernels" / "kernels.csv")
+    rows = table("| case | triton-paged | % of copy |")
+    assert len(rows) == 4
+    for cells in rows:
+        case = frame[frame["case"] == KERNEL_CASES[cells[0][:3]]]
+
+        def value(impl: str, column: str) -> float:
+            match = case[(case["impl"] == impl) & (case["page_size"].isna() | (case["page_size"] == 16))]
+            assert len(match) == 1, (cells[0], impl)
+            return float(match.iloc[0][column])
+
+        same(cells[1], value("triton-paged", "median_us"))
+        same(cells[2], value("triton-paged", "pct_of_copy_bw"))
+        same(cells[3], value("triton-paged", "paged_over_contiguous"))
+        same(cells[4], value("torch-sdpa[cudnn]", "median_us"))
+        same(cells[5], value("flex-paged", "median_us"))
+        same(cells[6], value("gather+sdpa", "median_us"))
