@@ -137,3 +137,19 @@ def test_kernel_table_matches_kernels_csv():
         same(cells[4], value("torch-sdpa[cudnn]", "median_us"))
         same(cells[5], value("flex-paged", "median_us"))
         same(cells[6], value("gather+sdpa", "median_us"))
+
+
+def test_host_row_matches_s4_1_decode_by_batch():
+    import json
+
+    line = next(line for line in README.splitlines() if line.startswith("| host vs device per decode step"))
+    doc = json.loads((E2E / "s4-1-16gib-sync-async" / "sharegpt.json").read_text())
+    full = {b["backend"]: next(r for r in b["steps"]["decode_by_batch"] if r["batch_min"] == 241) for b in doc["backends"]}
+    paged = re.search(r"paged: ([\d.]+)% \(([\d.]+) ms vs ([\d.]+) ms; schedule ([\d.]+), stage ([\d.]+), "
+                      r"bookkeeping ([\d.]+) ms\), contiguous-oracle ([\d.]+)%", line.replace("**", ""))
+    assert paged, line
+    shown = paged.groups()
+    for text, value in zip(shown, (full["paged"]["host_over_device_pct"], full["paged"]["host_ms"],
+                                   full["paged"]["device_ms"], full["paged"]["schedule_ms"], full["paged"]["stage_ms"],
+                                   full["paged"]["bookkeeping_ms"], full["contiguous-oracle"]["host_over_device_pct"])):
+        same(text, value)
