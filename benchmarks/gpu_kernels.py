@@ -4,7 +4,8 @@ Run from the repository root on a CUDA machine:
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/gpu_kernels.py --out $OUT
 Writes under --out: gpu_tests.log, sweep.csv, kernels.csv, kernels.json, summary.txt. Prints a short table last.
 Stage "graphs" repeats the page-16 bench with each call captured in a CUDA graph (`pabench kernels --cuda-graphs`),
-so the launch-bound case (d) reads device time and its paged/contiguous ratio compares kernels, not Python.
+so the launch-bound case (d) reads device time and its paged/contiguous ratio compares kernels, not Python; it
+also times (d) under 12 tilings that way (graphs_d_tilings.csv).
 Stages stop early (and say so) once --budget-s seconds have passed, so the call ends inside its limit.
 """
 
@@ -64,8 +65,9 @@ def run_tests(out: Path) -> str:
 
 
 def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_s: float, rows: list[dict],
-          device: torch.device, page_size: int = 16, contiguous: bool = False) -> None:
-    """Time triton-paged (and triton-contiguous) under each config on each case; one row each, with its error."""
+          device: torch.device, page_size: int = 16, contiguous: bool = False, cuda_graph: bool = False) -> None:
+    """Time triton-paged (and triton-contiguous) under each config on each case; one row each, with its error.
+    cuda_graph: time CUDA-graph replays (device time; for the launch-bound case d)."""
     heads = (32, 8, 128) if device.type == "cuda" else (4, 2, 64)  # CPU: a dry run through the interpreter
     for case in cases:
         spec = NAMED_CASES[case]
@@ -80,7 +82,7 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
             if elapsed() > budget_s:
                 log(f"sweep: budget reached, skipping the rest of case {case}")
                 break
-            row = {"case": case, "page_size": page_size, **cfg.__dict__}
+            row = {"case": case, "page_size": page_size, "cuda_graph": cuda_graph, **cfg.__dict__}
 
             def paged(cfg=cfg):
                 return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton",
@@ -93,12 +95,12 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
             try:
                 out = paged().float()
                 row["rel_err"] = float((out - ref).norm() / ref.norm())
-                median, p10, p90 = time_us(paged, device, 10, 40)
+                median, p10, p90 = time_us(paged, device, 10, 40, cuda_graph=cuda_graph)
                 row.update(median_us=median, p10_us=p10, p90_us=p90,
                            pct_of_copy_bw=100 * kv_bytes / (median * 1e-6) / 1e9 / copy_bw)
                 if contiguous:
                     row["contig_rel_err"] = float((contig().float() - ref).norm() / ref.norm())
-                    row["contig_us"] = time_us(contig, device, 10, 40)[0]
+                    row["contig_us"] = time_us(contig, device, 10, 40, cuda_graph=cuda_graph)[0]
                     row["paged_over_contiguous"] = median / row["contig_us"]
             except Exception as err:  # noqa: BLE001 - a config that fails to compile is a row, not a crash
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:150] if str(err) else ''}"
@@ -162,6 +164,16 @@ def main() -> None:
                                     impls=("triton-paged", "triton-contiguous"))
         rows += run_kernel_bench(cfg, progress=log)
         save_rows(args.out, rows)
+        # (d) as graph replays under a few tilings: does loading page ids a tile ahead close paged/contiguous there?
+        d_grid = [DecodeConfig(block_n=64, num_stages=st, items_per_sm=it, prefetch_pages=pf)
+                  for pf in (False, True) for st in (2, 3, 4) for it in (4, 8)]
+        d_rows: list[dict] = []
+        sweep(["d"], d_grid[:1] if args.dry_run else d_grid, copy_bw, args.budget_s, d_rows, device, contiguous=True,
+              cuda_graph=True)
+        write_csv(args.out / "graphs_d_tilings.csv", d_rows)
+        for r in sorted((r for r in d_rows if "median_us" in r), key=lambda r: r["median_us"])[:4]:
+            summary.append(f"graphs (d) {r['median_us']:.1f} us p/c {r.get('paged_over_contiguous', float('nan')):.3f} "
+                           f"st {r['num_stages']} items {r['items_per_sm']} prefetch {r['prefetch_pages']}")
     sweep_rows: list[dict] = []
     if "sweep" in stages:
         grid = [DecodeConfig(block_n=bn, num_warps=w, num_stages=s)
