@@ -72,6 +72,10 @@ def sweep(
     prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Prefix caching for the paged backend.", rich_help_panel=RUN)] = True,
     min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (as in `pabench run`).", rich_help_panel=RUN)] = 1,
     attn_impl: Annotated[str, typer.Option(help="auto, triton or torch.", rich_help_panel=RUN)] = "auto",
+    watermark: Annotated[float, typer.Option(help="Paged: fraction of pages admission leaves free (as in `pabench run`).", rich_help_panel=RUN)] = 0.04,
+    max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=RUN)] = 8192,
+    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
+    async_scheduling: Annotated[bool, typer.Option("--async-scheduling/--no-async-scheduling", help="Schedule decode step t+1 while the device runs step t (as in `pabench run`).", rich_help_panel=RUN)] = False,
     csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
     json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="One progress bar on stderr.", rich_help_panel=OUT)] = True,
@@ -94,7 +98,9 @@ def sweep(
         max_num_seqs=_int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
     base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
-                     num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs)
+                     num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
+                     watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
+                     async_scheduling=async_scheduling)
     kept: list | None = [] if json else None
     failures: list = []
     frame = _sweep_with_progress(grid, base, progress, kept, failures)

@@ -104,6 +104,20 @@ def test_cli_sweep_writes_one_row_per_point_and_backend(tmp_path, workload):
     assert "paged" in res.stdout and "the output tokens/s of contiguous-max" in res.stdout
 
 
+def test_cli_sweep_passes_run_options_through(tmp_path, workload):
+    """The serving options `pabench run` has reach every sweep point (and its CSV row)."""
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", "--page-sizes", "16", "--backend", "paged", "--workload", workload, *TINY,
+                              "--watermark", "0.1", "--max-batched-tokens", "4096", "--async-scheduling",
+                              "--no-cuda-graphs", "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(out).iloc[0]
+    assert row["watermark"] == 0.1 and row["max_batched_tokens"] == 4096
+    assert bool(row["async_scheduling"]) and not bool(row["cuda_graphs"])
+    res = runner.invoke(app, ["sweep", "--workload", workload, *TINY, "--watermark", "1.5", "--csv", str(out)])
+    assert res.exit_code == 1 and "watermark" in res.output
+
+
 def test_cli_sweep_json_keeps_every_run_with_its_requests(tmp_path, workload):
     import json
 
