@@ -127,7 +127,7 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
     or the exception its setup raised."""
     from pabench.kernels import (contiguous_decode_attention, flashinfer_available, flex_available, flex_paged_decode,
                                  gather_sdpa_decode, paged_decode_attention, paged_decode_reference)
-    from pabench.kernels.sdpa import flashinfer_paged_decode
+    from pabench.kernels.paged_peers import flashinfer_paged_decode
 
     k_cache, v_cache, table = paginate(data, page_size)
     q, lens = data.q, data.seq_lens

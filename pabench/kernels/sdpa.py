@@ -1,7 +1,7 @@
-"""Vendor and peer attention paths: prefill via torch SDPA, SDPA decode over a padded cache, gather+SDPA over
-a paged cache, FlexAttention over a paged cache, and FlashInfer's paged decode when it is importable.
+"""torch SDPA paths: prefill attention (the backend pinned per call shape) and decode over a padded contiguous
+cache, the vendor row the Triton decode kernel is measured against (`pabench kernels`).
 
-These are the rows the Triton decode kernel is measured against (`pabench kernels`). None shares code with it.
+The paged peers (gather+SDPA, FlexAttention, FlashInfer) are in `paged_peers.py`. None shares code with Triton.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -155,120 +155,3 @@ def sdpa_decode_attention(q: torch.Tensor, k_padded: torch.Tensor, v_padded: tor
         _PINNED[key] = name
         return out[:, :, 0], name
     raise ConfigError("no SDPA backend accepted the decode call: " + "; ".join(errors))
-
-
-def gather_paged(cache: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
-    """Copy every sequence's pages into a padded contiguous tensor [batch, pages_per_seq * page_size, H, D]."""
-    pages = cache[page_table.long()]  # [batch, pages_per_seq, page_size, H, D]
-    return pages.flatten(1, 2)  # [batch, pages_per_seq * page_size, H, D]
-
-
-def gather_sdpa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                       seq_lens: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, str]:
-    """The naive paged path: gather pages into a padded copy, then SDPA. Moves the KV three times, not once.
-
-    Table entries past a sequence's pages may hold garbage: they are replaced by page 0 before the gather.
-    """
-    page_size = k_cache.shape[1]
-    lens = torch.as_tensor(_lengths_list(seq_lens), device=page_table.device)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
-    cols = torch.arange(page_table.shape[1], device=page_table.device)  # [pages_per_seq]
-    table = torch.where(cols[None, :] < num_used[:, None], page_table, 0)  # [batch, pages_per_seq]
-    return sdpa_decode_attention(q, gather_paged(k_cache, table), gather_paged(v_cache, table), seq_lens)
-
-
-def flex_available() -> bool:
-    """True when torch ships FlexAttention."""
-    try:
-        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=4)
-def _flex_fn(compiled: bool) -> Callable:
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
-
-
-def flex_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                      seq_lens: torch.Tensor, *, compiled: bool | None = None) -> Callable[[], torch.Tensor]:
-    """Prepare FlexAttention over the physical page pool; returns a zero-argument callable that runs it.
-
-    The pool is one long KV sequence [1, Hkv, num_pages * page_size, D] shared by a batch of one-token
-    queries; each query's block mask lists its own pages (KV block = one page), and the mask_mod hides
-    other sequences' tokens and the unused tail of the last page. Needs page_size >= 16.
-    """
-    from torch.nn.attention.flex_attention import BlockMask
-
-    num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
-    batch, num_q_heads, _ = q.shape
-    if page_size < 16:
-        raise ConfigError(f"the FlexAttention paged path needs page_size >= 16 (one page per KV block), "
-                          f"got {page_size}")
-    compiled = q.device.type == "cuda" if compiled is None else compiled
-    device = q.device
-    lens = seq_lens.to(device=device, dtype=torch.int64)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
-    table = page_table.to(device=device, dtype=torch.int32)  # [batch, pages_per_seq]
-    cols = torch.arange(table.shape[1], device=device)  # [pages_per_seq]
-    used = cols[None, :] < num_used[:, None]  # [batch, pages_per_seq]
-    owner = torch.full((num_pages,), batch, device=device, dtype=torch.int64)  # batch = "no sequence"
-    logical = torch.zeros(num_pages, device=device, dtype=torch.int64)  # logical page index within its owner
-    seq_ids = torch.arange(batch, device=device)[:, None].expand_as(table)  # [batch, pages_per_seq]
-    owner[table[used].long()] = seq_ids[used]
-    logical[table[used].long()] = cols[None, :].expand_as(table)[used]
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        page = (kv_idx // page_size).clamp(0, num_pages - 1)  # provably in range: no device-side bounds assert
-        return (owner[page] == b) & (logical[page] * page_size + kv_idx % page_size < lens[b])
-
-    kv_num_blocks = num_used.to(torch.int32)[:, None, None]  # [batch, 1, 1]
-    # one column per physical page: some torch versions size the block mask from the indices' last dim
-    kv_indices = torch.zeros(batch, 1, 1, num_pages, device=device, dtype=torch.int32)  # [batch, 1, 1, num_pages]
-    kv_indices[:, 0, 0, : table.shape[1]] = torch.where(used, table, 0)
-    block_mask = BlockMask.from_kv_blocks(kv_num_blocks, kv_indices, BLOCK_SIZE=(128, page_size), mask_mod=mask_mod,
-                                          seq_lengths=(1, num_pages * page_size))
-    qf = q.unsqueeze(2)  # [batch, Hq, 1, D]
-    kf = k_cache.flatten(0, 1).transpose(0, 1).unsqueeze(0)  # [1, Hkv, num_pages * page_size, D]
-    vf = v_cache.flatten(0, 1).transpose(0, 1).unsqueeze(0)  # [1, Hkv, num_pages * page_size, D]
-    fn = _flex_fn(compiled)
-
-    def run() -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # eager flex on the CPU warns that it is unfused
-            out = fn(qf, kf, vf, block_mask=block_mask, enable_gqa=num_q_heads != num_kv_heads)
-        return out[:, :, 0]  # [batch, Hq, D]
-
-    return run
-
-
-def flashinfer_available() -> bool:
-    """True when the flashinfer package imports."""
-    try:
-        import flashinfer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def flashinfer_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                            seq_lens: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """Plan FlashInfer's batch paged decode (NHD layout = our [num_pages, page_size, H, D]); returns a runner."""
-    import flashinfer
-
-    num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
-    lens = seq_lens.to(q.device, torch.int32)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
-    used = torch.arange(page_table.shape[1], device=q.device)[None, :] < num_used[:, None]  # [batch, pages]
-    indices = page_table.to(q.device, torch.int32)[used]  # [sum(num_used)]
-    indptr = torch.zeros(len(lens) + 1, device=q.device, dtype=torch.int32)  # [batch + 1]
-    indptr[1:] = torch.cumsum(num_used, 0)
-    last_len = lens - (num_used - 1) * page_size  # [batch], in [1, page_size]
-    workspace = torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=q.device)
-    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=True)
-    wrapper.plan(indptr, indices, last_len, q.shape[1], num_kv_heads, head_dim, page_size,
-                 q_data_type=q.dtype, kv_data_type=k_cache.dtype)
-    return lambda: wrapper.run(q, (k_cache, v_cache))

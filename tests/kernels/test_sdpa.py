@@ -1,13 +1,12 @@
-"""Vendor/peer decode paths (SDPA over a padded cache, gather+SDPA, FlexAttention paged) against the reference."""
+"""SDPA decode over a padded contiguous cache (the vendor row of `pabench kernels`) against the reference."""
 
 import pytest
 import torch
 from kernel_checks import assert_close
 
 from pabench.core.errors import ConfigError
-from pabench.kernel_data import make_decode_data, pad_slab, paginate
-from pabench.kernels import (contiguous_decode_reference, flex_available, flex_paged_decode, gather_sdpa_decode,
-                             sdpa_decode_attention)
+from pabench.kernel_data import make_decode_data, pad_slab
+from pabench.kernels import contiguous_decode_reference, sdpa_decode_attention
 
 
 def _data(lens, seed):
@@ -25,23 +24,6 @@ def test_sdpa_decode(lens):
     out, backend = sdpa_decode_attention(data.q, k_pad, v_pad, data.seq_lens)
     assert backend in ("cudnn", "flash", "efficient", "math")
     assert_close(out, _reference(data), torch.float32)
-
-
-def test_gather_sdpa_ignores_garbage_table_entries():
-    data = _data([5, 33, 16], seed=1)
-    k_cache, v_cache, table = paginate(data, 8)  # entries past each sequence's pages are huge garbage ids
-    out, _ = gather_sdpa_decode(data.q, k_cache, v_cache, table, data.seq_lens)
-    assert_close(out, _reference(data), torch.float32)
-
-
-@pytest.mark.skipif(not flex_available(), reason="torch without FlexAttention")
-def test_flex_paged_eager():
-    data = _data([5, 40, 16], seed=2)
-    k_cache, v_cache, table = paginate(data, 16)
-    run = flex_paged_decode(data.q, k_cache, v_cache, table, data.seq_lens, compiled=False)
-    assert_close(run(), _reference(data), torch.float32)
-    with pytest.raises(ConfigError):
-        flex_paged_decode(data.q, *paginate(data, 8), data.seq_lens, compiled=False)
 
 
 def test_sdpa_bad_lengths():

@@ -1,0 +1,34 @@
+"""Public paged-decode peers (gather+SDPA, FlexAttention over the page pool) against the torch reference."""
+
+import pytest
+import torch
+from kernel_checks import assert_close
+
+from pabench.core.errors import ConfigError
+from pabench.kernel_data import make_decode_data, paginate
+from pabench.kernels import contiguous_decode_reference, flex_available, flex_paged_decode, gather_sdpa_decode
+
+
+def _data(lens, seed):
+    return make_decode_data(lens, 8, 2, 64, torch.float32, torch.device("cpu"), seed)
+
+
+def _reference(data):
+    return contiguous_decode_reference(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens)
+
+
+def test_gather_sdpa_ignores_garbage_table_entries():
+    data = _data([5, 33, 16], seed=1)
+    k_cache, v_cache, table = paginate(data, 8)  # entries past each sequence's pages are huge garbage ids
+    out, _ = gather_sdpa_decode(data.q, k_cache, v_cache, table, data.seq_lens)
+    assert_close(out, _reference(data), torch.float32)
+
+
+@pytest.mark.skipif(not flex_available(), reason="torch without FlexAttention")
+def test_flex_paged_eager():
+    data = _data([5, 40, 16], seed=2)
+    k_cache, v_cache, table = paginate(data, 16)
+    run = flex_paged_decode(data.q, k_cache, v_cache, table, data.seq_lens, compiled=False)
+    assert_close(run(), _reference(data), torch.float32)
+    with pytest.raises(ConfigError):
+        flex_paged_decode(data.q, *paginate(data, 8), data.seq_lens, compiled=False)
