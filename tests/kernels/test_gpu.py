@@ -59,29 +59,11 @@ def test_configs(config, poison_scratch):
     assert_close(out, _reference(data), torch.bfloat16)
 
 
-def test_graph_capture():
-    """No host sync inside the launcher (check_values=False): a CUDA graph replays it with new data."""
-    data = make_decode_data(MIXED, 32, 8, 128, torch.bfloat16, CUDA, seed=4)
-    k_cache, v_cache, table = paginate(data, 16)
-
-    def step():
-        return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, check_values=False)
-
-    step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
-    data.q.copy_(torch.randn_like(data.q))
-    graph.replay()
-    torch.cuda.synchronize()
-    assert_close(out, _reference(data), torch.bfloat16)
-
-
-def test_cuda_graph_timing_replays_the_call():
-    """`time_us(..., cuda_graph=True)` times replays of one captured call: the replay recomputes the output from
-    the current inputs, and a launch-bound call reads no slower than when timed eagerly."""
-    data = make_decode_data(case_lengths(NAMED_CASES["d"]), 32, 8, 128, torch.bfloat16, CUDA, seed=5)
+@pytest.mark.parametrize("lens, seed", [(MIXED, 4), (case_lengths(NAMED_CASES["d"]), 5)])
+def test_graph_capture(lens, seed):
+    """No host sync inside the launcher (check_values=False): a CUDA graph (`timing.capture_graph`, which
+    `pabench kernels --cuda-graphs` times) replays it with new data."""
+    data = make_decode_data(lens, 32, 8, 128, torch.bfloat16, CUDA, seed=seed)
     k_cache, v_cache, table = paginate(data, 16)
     last = {}
 
@@ -90,11 +72,21 @@ def test_cuda_graph_timing_replays_the_call():
         return last["out"]
 
     replay = capture_graph(step)
-    captured = last["out"]  # the graph's output buffer
+    out = last["out"]  # the graph's output buffer
     data.q.copy_(torch.randn_like(data.q))
     replay()
     torch.cuda.synchronize()
-    assert_close(captured, _reference(data), torch.bfloat16)
+    assert_close(out, _reference(data), torch.bfloat16)
+
+
+def test_cuda_graph_timing_of_a_launch_bound_call():
+    """`time_us(..., cuda_graph=True)` times graph replays: case (d) reads no slower than when timed eagerly."""
+    data = make_decode_data(case_lengths(NAMED_CASES["d"]), 32, 8, 128, torch.bfloat16, CUDA, seed=5)
+    k_cache, v_cache, table = paginate(data, 16)
+
+    def step():
+        return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, check_values=False)
+
     graphed = time_us(step, CUDA, 5, 20, cuda_graph=True)
     eager = time_us(step, CUDA, 5, 20)
     assert 0 < graphed[0] <= 1.2 * eager[0], (graphed, eager)
