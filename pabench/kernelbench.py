@@ -234,10 +234,14 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
 
 
 def _sdpa_runner(sdpa: Callable, data: DecodeData) -> dict[str, Callable[[], Any]]:
-    k_pad, v_pad = pad_slab(data)
-    lens_cpu = data.seq_lens.cpu()
-    _, backend = sdpa(data.q, k_pad, v_pad, lens_cpu)
-    return {f"torch-sdpa[{backend}]": lambda: sdpa(data.q, k_pad, v_pad, lens_cpu)[0]}
+    """Padded SDPA with its padding mask built once, as the paged rows get their tables once (and graphs capture)."""
+    from pabench.kernels import decode_padding_mask
+
+    k_pad, v_pad = pad_slab(data)  # [batch, max_len, Hkv, D] each
+    lens_cpu = data.seq_lens.cpu()  # [batch]
+    mask = decode_padding_mask(lens_cpu, k_pad.shape[1], k_pad.device)  # [batch, 1, 1, max_len] or None
+    _, backend = sdpa(data.q, k_pad, v_pad, lens_cpu, mask=mask)
+    return {f"torch-sdpa[{backend}]": lambda: sdpa(data.q, k_pad, v_pad, lens_cpu, mask=mask)[0]}
 
 
 def _short(err: BaseException) -> str:

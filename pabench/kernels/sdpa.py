@@ -29,10 +29,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
           scale: float | None) -> torch.Tensor:
     """SDPA on [batch, heads, len, D] tensors with GQA: enable_gqa where torch has it, else repeated KV heads."""
     group = q.shape[1] // k.shape[1]
-    # With a mask on CUDA, repeat the KV heads instead of enable_gqa: the memory-efficient kernel takes masks
-    # but not GQA, so enable_gqa + mask falls back to the math path (many launches, an fp32 score matrix).
-    # That is the prefill of every prefix-cache hit.
-    if group > 1 and _has_enable_gqa() and not (mask is not None and q.is_cuda):
+    if group > 1 and _has_enable_gqa():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
                                               enable_gqa=True)
     if group > 1:
@@ -60,14 +57,19 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
         raise ConfigError("q, k, v must share one device and dtype")
     compute = torch.float32 if q.device.type == "cpu" else q.dtype
     pinned = _prefill_backends() if q.is_cuda else None
-    if pinned is not None and num_q_heads != num_kv_heads:  # pinned kernels get equal heads: no math fallback
+    masked = n_new != n_total  # a cached prefix: causal over the last n_new rows needs an explicit mask
+    # On CUDA, pinned kernels and masked calls get equal heads: the memory-efficient kernel takes masks but not
+    # GQA, so enable_gqa + mask falls back to the math path (many launches, an fp32 score matrix). That is the
+    # prefill of every prefix-cache hit. Decode (below) keeps enable_gqa: cuDNN takes a mask with GQA there, and
+    # repeating a padded batch's KV would copy it 4x per call.
+    if q.is_cuda and (pinned is not None or masked) and num_q_heads != num_kv_heads:
         k = k.repeat_interleave(num_q_heads // num_kv_heads, dim=1)  # [n_total, Hq, D]
         v = v.repeat_interleave(num_q_heads // num_kv_heads, dim=1)  # [n_total, Hq, D]
     qt = q.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hq, n_new, D]
     kt = k.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv or Hq, n_total, D]
     vt = v.to(compute).transpose(0, 1).unsqueeze(0)  # [1, Hkv or Hq, n_total, D]
     mask = None
-    if n_new != n_total:
+    if masked:
         rows = torch.arange(n_new, device=q.device)[:, None] + (n_total - n_new)  # [n_new, 1]
         mask = torch.arange(n_total, device=q.device)[None, :] <= rows  # [n_new, n_total]
     if pinned is None:
@@ -117,13 +119,25 @@ def _lengths_list(seq_lens: torch.Tensor | Sequence[int]) -> list[int]:
     return seq_lens.tolist() if isinstance(seq_lens, torch.Tensor) else [int(n) for n in seq_lens]
 
 
+def decode_padding_mask(seq_lens: torch.Tensor | Sequence[int], max_len: int,
+                        device: torch.device) -> torch.Tensor | None:
+    """Boolean mask [batch, 1, 1, max_len] hiding a padded cache's padding; None when every length is max_len."""
+    lens = _lengths_list(seq_lens)
+    if all(n == max_len for n in lens):
+        return None
+    lens_t = torch.tensor(lens, device=device)  # [batch]
+    return (torch.arange(max_len, device=device)[None, :] < lens_t[:, None])[:, None, None, :]  # [b, 1, 1, L]
+
+
 def sdpa_decode_attention(q: torch.Tensor, k_padded: torch.Tensor, v_padded: torch.Tensor,
-                          seq_lens: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, str]:
+                          seq_lens: torch.Tensor | Sequence[int], *,
+                          mask: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
     """Vendor decode over a padded contiguous cache [batch, max_len, Hkv, D]; returns (out [batch, Hq, D], backend).
 
-    Uniform lengths equal to max_len run unmasked; otherwise a boolean mask hides the padding. The first SDPA
-    backend that accepts the call (cudnn, flash, efficient, math) is pinned with `sdpa_kernel` and named.
-    seq_lens may be a CPU tensor or list (a CUDA tensor costs one sync to read).
+    Uniform lengths equal to max_len run unmasked; otherwise a boolean mask hides the padding (pass `mask` from
+    `decode_padding_mask` to build it once: a call that builds none copies nothing host-to-device, so a CUDA
+    graph can capture it). The first SDPA backend that accepts the call (cudnn, flash, efficient, math) is
+    pinned with `sdpa_kernel` and named. seq_lens may be a CPU tensor or list (a CUDA tensor costs one sync).
     """
     from torch.nn.attention import sdpa_kernel
 
@@ -137,10 +151,10 @@ def sdpa_decode_attention(q: torch.Tensor, k_padded: torch.Tensor, v_padded: tor
     qt = q.unsqueeze(2)  # [batch, Hq, 1, D]
     kt = k_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
     vt = v_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
-    mask = None
-    if any(n != max_len for n in lens):
-        lens_t = torch.tensor(lens, device=q.device)  # [batch]
-        mask = (torch.arange(max_len, device=q.device)[None, :] < lens_t[:, None])[:, None, None, :]  # [b,1,1,L]
+    if mask is None:
+        mask = decode_padding_mask(lens, max_len, q.device)  # [batch, 1, 1, max_len] or None
+    elif tuple(mask.shape) != (batch, 1, 1, max_len) or mask.dtype != torch.bool:
+        raise ConfigError(f"mask must be bool [{batch}, 1, 1, {max_len}], got {mask.dtype} {tuple(mask.shape)}")
     key = (q.device.type, q.dtype, mask is not None, tuple(q.shape), tuple(k_padded.shape))
     names = [_PINNED[key]] if key in _PINNED else list(SDPA_BACKENDS)
     errors = []
