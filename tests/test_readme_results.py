@@ -87,11 +87,17 @@ REPEATS = {
     "2 GiB (d0b4d20, `--async-scheduling`, two runs)": [
         dict.fromkeys(("paged", "contiguous-oracle"), "s4-2-2gib-sync-async/sharegpt_2gib_async.csv"),
         dict.fromkeys(("paged", "contiguous-oracle"), "s4-5-2gib-async-repeat/sharegpt_2gib_async.csv")],
+    "2 GiB (6f1448c, `--async-scheduling`, one run, all three)": [
+        dict.fromkeys(("paged", "contiguous-max", "contiguous-oracle"),
+                      "s5-3-2gib-async-all/sharegpt_2gib_async_all.csv")],
+    "1 GiB (6f1448c; max from a separate run)": [{"paged": "s5-1-1gib-paged-oracle/sharegpt.csv",
+                                                  "contiguous-oracle": "s5-1-1gib-paged-oracle/sharegpt.csv",
+                                                  "contiguous-max": "s5-2-1gib-max/sharegpt.csv"}],
 }
 COLUMNS = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
 
 
-def test_repeat_table_matches_s3_and_s4():
+def test_repeat_table_matches_s3_to_s5():
     rows = table("| KV budget | paged tok/s | contiguous-max |")
     assert [cells[0] for cells in rows] == list(REPEATS)
     for cells in rows:
@@ -137,6 +143,27 @@ def test_kernel_table_matches_kernels_csv():
         same(cells[4], value("torch-sdpa[cudnn]", "median_us"))
         same(cells[5], value("flex-paged", "median_us"))
         same(cells[6], value("gather+sdpa", "median_us"))
+
+
+def test_graph_kernel_table_matches_s5_2():
+    """The fifth session's table: each triton-paged cell from the row of its timing (CUDA events or graph)."""
+    frame = pd.read_csv(ROOT / "results" / "gpu" / "kernels" / "s5-2-sdpa-fix" / "kernels.csv")
+    rows = table("| case | triton-paged (events) |")
+    assert [cells[0] for cells in rows] == list(KERNEL_CASES)
+    for cells in rows:
+        case = frame[frame["case"] == KERNEL_CASES[cells[0]]]
+
+        def value(impl: str, timing: str, column: str) -> float:
+            match = case[(case["impl"] == impl) & (case["timing"] == timing)]
+            assert len(match) == 1, (cells[0], impl, timing)
+            return float(match.iloc[0][column])
+
+        same(cells[1], value("triton-paged", "cuda-events", "median_us"))
+        same(cells[2], value("triton-paged", "cuda-events", "paged_over_contiguous"))
+        same(cells[3], value("triton-paged", "cuda-graph", "median_us"))
+        same(cells[4], value("triton-paged", "cuda-graph", "pct_of_copy_bw"))
+        same(cells[5], value("triton-paged", "cuda-graph", "paged_over_contiguous"))
+        same(cells[6], value("torch-sdpa[cudnn]", "cuda-graph", "median_us"))
 
 
 def test_host_row_matches_s4_1_decode_by_batch():
