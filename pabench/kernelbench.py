@@ -125,19 +125,22 @@ def shrink_for_cpu(spec: CaseSpec, lens: list[int]) -> tuple[list[int], str]:
 def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: Any) -> dict[str, Any]:
     """Per impl, a zero-argument callable for one page size (setup such as FlexAttention's mask done here),
     or the exception its setup raised."""
-    from pabench.kernels import (contiguous_decode_attention, flashinfer_available, flex_available, flex_paged_decode,
-                                 gather_sdpa_decode, paged_decode_attention, paged_decode_reference)
+    from pabench.kernels import (contiguous_decode_attention, decode_padding_mask, flashinfer_available,
+                                 flex_available, flex_paged_decode, gather_sdpa_decode, paged_decode_attention,
+                                 paged_decode_reference)
     from pabench.kernels.paged_peers import flashinfer_paged_decode
 
     k_cache, v_cache, table = paginate(data, page_size)
     q, lens = data.q, data.seq_lens
     lens_cpu = lens.cpu()
+    # [batch, 1, 1, pages_per_seq * page_size] or None: built once, as the page tables are
+    gather_mask = decode_padding_mask(lens_cpu, table.shape[1] * page_size, device)
     makers: dict[str, Callable[[], Callable[[], Any]]] = {
         "triton-paged": lambda: lambda: paged_decode_attention(q, k_cache, v_cache, table, lens, impl="triton",
                                                                check_values=False),
         "triton-contiguous": lambda: lambda: contiguous_decode_attention(
             q, data.k_slab, data.v_slab, data.seq_starts, lens, impl="triton", check_values=False),
-        "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu)[0],
+        "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu, mask=gather_mask)[0],
         "flex-paged": lambda: flex_paged_decode(q, k_cache, v_cache, table, lens),
         "flashinfer-paged": lambda: flashinfer_paged_decode(q, k_cache, v_cache, table, lens),
         "torch-reference": lambda: lambda: paged_decode_reference(q, k_cache, v_cache, table, lens),

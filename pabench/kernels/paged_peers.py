@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from pabench.core.errors import ConfigError
-from pabench.kernels.sdpa import _lengths_list, sdpa_decode_attention
+from pabench.kernels.sdpa import decode_padding_mask, sdpa_decode_attention
 
 
 def gather_paged(cache: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
@@ -21,17 +21,26 @@ def gather_paged(cache: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
 
 
 def gather_sdpa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                       seq_lens: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, str]:
+                       seq_lens: torch.Tensor | Sequence[int], *,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
     """The naive paged path: gather pages into a padded copy, then SDPA. Moves the KV three times, not once.
 
     Table entries past a sequence's pages may hold garbage: they are replaced by page 0 before the gather.
+    `mask` (from `decode_padding_mask` over pages_per_seq * page_size) is built once by callers that repeat the
+    call; with it the call copies nothing host-to-device, so a CUDA graph can capture it.
     """
     page_size = k_cache.shape[1]
-    lens = torch.as_tensor(_lengths_list(seq_lens), device=page_table.device)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
-    cols = torch.arange(page_table.shape[1], device=page_table.device)  # [pages_per_seq]
-    table = torch.where(cols[None, :] < num_used[:, None], page_table, 0)  # [batch, pages_per_seq]
-    return sdpa_decode_attention(q, gather_paged(k_cache, table), gather_paged(v_cache, table), seq_lens)
+    max_len = page_table.shape[1] * page_size
+    if mask is None:
+        mask = decode_padding_mask(seq_lens, max_len, page_table.device)  # [batch, 1, 1, max_len] or None
+    table = page_table
+    if mask is not None:  # some sequence ends before its last table column: clean the columns past its pages
+        lens = mask[:, 0, 0, :].sum(dim=-1)  # [batch]
+        num_used = (lens + page_size - 1) // page_size  # [batch]
+        cols = torch.arange(page_table.shape[1], device=page_table.device)  # [pages_per_seq]
+        table = torch.where(cols[None, :] < num_used[:, None], page_table, 0)  # [batch, pages_per_seq]
+    return sdpa_decode_attention(q, gather_paged(k_cache, table), gather_paged(v_cache, table), seq_lens,
+                                 mask=mask)
 
 
 def flex_available() -> bool:

@@ -109,13 +109,13 @@ def test_write_kv_gpu(page_size):
 
 
 def test_kernel_bench_in_cuda_graphs_on_mixed_lengths():
-    """`pabench kernels --cuda-graphs` on mixed lengths: the padded SDPA row (its mask built once, outside the
-    captured call) and the Triton rows are captured, checked and timed; none is an ERROR row."""
+    """`pabench kernels --cuda-graphs` on mixed lengths: the padded SDPA and gather+SDPA rows (their masks built
+    once, outside the captured call) and the Triton rows are captured, checked and timed; none is an ERROR row."""
     from pabench.kernelbench import KernelBenchConfig, run_kernel_bench
 
     cfg = KernelBenchConfig(case="custom", batch=8, context=512, lengths="lognormal", page_sizes=(16,),
                             warmup_ms=2, rep_ms=10, device="cuda", cuda_graphs=True,
-                            impls=("triton-paged", "triton-contiguous", "torch-sdpa"))
+                            impls=("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa"))
     rows = run_kernel_bench(cfg)
-    assert {r["impl"].split("[")[0] for r in rows} == {"triton-paged", "triton-contiguous", "torch-sdpa"}
+    assert {r["impl"].split("[")[0] for r in rows} == {"triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa"}
     assert all(r["check"] == "ok" and r["timing"] == "cuda-graph" and r["median_us"] > 0 for r in rows), rows

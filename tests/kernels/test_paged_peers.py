@@ -6,7 +6,8 @@ from kernel_checks import assert_close
 
 from pabench.core.errors import ConfigError
 from pabench.kernel_data import make_decode_data, paginate
-from pabench.kernels import contiguous_decode_reference, flex_available, flex_paged_decode, gather_sdpa_decode
+from pabench.kernels import (contiguous_decode_reference, decode_padding_mask, flex_available, flex_paged_decode,
+                             gather_sdpa_decode)
 
 
 def _data(lens, seed):
@@ -21,6 +22,15 @@ def test_gather_sdpa_ignores_garbage_table_entries():
     data = _data([5, 33, 16], seed=1)
     k_cache, v_cache, table = paginate(data, 8)  # entries past each sequence's pages are huge garbage ids
     out, _ = gather_sdpa_decode(data.q, k_cache, v_cache, table, data.seq_lens)
+    assert_close(out, _reference(data), torch.float32)
+    mask = decode_padding_mask(data.seq_lens, table.shape[1] * 8, k_cache.device)  # built once by a caller
+    out, _ = gather_sdpa_decode(data.q, k_cache, v_cache, table, data.seq_lens, mask=mask)
+    assert_close(out, _reference(data), torch.float32)
+
+
+def test_gather_sdpa_with_every_sequence_filling_its_table():
+    data = _data([16, 16], seed=4)  # two full pages each: no padding, no mask, no table cleaning
+    out, _ = gather_sdpa_decode(data.q, *paginate(data, 8), data.seq_lens)
     assert_close(out, _reference(data), torch.float32)
 
 
