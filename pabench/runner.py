@@ -83,6 +83,9 @@ class RunConfig:
 
         if use_triton(self.attn_impl, device) and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise ConfigError("--attn-impl triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU, slow)")
+        if self.cuda_graphs and not cuda:
+            raise ConfigError(f"--cuda-graphs needs a CUDA device (this run is on the {device}); "
+                              "drop it or pass --no-cuda-graphs")
         return replace(
             self, device=device,
             model=self.model or ("llama-3-8b" if cuda else "tiny"),

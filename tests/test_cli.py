@@ -85,12 +85,14 @@ def test_compare(exported):
     (["--num-pages", "2"], "cannot hold request"),
     (["--workload", "parallel-sampling", "--max-num-seqs", "2", "--max-model-len", "2048"], "samples > max_num_seqs"),
     (["--watermark", "1.5"], "--watermark"),
+    (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),  # once, not once per backend
 ])
 def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
     out = tmp_path / "r.csv"
     res = invoke("run", *SMALL, *args, "--csv", str(out))
     assert res.exit_code == 1, res.output
     assert needle in res.output
+    assert res.output.count("error:") == 1, res.output
     assert "Traceback" not in res.output
     assert not out.exists()
 
