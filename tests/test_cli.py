@@ -129,6 +129,16 @@ def test_usage_errors_are_one_line_exit_1(args, needle):
     assert out.stderr.strip().count("\n") == 0 and needle in out.stderr and "Traceback" not in out.stderr
 
 
+def test_budget_too_small_is_one_stderr_line_and_nothing_on_stdout(tmp_path):
+    """The fit check runs before the run's header is printed: a budget that cannot hold a request prints
+    nothing but the one error line (and writes no file)."""
+    out = subprocess.run([sys.executable, "-m", "pabench", "run", *SMALL, "--num-pages", "1", "--csv",
+                          str(tmp_path / "r.csv")], capture_output=True, text=True)
+    assert out.returncode == 1, out
+    assert out.stdout == "" and out.stderr.count("\n") == 1 and "cannot hold request" in out.stderr, out
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_entry_point_exit_codes(exported, tmp_path):
     """No arguments prints help (exit 0); `check` keeps exit 2 for a regression through `main`."""
     from pabench.cli import main
