@@ -86,6 +86,7 @@ def test_compare(exported):
     (["--workload", "parallel-sampling", "--max-num-seqs", "2", "--max-model-len", "2048"], "samples > max_num_seqs"),
     (["--watermark", "1.5"], "--watermark"),
     (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),  # once, not once per backend
+    (["--layers", "999"], "--layers must be in [1, 4] for tiny"),  # not a 999-layer model that runs for hours
 ])
 def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
     out = tmp_path / "r.csv"

@@ -50,8 +50,9 @@ class ModelConfig:
             raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODEL_PRESETS)}")
         cfg = MODEL_PRESETS[name]
         if num_layers is not None:
-            if num_layers <= 0:
-                raise ConfigError(f"--layers must be > 0, got {num_layers}")
+            if not 0 < num_layers <= cfg.num_layers:
+                raise ConfigError(f"--layers must be in [1, {cfg.num_layers}] for {name} (it keeps the model's first "
+                                  f"layers), got {num_layers}")
             cfg = replace(cfg, num_layers=num_layers)
         return cfg
 
