@@ -5,7 +5,9 @@ Run from the repository root on a CUDA machine:
 Writes under --out: gpu_tests.log, sweep.csv, kernels.csv, kernels.json, summary.txt. Prints a short table last.
 Stage "graphs" repeats the page-16 bench with each call captured in a CUDA graph (`pabench kernels --cuda-graphs`),
 so the launch-bound case (d) reads device time and its paged/contiguous ratio compares kernels, not Python; it
-also times (d) under 12 tilings that way (graphs_d_tilings.csv).
+also times (d) under 12 tilings that way (graphs_d_tilings.csv). Stage "small" times the engine's small decode
+batches (1-32 sequences, lognormal lengths up to 2048) under the heuristic's tiling and five others, as graph
+replays (graphs_small_tilings.csv).
 Stages stop early (and say so) once --budget-s seconds have passed, so the call ends inside its limit.
 """
 
@@ -23,8 +25,8 @@ from pathlib import Path
 import torch
 
 from pabench.kernel_report import kernel_summary
-from pabench.kernelbench import (NAMED_CASES, KernelBenchConfig, case_lengths, copy_bandwidth_gbps, make_decode_data,
-                                 paginate, run_kernel_bench, shrink_for_cpu, time_us)
+from pabench.kernelbench import (NAMED_CASES, CaseSpec, KernelBenchConfig, case_lengths, copy_bandwidth_gbps,
+                                 make_decode_data, paginate, run_kernel_bench, shrink_for_cpu, time_us)
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention)
 from pabench.kernels.checks import DecodeShape
@@ -64,14 +66,16 @@ def run_tests(out: Path) -> str:
     return f"rc={result.returncode}: {lines[-1] if lines else 'no output'}"
 
 
-def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_s: float, rows: list[dict],
-          device: torch.device, page_size: int = 16, contiguous: bool = False, cuda_graph: bool = False) -> None:
+def sweep(cases: list[str] | dict[str, CaseSpec], configs: list[DecodeConfig], copy_bw: float, budget_s: float,
+          rows: list[dict], device: torch.device, page_size: int = 16, contiguous: bool = False,
+          cuda_graph: bool = False, max_len: int | None = None) -> None:
     """Time triton-paged (and triton-contiguous) under each config on each case; one row each, with its error.
+    cases: named cases, or {name: CaseSpec}; max_len clips lengths (an engine's max_model_len).
     cuda_graph: time CUDA-graph replays (device time; for the launch-bound case d)."""
     heads = (32, 8, 128) if device.type == "cuda" else (4, 2, 64)  # CPU: a dry run through the interpreter
-    for case in cases:
-        spec = NAMED_CASES[case]
-        lens = case_lengths(spec)
+    specs = cases if isinstance(cases, dict) else {case: NAMED_CASES[case] for case in cases}
+    for case, spec in specs.items():
+        lens = [min(n, max_len or n) for n in case_lengths(spec)]
         if device.type != "cuda":
             lens = shrink_for_cpu(spec, lens)[0][:2]
         data = make_decode_data(lens, *heads, torch.bfloat16, device, seed=0)
@@ -82,7 +86,8 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
             if elapsed() > budget_s:
                 log(f"sweep: budget reached, skipping the rest of case {case}")
                 break
-            row = {"case": case, "page_size": page_size, "cuda_graph": cuda_graph, **cfg.__dict__}
+            row = {"case": case, "batch": len(lens), "mean_len": sum(lens) / len(lens), "page_size": page_size,
+                   "cuda_graph": cuda_graph, **cfg.__dict__}
 
             def paged(cfg=cfg):
                 return paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton",
@@ -108,6 +113,42 @@ def sweep(cases: list[str], configs: list[DecodeConfig], copy_bw: float, budget_
         data = k_cache = v_cache = table = ref = None  # free before the next case (closures above use them)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+SMALL_BATCHES = (1, 4, 8, 16, 32)
+SMALL_CONTEXTS = (512, 2048)  # lognormal lengths around these, clipped to 2048 (the engine's max_model_len)
+
+
+def small_stage(out: Path, copy_bw: float, budget_s: float, device: torch.device, summary: list[str],
+                dry_run: bool) -> None:
+    """Engine-like small decode batches under the heuristic's tiling and five others, paged and contiguous, as
+    CUDA-graph replays (graphs_small_tilings.csv). The fifth session's (d) data says 2 stages + 4 items per SM
+    beat the heuristic's 4 stages + 8 items by 7% (paged) / 13% (contiguous) there; this asks where else."""
+    shapes = {f"B{b}-L{c}": CaseSpec(b, c, "lognormal") for b in SMALL_BATCHES for c in SMALL_CONTEXTS}
+    heuristic = choose_decode_config(DecodeShape(8, 32, 8, 128, 16, 2048), torch.bfloat16)
+    others = [DecodeConfig(block_n=64, num_stages=st, items_per_sm=it, prefetch_pages=pf)
+              for st, it, pf in ((2, 4, True), (2, 4, False), (3, 4, False), (4, 4, False), (2, 8, True))]
+    grid = [heuristic] + [c for c in others if c != heuristic]
+    if dry_run:
+        shapes, grid = dict(list(shapes.items())[:1]), grid[:2]
+    log(f"small batches: {len(shapes)} shapes x {len(grid)} tilings, heuristic {heuristic}")
+    rows: list[dict] = []
+    sweep(shapes, grid, copy_bw, budget_s, rows, device, contiguous=True, cuda_graph=device.type == "cuda",
+          max_len=2048)
+    for r in rows:
+        r["heuristic"] = all(r[k] == v for k, v in heuristic.__dict__.items())
+    write_csv(out / "graphs_small_tilings.csv", rows)
+    for case in shapes:
+        timed = [r for r in rows if r["case"] == case and "median_us" in r and "contig_us" in r]
+        mine = [r for r in timed if r["heuristic"]]
+        if not timed or not mine:
+            continue
+        bp = min(timed, key=lambda r: r["median_us"])
+        bc = min(timed, key=lambda r: r["contig_us"])
+        summary.append(f"small {case}: paged heuristic {mine[0]['median_us']:.1f} us, best {bp['median_us']:.1f} "
+                       f"(st {bp['num_stages']} items {bp['items_per_sm']} pf {bp['prefetch_pages']}); contiguous "
+                       f"heuristic {mine[0]['contig_us']:.1f}, best {bc['contig_us']:.1f} (st {bc['num_stages']} "
+                       f"items {bc['items_per_sm']})")
 
 
 def best(rows: list[dict], case: str) -> DecodeConfig | None:
@@ -174,6 +215,8 @@ def main() -> None:
         for r in sorted((r for r in d_rows if "median_us" in r), key=lambda r: r["median_us"])[:4]:
             summary.append(f"graphs (d) {r['median_us']:.1f} us p/c {r.get('paged_over_contiguous', float('nan')):.3f} "
                            f"st {r['num_stages']} items {r['items_per_sm']} prefetch {r['prefetch_pages']}")
+    if "small" in stages:  # the engine's small decode batches, as graph replays: is the heuristic's tiling right?
+        small_stage(args.out, copy_bw, args.budget_s, device, summary, args.dry_run)
     sweep_rows: list[dict] = []
     if "sweep" in stages:
         grid = [DecodeConfig(block_n=bn, num_warps=w, num_stages=s)
