@@ -10,7 +10,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pabench.plot_series import first_column, is_paged, kernel_lines, mean_by, page_size_column, series_labels
+from pabench.plot_series import (first_column, is_paged, kernel_lines, mean_by, page_size_column, series_labels,
+                                  shared_points)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,13 +87,17 @@ def _panel_throughput_vs_max_num_seqs(ax: Axes, frame: pd.DataFrame, kernels: pd
                       "Throughput vs batch limit")
 
 
+def _titled(title: str, note: str) -> str:
+    return f"{title}\n({note})" if note else title
+
+
 def _panel_throughput(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
-    _bars(ax, mean_by(frame, series_labels(frame, True), None, "output_tok_per_s"), _THROUGHPUT,
-          "Throughput per backend")
+    frame, label, note = shared_points(frame, series_labels(frame, True))
+    _bars(ax, mean_by(frame, label, None, "output_tok_per_s"), _THROUGHPUT, _titled("Throughput per backend", note))
 
 
 def _panel_waste(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
-    label = series_labels(frame, True)
+    frame, label, note = shared_points(frame, series_labels(frame, True))
     names = list(dict.fromkeys(label))
     bottom = [0.0] * len(names)
     for column, colour, name in (("mean_used_pct", "0.55", "used (tokens)"), ("mean_slack_pct", "C1", "slack"),
@@ -108,7 +113,7 @@ def _panel_waste(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) ->
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_ylim(0, 115)
     ax.set_ylabel("% of KV budget (mean over the run)")
-    ax.set_title("KV memory: used / slack / idle")
+    ax.set_title(_titled("KV memory: used / slack / idle", note))
 
 
 def _panel_ttft_vs_rate(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
@@ -120,7 +125,7 @@ def _panel_tpot_vs_rate(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | N
 
 
 def _panel_latency(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
-    label = series_labels(frame, True)
+    frame, label, note = shared_points(frame, series_labels(frame, True))
     names = list(dict.fromkeys(label))
     metrics = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
     width = 0.8 / len(metrics)
@@ -132,7 +137,7 @@ def _panel_latency(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) 
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms)")
-    ax.set_title("Latency percentiles")
+    ax.set_title(_titled("Latency percentiles", note))
 
 
 def _panel_waste_vs_page_size(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:

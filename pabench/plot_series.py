@@ -1,7 +1,8 @@
 """What a result frame holds for `pabench plot`: which columns vary, and the series the panels draw.
 
 pandas only, no matplotlib: `plot.py` chooses panels with it, `plot_panels.py` draws them from it. A series is
-one backend (paged rows split by page size when asked); rows that differ in other swept values are averaged.
+one backend (paged rows split by page size when asked); rows that differ in other swept values are averaged,
+over the operating points every series shares (`shared_points`) where a panel has no axis for them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,44 @@ def series_labels(frame: pd.DataFrame, by_page_size: bool) -> pd.Series:
         paged = is_paged(frame)
         labels = labels.where(~paged, labels + " p" + frame[column].fillna(0).astype(int).astype(str))
     return labels
+
+
+POINT_COLUMNS = ("sweep_kv_budget_bytes", "kv_budget_bytes", "sweep_rate", "sweep_max_num_seqs")
+_POINT_NAMES = {"sweep_kv_budget_bytes": "KV budgets", "kv_budget_bytes": "KV budgets", "sweep_rate": "rates",
+                "sweep_max_num_seqs": "batch limits"}
+
+
+def _point_text(column: str, value: Any) -> str:
+    if column.endswith("kv_budget_bytes"):
+        gib = float(value) / 2**30
+        return f"{gib:g} GiB" if gib >= 1 else f"{float(value) / 2**20:g} MiB"
+    return f"{column.removeprefix('sweep_').replace('_', ' ')} {value:g}"
+
+
+def shared_points(frame: pd.DataFrame, label: pd.Series) -> tuple[pd.DataFrame, pd.Series, str]:
+    """The rows (and labels) at the operating points every series ran at, and a note naming them.
+
+    Bar panels average a series over its rows; when the frame spans several KV budgets, rates or batch limits
+    and the series ran at different ones, a plain mean would set one backend's 16 GiB run against another's
+    mean over 1, 2 and 16 GiB. The note is '' when nothing varies, and says when no point is shared."""
+    columns = [c for c in POINT_COLUMNS if c in frame.columns and frame[c].nunique() > 1]
+    if "sweep_kv_budget_bytes" in columns and "kv_budget_bytes" in columns:
+        columns.remove("kv_budget_bytes")  # a sweep's budget column and the run's own: one point column
+    if not columns:
+        return frame, label, ""
+    keys = frame[columns].fillna(-1).apply(tuple, axis=1)  # [rows] of point tuples
+    common = set.intersection(*(set(keys[label == name]) for name in dict.fromkeys(label)))
+    if not common:
+        return frame, label, "mean over all runs: the series share no operating point"
+    keep = keys.isin(common)
+    shown = [" / ".join(_point_text(c, v) for c, v in zip(columns, key) if v != -1) for key in sorted(common)]
+    if len(common) == 1:
+        note = f"at {shown[0]}"
+    elif common == set(keys) and len(common) > 3:  # a full grid: name its axes, not every point
+        note = "mean over " + " x ".join(f"{frame[c].nunique()} {_POINT_NAMES[c]}" for c in columns)
+    else:
+        note = "mean over " + (", ".join(shown) if len(shown) <= 3 else f"the {len(shown)} points all ran at")
+    return frame[keep], label[keep], note
 
 
 def mean_by(frame: pd.DataFrame, label: pd.Series, x: str | None, y: str) -> dict[str, Any]:

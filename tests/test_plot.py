@@ -122,3 +122,26 @@ def test_cli_plot_errors_are_one_line_exit_1(tmp_path, monkeypatch):
     assert res.exit_code == 1
     assert "matplotlib is not installed: pip install 'pabench[plot]'" in res.output
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "bad.png").exists()
+
+
+def test_bar_panels_use_the_points_every_backend_ran_at():
+    """Runs at several budgets where one backend ran at only some: bars compare like with like and say where."""
+    from pabench.plot_series import series_labels, shared_points
+
+    gib = 2**30
+    frame = pd.DataFrame({"backend": ["paged", "contiguous-max", "paged", "paged", "contiguous-max"],
+                          "kv_budget_bytes": [gib, gib, 2 * gib, 16 * gib, 16 * gib],
+                          "output_tok_per_s": [10.0, 2.0, 20.0, 90.0, 40.0]})
+    rows, label, note = shared_points(frame, series_labels(frame, True))
+    assert sorted(rows["kv_budget_bytes"]) == [gib, gib, 16 * gib, 16 * gib] and note == "mean over 1 GiB, 16 GiB"
+    assert rows[label == "paged"]["output_tok_per_s"].mean() == 50.0  # not 40.0, its mean over all three budgets
+    at_one, _, note = shared_points(frame.iloc[[0, 1, 2]], series_labels(frame.iloc[[0, 1, 2]], True))
+    assert len(at_one) == 2 and note == "at 1 GiB"
+    apart = frame.iloc[[2, 4]]  # paged only at 2 GiB, max only at 16 GiB
+    rows, _, note = shared_points(apart, series_labels(apart, True))
+    assert len(rows) == 2 and note.startswith("mean over all runs")
+    single = pd.read_csv(RUN_CSV)
+    assert shared_points(single, series_labels(single, True))[2] == ""  # one run: nothing varies, no note
+    grid = pd.read_csv(SWEEP_CSV)  # every backend at every point of a 2 x 2 grid: all rows, axes named
+    rows, _, note = shared_points(grid, series_labels(grid, True))
+    assert len(rows) == len(grid) and note == "mean over 2 KV budgets x 2 rates"
