@@ -130,7 +130,7 @@ def run(
     from pabench.backends import parse_backends
     from pabench.export_json import write_json
     from pabench.report import capacity_line, run_table, summary_line, write_csv
-    from pabench.runner import RunConfig, check_all_fit, prepare, run_benchmark
+    from pabench.runner import RunConfig, prepare, run_benchmark
     from pabench.units import parse_size
 
     cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
@@ -141,8 +141,7 @@ def run(
                     cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
     err = _stderr()
     with err.status("preparing model and workload...") if progress else _nullcontext():
-        p = prepare(cfg)
-        check_all_fit(p)  # a budget too small for some request: one error line, before the header is printed
+        p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
     out = _stdout()
     c = p.config
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "

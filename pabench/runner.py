@@ -115,7 +115,8 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig, model=None) -> Prepared:
-    """Resolve defaults, load the workload, build the model, size the budget. Raises ConfigError early.
+    """Resolve defaults, load the workload, size the budget, check that every request fits every backend, build
+    the model. Raises ConfigError early: bad input fails before the model is built or anything runs.
 
     `model` reuses an already built `DecoderModel` when its config matches (sweeps build it once).
     """
@@ -151,6 +152,7 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
             raise ConfigError(f"model {mcfg.name} ({mcfg.num_layers} layers, {weight_bytes / 2**30:.1f} GiB of "
                               f"weights) plus the KV budget ({budget / 2**30:.1f} GiB) do not fit in "
                               f"{free / 2**30:.1f} GiB of free GPU memory; try --layers or a smaller --kv-budget")
+    check_all_fit(Prepared(cfg, spec, requests, None, layout, budget))  # the model is not needed to check
     seed = 0 if cfg.seed is None else cfg.seed
     reuse = (model is not None and model.config == mcfg and model.dtype == layout.torch_dtype and model.seed == seed
              and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len)
@@ -270,14 +272,13 @@ def as_failure(name: str, error: Exception) -> BackendFailure:
 def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepared: Prepared | None = None):
     """Run every backend of `cfg`; returns (results, records, prepared, failures).
 
-    Input errors surface before anything runs (`check_all_fit`). A backend that fails at run time (a pabench
+    Input errors surface before anything runs (`prepare` checks them). A backend that fails at run time (a pabench
     error, or the device running out of memory) lands in `failures` and the other backends still run, so a
     long GPU run keeps what finished. Any other exception is a bug and propagates.
     """
     from pabench.metrics import build_result
 
     p = prepared or prepare(cfg)
-    check_all_fit(p)
     records, failures = [], []
     for name in p.config.backends:
         try:

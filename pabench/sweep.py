@@ -148,7 +148,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
 
     from pabench.metrics import build_result
     from pabench.report import result_row
-    from pabench.runner import as_failure, check_all_fit, prepare, run_backend
+    from pabench.runner import as_failure, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
@@ -158,8 +158,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
     ready = []
     for point, cfg in plan:  # every point's input is checked before the first run: bad input fails fast
         try:
-            prepared = prepare(cfg, model=model)
-            check_all_fit(prepared)
+            prepared = prepare(cfg, model=model)  # checks that every request fits every backend
         except ConfigError as error:
             raise ConfigError(f"sweep point {point.label()}: {error}") from None
         model = prepared.model
