@@ -72,17 +72,14 @@ class PipelinedEngine(Engine):
             h0 = time.perf_counter()
             step = self.scheduler.schedule()
             sched_s = time.perf_counter() - h0
-            if step.kind == "decode" and (in_flight is None or _follows(step, in_flight)):
+            if in_flight is not None and (step.kind != "decode" or not _follows(step, in_flight)):
+                self._complete(run, in_flight)  # this step reads tokens from the host: they must be real first
+                in_flight = None
+            if step.kind == "decode":  # queue it, then read the step before it (if still in flight)
                 queued = self._launch(step, h0, sched_s)
                 if in_flight is not None:
                     self._complete(run, in_flight)
                 in_flight = queued
-                continue
-            if in_flight is not None:  # this step reads tokens from the host: they must be real first
-                self._complete(run, in_flight)
-                in_flight = None
-            if step.kind == "decode":
-                in_flight = self._launch(step, h0, sched_s)
             else:
                 self._retire(run, self._execute(step, run.groups, run.clock, h0, sched_s, run.record))
         return self._finish(run)
