@@ -58,8 +58,9 @@ _POINT_NAMES = {"sweep_kv_budget_bytes": "KV budgets", "kv_budget_bytes": "KV bu
 
 def _point_text(column: str, value: Any) -> str:
     if column.endswith("kv_budget_bytes"):
-        gib = float(value) / 2**30
-        return f"{gib:g} GiB" if gib >= 1 else f"{float(value) / 2**20:g} MiB"
+        from pabench.sweep import budget_text
+
+        return budget_text(float(value))
     return f"{column.removeprefix('sweep_').replace('_', ' ')} {value:g}"
 
 

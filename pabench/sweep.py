@@ -27,7 +27,7 @@ SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_rate", "swee
 SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests finished, total requests)
 
 
-def _budget_text(num_bytes: float, sep: str = " ") -> str:
+def budget_text(num_bytes: float, sep: str = " ") -> str:
     """'64 MiB' or '512 KiB': a swept KV budget as it was most likely typed."""
     if num_bytes >= 2**30:
         return f"{num_bytes / 2**30:g}{sep}GiB"
@@ -82,7 +82,7 @@ class SweepPoint:
         if self.page_size is not None:
             parts.append(f"page_size={self.page_size}")
         if self.kv_budget_bytes is not None:
-            parts.append(f"kv_budget={_budget_text(self.kv_budget_bytes, sep='')}")
+            parts.append(f"kv_budget={budget_text(self.kv_budget_bytes, sep='')}")
         if self.rate is not None:
             parts.append(f"rate={self.rate:g}/s")
         if self.max_num_seqs is not None:
@@ -209,7 +209,7 @@ def _cell(column: str, value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if column == "sweep_kv_budget_bytes":
-        return _budget_text(value)
+        return budget_text(value)
     if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
         return str(int(value))
     if column == "sweep_rate":

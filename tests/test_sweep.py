@@ -133,9 +133,9 @@ def test_cli_sweep_json_keeps_every_run_with_its_requests(tmp_path, workload):
 
 
 def test_budget_text_names_gib():
-    from pabench.sweep import _budget_text
+    from pabench.sweep import budget_text
 
-    assert _budget_text(16 * 2**30) == "16 GiB" and _budget_text(64 * 2**20) == "64 MiB"
+    assert budget_text(16 * 2**30) == "16 GiB" and budget_text(64 * 2**20) == "64 MiB"
 
 
 def test_run_sweep_other_parameters_and_progress(workload):
