@@ -34,6 +34,10 @@ LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "
                    "mean_waste_pct", "num_preemptions")
 CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `pabench.compare` looks at
 META_COLUMNS = ("pabench_version", "git_commit")
+# Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
+# "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
+TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
+                          "token_match_vs", *META_COLUMNS})
 _METRIC_COLUMNS = frozenset(metric_row(build_result(RunRecord(backend="", config={}))))
 _MIB, _GIB = 2**20, 2**30
 
@@ -210,7 +214,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
         if path.suffix == ".json":
             frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["rows"])
         else:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS})
     except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as error:
         raise ConfigError(f"{path}: cannot read results: {error}") from None
     if "backend" not in frame.columns:

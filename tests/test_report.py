@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 import pabench.atomic
+import pabench.report as report
 from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
 from pabench.atomic import atomic_write_text
 from pabench.core.errors import ConfigError
@@ -101,7 +102,9 @@ def test_config_key_colliding_with_a_metric():
     assert differs.loc[0, "extra"] == '{"a": [1, 2]}'
 
 
-def test_csv_round_trip_and_committed_fixture(results, tmp_path):
+@pytest.mark.parametrize("commit", ["3e92438", "1234567", "abc1234"])  # a float's text, an int's text, plain text
+def test_csv_round_trip_and_committed_fixture(results, tmp_path, monkeypatch, commit):
+    monkeypatch.setattr(report, "git_commit", lambda: commit)  # the hash of whatever HEAD is must not matter
     path = write_csv(results, tmp_path / "deep" / "dir" / "run.csv")
     back = read_results(path)
     pd.testing.assert_frame_equal(back, results_frame(results), check_dtype=False)
@@ -109,6 +112,15 @@ def test_csv_round_trip_and_committed_fixture(results, tmp_path):
     assert list(stored.columns) == list(back.columns)
     numeric = [c for c in back.columns if c not in ("pabench_version", "git_commit")]
     pd.testing.assert_frame_equal(stored[numeric], back[numeric], check_dtype=False)
+    assert list(back["git_commit"]) == [commit] * len(results)
+
+
+def test_every_text_column_is_read_as_text():
+    """A new text column in the export must join TEXT_COLUMNS, or a numeric-looking value would be misread."""
+    frame = pd.read_csv(BASELINE_CSV)  # pandas' own guess: every column it leaves as text is text
+    text = {c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])}
+    assert text and text <= report.TEXT_COLUMNS, text - report.TEXT_COLUMNS
 
 
 def test_json_export(results, tmp_path):
