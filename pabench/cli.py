@@ -13,6 +13,8 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from pabench import cli_options as opt
+from pabench.cli_options import MEM, OUT, SCHED
 from pabench.core.errors import ConfigError, PabenchError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
@@ -20,7 +22,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="
 workloads_app = typer.Typer(help="List the workload presets, or show one.", invoke_without_command=True)
 app.add_typer(workloads_app, name="workloads")
 
-RUN, MEM, SCHED, OUT = "Run", "KV memory", "Scheduler", "Output"
 
 
 def _err(message: str) -> None:
@@ -102,29 +103,29 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
 @app.command()
 @friendly
 def run(
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)] = "default",
-    backend: Annotated[str, typer.Option("--backend", "-b", help="Comma-separated: paged, contiguous-max, contiguous-pow2, contiguous-oracle (or paged+prefix, paged-noprefix), or 'all'.", rich_help_panel=RUN)] = "all",
-    model: Annotated[Optional[str], typer.Option(help="tiny, llama-3-8b, llama-3.1-70b, mistral-7b, qwen2.5-7b. Default: tiny on CPU, llama-3-8b on CUDA.", rich_help_panel=RUN)] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Run only the first N layers of the model (same shapes).", rich_help_panel=RUN)] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)] = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32. Default: fp32 on CPU, bf16 on CUDA.", rich_help_panel=RUN)] = None,
-    num_requests: Annotated[Optional[int], typer.Option(help="Override the preset's request count.", rich_help_panel=RUN)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override the preset's seed (requests and weights).", rich_help_panel=RUN)] = None,
+    workload: opt.Workload = "default",
+    backend: opt.Backend = "all",
+    model: opt.Model = None,
+    layers: opt.Layers = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = None,
+    num_requests: opt.NumRequests = None,
+    seed: opt.Seed = None,
     page_size: Annotated[int, typer.Option(help="Tokens per page (power of two, 1..256).", rich_help_panel=MEM)] = 16,
     kv_budget: Annotated[Optional[str], typer.Option(help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.", rich_help_panel=MEM)] = None,
     num_pages: Annotated[Optional[int], typer.Option(help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
-    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).", rich_help_panel=MEM)] = True,
-    watermark: Annotated[float, typer.Option(help="Paged: fraction of pages admission leaves free for running sequences to grow into (fewer preemptions).", rich_help_panel=MEM)] = 0.04,
+    prefix_caching: opt.PrefixCaching = True,
+    watermark: opt.Watermark = 0.04,
     max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)] = None,
-    max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)] = 8192,
-    min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at once, as vLLM).", rich_help_panel=SCHED)] = 1,
-    attn_impl: Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)] = "auto",
-    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
-    async_scheduling: Annotated[bool, typer.Option("--async-scheduling/--no-async-scheduling", help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time (experimental; same tokens and schedule).", rich_help_panel=SCHED)] = False,
+    max_model_len: opt.MaxModelLen = None,
+    max_batched_tokens: opt.MaxBatchedTokens = 8192,
+    min_prefill_seqs: opt.MinPrefillSeqs = 1,
+    attn_impl: opt.AttnImpl = "auto",
+    cuda_graphs: opt.CudaGraphs = None,
+    async_scheduling: opt.AsyncScheduling = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)] = True,
+    progress: opt.Progress = True,
 ) -> None:
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
     from pabench.backends import parse_backends

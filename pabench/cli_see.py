@@ -12,10 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from pabench import cli_options as opt
 from pabench.cli import _fail_runs, _int_list, _number_list, _stderr, _stdout, app, friendly
+from pabench.cli_options import OUT
 
 SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
-GRID, RUN, OUT = "Grid", "Run", "Output"
+GRID = "Grid"
 
 
 # ---------------------------------------------------------------------------------------------- explain
@@ -60,25 +62,25 @@ def sweep(
     kv_budgets: Annotated[Optional[str], typer.Option(help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.", rich_help_panel=GRID)] = None,
     rates: Annotated[Optional[str], typer.Option(help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.", rich_help_panel=GRID)] = None,
     max_num_seqs: Annotated[Optional[str], typer.Option(help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
-    backend: Annotated[str, typer.Option("--backend", "-b", help="Comma-separated backends, or 'all' (as in `pabench run`).", rich_help_panel=RUN)] = "all",
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Preset name or TOML file.", rich_help_panel=RUN)] = "default",
-    model: Annotated[Optional[str], typer.Option(help="Model preset. Default: tiny on CPU, llama-3-8b on CUDA.", rich_help_panel=RUN)] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Run only the first N layers.", rich_help_panel=RUN)] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)] = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32.", rich_help_panel=RUN)] = None,
-    num_requests: Annotated[Optional[int], typer.Option(help="Override the preset's request count.", rich_help_panel=RUN)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override the preset's seed.", rich_help_panel=RUN)] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output).", rich_help_panel=RUN)] = None,
-    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Prefix caching for the paged backend.", rich_help_panel=RUN)] = True,
-    min_prefill_seqs: Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (as in `pabench run`).", rich_help_panel=RUN)] = 1,
-    attn_impl: Annotated[str, typer.Option(help="auto, triton or torch.", rich_help_panel=RUN)] = "auto",
-    watermark: Annotated[float, typer.Option(help="Paged: fraction of pages admission leaves free (as in `pabench run`).", rich_help_panel=RUN)] = 0.04,
-    max_batched_tokens: Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=RUN)] = 8192,
-    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)] = None,
-    async_scheduling: Annotated[bool, typer.Option("--async-scheduling/--no-async-scheduling", help="Schedule decode step t+1 while the device runs step t (as in `pabench run`).", rich_help_panel=RUN)] = False,
+    backend: opt.Backend = "all",
+    workload: opt.Workload = "default",
+    model: opt.Model = None,
+    layers: opt.Layers = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = None,
+    num_requests: opt.NumRequests = None,
+    seed: opt.Seed = None,
+    max_model_len: opt.MaxModelLen = None,
+    prefix_caching: opt.PrefixCaching = True,
+    min_prefill_seqs: opt.MinPrefillSeqs = 1,
+    attn_impl: opt.AttnImpl = "auto",
+    watermark: opt.Watermark = 0.04,
+    max_batched_tokens: opt.MaxBatchedTokens = 8192,
+    cuda_graphs: opt.CudaGraphs = None,
+    async_scheduling: opt.AsyncScheduling = False,
     csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
     json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="One progress bar on stderr.", rich_help_panel=OUT)] = True,
+    progress: opt.Progress = True,
 ) -> None:
     """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
 

@@ -25,6 +25,19 @@ def test_help_does_not_import_torch():
     assert "run" in out.stdout
 
 
+def test_run_and_sweep_share_their_common_options():
+    """Options both commands take are declared once (cli_options): same flags, default and help in each."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    params = [{p.name: p for p in commands[name].params} for name in ("run", "sweep")]
+    shared = sorted(set(params[0]) & set(params[1]) - {"max_num_seqs", "csv", "json", "help"})
+    assert len(shared) >= 17, shared
+    for name in shared:
+        a, b = params[0][name], params[1][name]
+        assert (a.opts, a.secondary_opts, a.default, a.help) == (b.opts, b.secondary_opts, b.default, b.help), name
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
