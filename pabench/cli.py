@@ -23,7 +23,6 @@ workloads_app = typer.Typer(help="List the workload presets, or show one.", invo
 app.add_typer(workloads_app, name="workloads")
 
 
-
 def _err(message: str) -> None:
     print(f"pabench: error: {message}", file=sys.stderr)
 

@@ -14,6 +14,16 @@ from pabench.core.errors import ConfigError
 from pabench.kernels.sdpa import decode_padding_mask, sdpa_decode_attention
 
 
+def pages_in_use(lens: torch.Tensor, page_size: int, pages_per_seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pages each sequence uses [batch], which table columns those are [batch, pages_per_seq] bool).
+
+    Table entries past a sequence's pages may hold garbage; every peer masks them with this.
+    """
+    num_used = (lens + page_size - 1) // page_size  # [batch]
+    used = torch.arange(pages_per_seq, device=lens.device)[None, :] < num_used[:, None]  # [batch, pages_per_seq]
+    return num_used, used
+
+
 def gather_paged(cache: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
     """Copy every sequence's pages into a padded contiguous tensor [batch, pages_per_seq * page_size, H, D]."""
     pages = cache[page_table.long()]  # [batch, pages_per_seq, page_size, H, D]
@@ -36,9 +46,8 @@ def gather_sdpa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     table = page_table
     if mask is not None:  # some sequence ends before its last table column: clean the columns past its pages
         lens = mask[:, 0, 0, :].sum(dim=-1)  # [batch]
-        num_used = (lens + page_size - 1) // page_size  # [batch]
-        cols = torch.arange(page_table.shape[1], device=page_table.device)  # [pages_per_seq]
-        table = torch.where(cols[None, :] < num_used[:, None], page_table, 0)  # [batch, pages_per_seq]
+        _, used = pages_in_use(lens, page_size, page_table.shape[1])  # [batch, pages_per_seq]
+        table = torch.where(used, page_table, 0)  # [batch, pages_per_seq]
     return sdpa_decode_attention(q, gather_paged(k_cache, table), gather_paged(v_cache, table), seq_lens,
                                  mask=mask)
 
@@ -77,10 +86,9 @@ def flex_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     compiled = q.device.type == "cuda" if compiled is None else compiled
     device = q.device
     lens = seq_lens.to(device=device, dtype=torch.int64)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
     table = page_table.to(device=device, dtype=torch.int32)  # [batch, pages_per_seq]
+    num_used, used = pages_in_use(lens, page_size, table.shape[1])  # [batch], [batch, pages_per_seq]
     cols = torch.arange(table.shape[1], device=device)  # [pages_per_seq]
-    used = cols[None, :] < num_used[:, None]  # [batch, pages_per_seq]
     owner = torch.full((num_pages,), batch, device=device, dtype=torch.int64)  # batch = "no sequence"
     logical = torch.zeros(num_pages, device=device, dtype=torch.int64)  # logical page index within its owner
     seq_ids = torch.arange(batch, device=device)[:, None].expand_as(table)  # [batch, pages_per_seq]
@@ -127,8 +135,7 @@ def flashinfer_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
 
     num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
     lens = seq_lens.to(q.device, torch.int32)  # [batch]
-    num_used = (lens + page_size - 1) // page_size  # [batch]
-    used = torch.arange(page_table.shape[1], device=q.device)[None, :] < num_used[:, None]  # [batch, pages]
+    num_used, used = pages_in_use(lens, page_size, page_table.shape[1])  # [batch], [batch, pages]
     indices = page_table.to(q.device, torch.int32)[used]  # [sum(num_used)]
     indptr = torch.zeros(len(lens) + 1, device=q.device, dtype=torch.int32)  # [batch + 1]
     indptr[1:] = torch.cumsum(num_used, 0)

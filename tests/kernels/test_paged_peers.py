@@ -8,6 +8,7 @@ from pabench.core.errors import ConfigError
 from pabench.kernel_data import make_decode_data, paginate
 from pabench.kernels import (contiguous_decode_reference, decode_padding_mask, flex_available, flex_paged_decode,
                              gather_sdpa_decode)
+from pabench.kernels.paged_peers import pages_in_use
 
 
 def _data(lens, seed):
@@ -16,6 +17,12 @@ def _data(lens, seed):
 
 def _reference(data):
     return contiguous_decode_reference(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens)
+
+
+def test_pages_in_use_marks_each_sequences_own_columns():
+    num_used, used = pages_in_use(torch.tensor([1, 8, 9, 24]), 8, 3)
+    assert num_used.tolist() == [1, 1, 2, 3]
+    assert used.tolist() == [[True, False, False], [True, False, False], [True, True, False], [True, True, True]]
 
 
 def test_gather_sdpa_ignores_garbage_table_entries():
