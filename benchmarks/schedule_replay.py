@@ -19,8 +19,8 @@ from pabench.backends import KVLayout, make_backend
 from pabench.engine.engine import Engine
 from pabench.engine.model import DecoderModel, ModelConfig
 from pabench.engine.scheduler import SchedulerConfig
-from pabench.workload_toml import load_workload
-from pabench.workloads import generate
+from pabench.bench.presets import load_workload
+from pabench.bench.workloads import generate
 
 MICRO = ModelConfig("replay", vocab_size=128, hidden_size=16, num_layers=1, num_q_heads=1, num_kv_heads=1,
                     head_dim=16, intermediate_size=16)

@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):
 
 def test_bad_workload_file(tmp_path):
     bad = tmp_path / "bad.toml"
-    from pabench.workload_toml import presets_dir
+    from pabench.bench.presets import presets_dir
 
     bad.write_text((presets_dir() / "default.toml").read_text() + "\nbogus_key = 1\n")
     res = invoke("run", *SMALL, "--workload", str(bad))
@@ -193,8 +193,8 @@ def test_readme_ci_recipe_holds_against_the_committed_baseline(tmp_path):
 def test_a_budget_one_backend_cannot_hold_fails_before_anything_runs(tmp_path):
     """Paged could serve this budget, contiguous-max (a max_model_len region per sequence) cannot: the error comes
     from the up-front check, before paged has run, and no file is written."""
-    from pabench.core.errors import ConfigError
-    from pabench.runner import RunConfig, prepare, run_benchmark
+    from pabench.errors import ConfigError
+    from pabench.bench.runner import RunConfig, prepare, run_benchmark
 
     cfg = RunConfig(backends=("paged", "contiguous-max"), num_requests=6, max_model_len=512, num_pages=16)
     progress = []
@@ -208,8 +208,8 @@ def test_a_budget_one_backend_cannot_hold_fails_before_anything_runs(tmp_path):
 
 def test_a_backend_failing_at_run_time_keeps_the_others(tmp_path, monkeypatch):
     """Nothing finished is lost: the other backends run and are written; the failure is one line; exit 1."""
-    import pabench.runner as runner_mod
-    from pabench.core.errors import ConfigError
+    import pabench.bench.runner as runner_mod
+    from pabench.errors import ConfigError
 
     real = runner_mod.run_backend
 

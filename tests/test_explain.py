@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pabench.cli import app
-from pabench.cli_see import SCENARIO_NAMES
-from pabench.core.errors import ConfigError, SequenceStateError
+from pabench.cli.learn import SCENARIO_NAMES
+from pabench.errors import ConfigError, SequenceStateError
 from pabench.explain import SCENARIOS, ContiguousSlab, Event, Step, Walkthrough, run_scenario
-from pabench.explain_render import render_plain, render_rich
+from pabench.explain.render import render_plain, render_rich
 
 runner = CliRunner()
 
@@ -212,7 +212,7 @@ def test_cli_scenario_names_match_the_library():
 
 
 def test_explain_is_torch_free():
-    code = "import sys, pabench.explain, pabench.explain_render; assert 'torch' not in sys.modules"
+    code = "import sys, pabench.explain, pabench.explain.render; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

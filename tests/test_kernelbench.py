@@ -5,9 +5,9 @@ import math
 import pytest
 from rich.console import Console
 
-from pabench.core.errors import ConfigError
-from pabench.kernel_report import kernel_summary, kernel_table
-from pabench.kernelbench import NAMED_CASES, KernelBenchConfig, case_lengths, run_kernel_bench, shrink_for_cpu
+from pabench.errors import ConfigError
+from pabench.kernelbench.table import kernel_summary, kernel_table
+from pabench.kernelbench.run import NAMED_CASES, KernelBenchConfig, case_lengths, run_kernel_bench, shrink_for_cpu
 
 
 def test_case_b_lengths_are_the_specified_lognormal():

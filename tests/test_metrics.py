@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.runs import make_run
 from pabench.engine.records import RunRecord
-from pabench.metrics import PERCENTILES, Stats, build_result, is_missing, metric_row
+from pabench.bench.metrics import PERCENTILES, Stats, build_result, is_missing, metric_row
 
 
 def test_stats_known_samples():

@@ -14,8 +14,8 @@ from pabench.cli import app
 
 pytest.importorskip("matplotlib")
 
-from pabench.plot import choose_panels, figure_size_px, figure_title, plot_results  # noqa: E402
-from pabench.plot_panels import PANELS  # noqa: E402
+from pabench.plot.figure import choose_panels, figure_size_px, figure_title, plot_results  # noqa: E402
+from pabench.plot.panels import PANELS  # noqa: E402
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -126,7 +126,7 @@ def test_cli_plot_errors_are_one_line_exit_1(tmp_path, monkeypatch):
 
 def test_bar_panels_use_the_points_every_backend_ran_at():
     """Runs at several budgets where one backend ran at only some: bars compare like with like and say where."""
-    from pabench.plot_series import series_labels, shared_points
+    from pabench.plot.series import series_labels, shared_points
 
     gib = 2**30
     frame = pd.DataFrame({"backend": ["paged", "contiguous-max", "paged", "paged", "contiguous-max"],

@@ -12,16 +12,16 @@ import pytest
 from rich.console import Console
 
 import pabench.atomic
-import pabench.report as report
+import pabench.report.tables as report
 from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
 from pabench.atomic import atomic_write_text
-from pabench.core.errors import ConfigError
-from pabench.metrics import build_result
-from pabench.compare import check_regressions, compare_table, parse_tolerance
-from pabench.export_json import write_json
-from pabench.report import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
+from pabench.errors import ConfigError
+from pabench.bench.metrics import build_result
+from pabench.report.compare import check_regressions, compare_table, parse_tolerance
+from pabench.report.export import write_json
+from pabench.report.tables import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
                             summary_line, workload_detail, workloads_table, write_csv)
-from pabench.workload_toml import list_presets, load_workload
+from pabench.bench.presets import list_presets, load_workload
 
 
 def _render(renderable) -> str:
@@ -261,7 +261,7 @@ def test_parse_tolerance_rejects(text):
 def test_decode_by_batch_buckets_host_over_device():
     from pabench.core.memory import MemorySnapshot
     from pabench.engine.records import StepSample
-    from pabench.export_json import decode_by_batch
+    from pabench.report.export import decode_by_batch
 
     mem = MemorySnapshot(budget_bytes=1, reserved_bytes=0, used_bytes=0, slack_bytes=0, idle_bytes=1, saved_bytes=0,
                          largest_free_extent_bytes=1, num_seqs=0)

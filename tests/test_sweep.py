@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pabench.cli import app
-from pabench.core.errors import ConfigError
-from pabench.runner import RunConfig
-from pabench.sweep import SWEEP_COLUMNS, SweepGrid, SweepPoint, run_sweep, sweep_summary
+from pabench.errors import ConfigError
+from pabench.bench.runner import RunConfig
+from pabench.bench.sweep import SWEEP_COLUMNS, SweepGrid, SweepPoint, run_sweep, sweep_summary
 
 runner = CliRunner()
 TINY = ["--model", "tiny", "--layers", "1", "--num-requests", "4", "--max-model-len", "64", "--seed", "0"]
@@ -133,7 +133,7 @@ def test_cli_sweep_json_keeps_every_run_with_its_requests(tmp_path, workload):
 
 
 def test_budget_text_names_gib():
-    from pabench.sweep import budget_text
+    from pabench.bench.sweep import budget_text
 
     assert budget_text(16 * 2**30) == "16 GiB" and budget_text(64 * 2**20) == "64 MiB"
 
@@ -181,8 +181,8 @@ def test_a_bad_later_point_fails_before_the_first_point_runs(workload):
 
 def _failing_run_backend(monkeypatch, should_fail, error=None):
     """Make `run_backend` fail (at run time, after every up-front check passed) where `should_fail(p, name)`."""
-    import pabench.runner as runner_module
-    from pabench.core.errors import OutOfPagesError
+    import pabench.bench.runner as runner_module
+    from pabench.errors import OutOfPagesError
 
     real = runner_module.run_backend
 

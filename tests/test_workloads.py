@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pabench.core.errors import ConfigError
-from pabench.workload_toml import list_presets, load_workload, presets_dir
-from pabench.workloads import LengthDist, Request, SharedPrefix, WorkloadSpec, generate
+from pabench.errors import ConfigError
+from pabench.bench.presets import list_presets, load_workload, presets_dir
+from pabench.bench.workloads import LengthDist, Request, SharedPrefix, WorkloadSpec, generate
 
 GOOD = """
 description = "test"
@@ -271,5 +271,5 @@ def test_num_samples_carried():
 
 
 def test_import_is_torch_free():
-    code = "import sys, pabench.workloads, pabench.metrics, pabench.report; assert 'torch' not in sys.modules"
+    code = "import sys, pabench.bench.workloads, pabench.bench.metrics, pabench.report.tables; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pabench.backends.base import KVCacheBackend, KVLayout
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 if TYPE_CHECKING:
     pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

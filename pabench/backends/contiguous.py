@@ -15,7 +15,7 @@ from pabench.kernels.batched import contiguous_decode_batched
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
 from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
-from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.extents import ExtentAllocator
 from pabench.core.memory import MemorySnapshot
 

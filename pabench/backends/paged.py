@@ -15,7 +15,7 @@ import torch
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
 from pabench.backends.staging import PinnedUpload, StagedBatch
 from pabench.core import BlockManager, Sequence
-from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
 from pabench import kernels
 from pabench.kernels.batched import paged_decode_batched

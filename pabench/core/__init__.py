@@ -4,7 +4,7 @@ Pure Python, no torch: read these files to learn how a paged KV cache (vLLM's Pa
 """
 
 from pabench.core.block_manager import BlockManager
-from pabench.core.errors import ConfigError, OutOfPagesError, PabenchError, SequenceStateError
+from pabench.errors import ConfigError, OutOfPagesError, PabenchError, SequenceStateError
 from pabench.core.page import FrozenPage, Page
 from pabench.core.page_table import PageTable
 from pabench.core.sequence import Sequence, SequenceStatus

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from pabench.core.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.hashing import PrefixCache, page_token_ids
 from pabench.core.page import FrozenPage, Page
 from pabench.core.page_table import PageTable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 
-from pabench.core.errors import ConfigError, SequenceStateError
+from pabench.errors import ConfigError, SequenceStateError
 
 
 class ExtentAllocator:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 
 @dataclass(slots=True)

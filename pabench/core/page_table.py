@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pabench.core.errors import ConfigError, SequenceStateError
+from pabench.errors import ConfigError, SequenceStateError
 
 
 class PageTable:

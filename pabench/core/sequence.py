@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence as SequenceABC
 
-from pabench.core.errors import ConfigError, SequenceStateError
+from pabench.errors import ConfigError, SequenceStateError
 from pabench.core.page_table import PageTable
 
 

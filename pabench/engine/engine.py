@@ -18,7 +18,7 @@ import torch
 from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.engine.model import AttentionFn, DecoderModel
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
 from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState

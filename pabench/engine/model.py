@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 
 @dataclass(frozen=True)

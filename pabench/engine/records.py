@@ -1,6 +1,6 @@
 """What one engine run produces: per-request timestamps, per-step samples, counters. Pure data, no torch.
 
-The bench layer (`pabench.metrics`) turns a `RunRecord` into a `Result` with nested `Stats`.
+The bench layer (`pabench.bench.metrics`) turns a `RunRecord` into a `Result` with nested `Stats`.
 All times are seconds since the run's start (host clock, taken after device synchronisation on GPU).
 """
 
@@ -47,7 +47,7 @@ class StepSample:
 
 @dataclass
 class RunRecord:
-    """Everything one backend's run produced, ready for `pabench.metrics.build_result`."""
+    """Everything one backend's run produced, ready for `pabench.bench.metrics.build_result`."""
 
     backend: str
     config: dict[str, Any]  # workload, model, device, dtype, page size, budget, limits, seed, ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pabench.backends.base import KVCacheBackend
 from pabench.core import Sequence, SequenceStatus
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 
 @dataclass(frozen=True)

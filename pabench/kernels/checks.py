@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128, 256)  # the Triton kernels tile the whole head dim at once
 MAX_PAGE_SIZE = 256

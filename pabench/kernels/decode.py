@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
                                     check_triton_decode, resolve_impl)
 from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels.checks import FLOAT_DTYPES, INDEX_DTYPES, resolve_impl
 from pabench.kernels.reference import write_kv_reference
 

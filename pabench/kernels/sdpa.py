@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")  # tried in this order; the first that runs is pinned
 

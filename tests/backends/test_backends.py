@@ -7,7 +7,7 @@ from pabench.backends import KVLayout, make_backend, parse_backends
 from pabench.backends.contiguous import ContiguousBackend, reservation
 from pabench.backends.paged import PagedBackend
 from pabench.core import Sequence
-from pabench.core.errors import ConfigError, OutOfPagesError
+from pabench.errors import ConfigError, OutOfPagesError
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=8, dtype="fp32")
 BPT = LAYOUT.bytes_per_token  # 2 * 2 * 2 * 8 * 4 = 256

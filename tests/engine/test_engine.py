@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from pabench.backends import KVLayout, make_backend
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.engine.engine import Engine
 from pabench.engine.model import DecoderModel, ModelConfig
 from pabench.engine.scheduler import SchedulerConfig
-from pabench.workloads import Request
+from pabench.bench.workloads import Request
 
 CFG = ModelConfig("test", vocab_size=97, hidden_size=64, num_layers=2, num_q_heads=4, num_kv_heads=2,
                   head_dim=16, intermediate_size=96)

@@ -8,7 +8,7 @@ output tokens to agree position by position (a near-tie argmax may flip; after a
 import pytest
 import torch
 
-from pabench.runner import RunConfig, prepare, run_backend, token_agreement
+from pabench.bench.runner import RunConfig, prepare, run_backend, token_agreement
 
 
 @pytest.mark.gpu

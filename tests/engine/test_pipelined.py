@@ -12,7 +12,7 @@ from pabench.engine.engine import Engine
 from pabench.engine.model import DecoderModel, ModelConfig
 from pabench.engine.pipelined import PipelinedEngine
 from pabench.engine.scheduler import SchedulerConfig
-from pabench.workloads import Request
+from pabench.bench.workloads import Request
 from tests.engine.test_engine import CFG, model, requests  # noqa: F401  (model is a fixture)
 
 

@@ -65,7 +65,7 @@ def test_watermark_keeps_room_for_growth():
 def test_min_prefill_seqs_holds_prefill_until_enough_seats_are_free():
     import pytest
 
-    from pabench.core.errors import ConfigError
+    from pabench.errors import ConfigError
 
     backend = PagedBackend(LAYOUT, page_size=4, num_pages=200, max_num_seqs=4, max_model_len=64)
     sched = Scheduler(backend, SchedulerConfig(max_num_seqs=4, max_batched_tokens=64, max_model_len=64,

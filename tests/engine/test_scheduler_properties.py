@@ -9,7 +9,7 @@ from pabench.backends import KVLayout, make_backend
 from pabench.engine.engine import Engine
 from pabench.engine.model import DecoderModel, ModelConfig
 from pabench.engine.scheduler import SchedulerConfig
-from pabench.workloads import Request
+from pabench.bench.workloads import Request
 
 CFG = ModelConfig("prop", vocab_size=61, hidden_size=32, num_layers=1, num_q_heads=2, num_kv_heads=1, head_dim=16,
                   intermediate_size=32)

@@ -6,7 +6,7 @@ from kernel_checks import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pabench.kernel_data import make_decode_data, paginate
+from pabench.kernelbench.data import make_decode_data, paginate
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention, paged_decode_reference)
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pabench.core.errors import ConfigError
-from pabench.kernel_data import make_decode_data, paginate
+from pabench.errors import ConfigError
+from pabench.kernelbench.data import make_decode_data, paginate
 from pabench.kernels import DecodeConfig, contiguous_decode_attention, paged_decode_attention
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from kernel_checks import assert_close, rel_err
 
-from pabench.kernel_data import make_decode_data, paginate
-from pabench.kernelbench import NAMED_CASES, case_lengths
+from pabench.kernelbench.data import make_decode_data, paginate
+from pabench.kernelbench.run import NAMED_CASES, case_lengths
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention, write_kv, write_kv_reference)
-from pabench.timing import capture_graph, time_us
+from pabench.kernelbench.timing import capture_graph, time_us
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -111,7 +111,7 @@ def test_write_kv_gpu(page_size):
 def test_kernel_bench_in_cuda_graphs_on_mixed_lengths():
     """`pabench kernels --cuda-graphs` on mixed lengths: the padded SDPA and gather+SDPA rows (their masks built
     once, outside the captured call) and the Triton rows are captured, checked and timed; none is an ERROR row."""
-    from pabench.kernelbench import KernelBenchConfig, run_kernel_bench
+    from pabench.kernelbench.run import KernelBenchConfig, run_kernel_bench
 
     cfg = KernelBenchConfig(case="custom", batch=8, context=512, lengths="lognormal", page_sizes=(16,),
                             warmup_ms=2, rep_ms=10, device="cuda", cuda_graphs=True,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels import write_kv, write_kv_reference
 
 H, D = 2, 64

@@ -4,11 +4,11 @@ import pytest
 import torch
 from kernel_checks import assert_close
 
-from pabench.core.errors import ConfigError
-from pabench.kernel_data import make_decode_data, paginate
+from pabench.errors import ConfigError
+from pabench.kernelbench.data import make_decode_data, paginate
 from pabench.kernels import (contiguous_decode_reference, decode_padding_mask, flex_available, flex_paged_decode,
                              gather_sdpa_decode)
-from pabench.kernels.paged_peers import pages_in_use
+from pabench.kernels.peers import pages_in_use
 
 
 def _data(lens, seed):

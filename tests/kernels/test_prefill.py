@@ -4,7 +4,7 @@ import pytest
 import torch
 from kernel_checks import assert_close
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels import prefill_attention
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from kernel_checks import assert_close
 
-from pabench.core.errors import ConfigError
-from pabench.kernel_data import make_decode_data, pad_slab
+from pabench.errors import ConfigError
+from pabench.kernelbench.data import make_decode_data, pad_slab
 from pabench.kernels import contiguous_decode_reference, decode_padding_mask, sdpa_decode_attention
 from pabench.kernels import sdpa as sdpa_module
 from pabench.kernels.sdpa import _has_enable_gqa

@@ -5,7 +5,7 @@ import torch
 from kernel_checks import assert_close
 from test_prefill import naive_prefill
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels import varlen_path, varlen_prefill_attention
 from pabench.kernels.sdpa import PREFILL_SDPA_ENV
 

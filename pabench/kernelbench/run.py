@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pabench.core.errors import ConfigError
-from pabench.kernel_data import DecodeData, make_decode_data, paginate, pad_slab
-from pabench.timing import copy_bandwidth_gbps, time_us
+from pabench.errors import ConfigError
+from pabench.kernelbench.data import DecodeData, make_decode_data, paginate, pad_slab
+from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 
 CASES = ("a", "b", "c", "d")
 CASE_CHOICES = (*CASES, "custom", "all")
@@ -128,7 +128,7 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
     from pabench.kernels import (contiguous_decode_attention, decode_padding_mask, flashinfer_available,
                                  flex_available, flex_paged_decode, gather_sdpa_decode, paged_decode_attention,
                                  paged_decode_reference)
-    from pabench.kernels.paged_peers import flashinfer_paged_decode
+    from pabench.kernels.peers import flashinfer_paged_decode
 
     k_cache, v_cache, table = paginate(data, page_size)
     q, lens = data.q, data.seq_lens

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pabench.core import SequenceStatus
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 EVENT_KINDS = ("allocate", "prefix_hit", "fork", "cow", "append_page", "evict", "preempt", "free", "finish",
                "admit_fail", "reserve_contiguous", "admit_fail_contiguous", "release_contiguous")

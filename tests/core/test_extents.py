@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pabench.core.errors import ConfigError, SequenceStateError
+from pabench.errors import ConfigError, SequenceStateError
 from pabench.core.extents import ExtentAllocator
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from pabench.core.errors import ConfigError, PabenchError
+from pabench.errors import ConfigError, PabenchError
 
 BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
 
@@ -124,8 +124,8 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
 
     from pabench.backends import KVLayout, parse_backends
     from pabench.engine.model import DecoderModel, ModelConfig
-    from pabench.workload_toml import load_workload
-    from pabench.workloads import generate
+    from pabench.bench.presets import load_workload
+    from pabench.bench.workloads import generate
 
     cfg = cfg.resolve()
     parse_backends(",".join(cfg.backends))
@@ -276,7 +276,7 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
     error, or the device running out of memory) lands in `failures` and the other backends still run, so a
     long GPU run keeps what finished. Any other exception is a bug and propagates.
     """
-    from pabench.metrics import build_result
+    from pabench.bench.metrics import build_result
 
     p = prepared or prepare(cfg)
     records, failures = [], []

@@ -3,7 +3,7 @@
 
 Everything here returns tables or strings; the CLI prints them (results on stdout). Exports are flat: one row per
 backend (and swept setting), units in column names, the run's config and the pabench version/commit beside the
-numbers, so a CSV read back with pandas can be compared or checked (`pabench.compare`).
+numbers, so a CSV read back with pandas can be compared or checked (`pabench.report.compare`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from rich.table import Table
 
 import pabench
 from pabench.atomic import atomic_write_text
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.engine.records import RunRecord
-from pabench.metrics import Result, Stats, build_result, is_missing, metric_row
-from pabench.workloads import WorkloadSpec
+from pabench.bench.metrics import Result, Stats, build_result, is_missing, metric_row
+from pabench.bench.workloads import WorkloadSpec
 
 HIGHER_IS_BETTER = ("output_tok_per_s", "total_tok_per_s", "req_per_s")
 LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s", "e2e_p99_s",
                    "mean_waste_pct", "num_preemptions")
-CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `pabench.compare` looks at
+CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `pabench.report.compare` looks at
 META_COLUMNS = ("pabench_version", "git_commit")
 # Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
 # "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.

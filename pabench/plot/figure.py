@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pabench.core.errors import ConfigError, PabenchError
-from pabench.plot_panels import draw_panel
-from pabench.plot_series import first_column, kernel_lines, page_size_column, varies
+from pabench.errors import ConfigError, PabenchError
+from pabench.plot.panels import draw_panel
+from pabench.plot.series import first_column, kernel_lines, page_size_column, varies
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 LENGTH_KINDS = ("fixed", "uniform", "normal", "lognormal")
 ARRIVALS = ("burst", "poisson")

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pabench.explain_steps import Event, PageView, PoolView, SlabView, Step, TableView, seq_label
+from pabench.explain.steps import Event, PageView, PoolView, SlabView, Step, TableView, seq_label
 
 CELLS_PER_ROW = 8
 FREE_MARK, CACHED_MARK = ".", "*"

@@ -1,7 +1,7 @@
 """`run_sweep`: `pabench run`'s engine over a grid of page sizes, KV budgets, request rates and batch limits.
 
 The result is one tidy frame, one row per (point, backend), hyperfine-style: a `sweep_*` column per swept
-parameter, then every column of `pabench.report.result_row`. The swept values travel in `RunConfig.extra`, so
+parameter, then every column of `pabench.report.tables.result_row`. The swept values travel in `RunConfig.extra`, so
 they are part of each result's config. Contiguous backends reserve tokens, not pages: the page size cannot change
 what they do, so they run once per point of the OTHER parameters, with `sweep_page_size` left empty (NaN in the
 CSV) and `page_size` 1 (token granularity), instead of being re-run, identically, at every page size.
@@ -15,13 +15,13 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-    from pabench.runner import RunConfig
+    from pabench.bench.runner import RunConfig
 
 SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_rate", "sweep_max_num_seqs")
 SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests finished, total requests)
@@ -146,9 +146,9 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
     when no list is given, the first one is raised after every other run has finished."""
     import pandas as pd
 
-    from pabench.metrics import build_result
-    from pabench.report import result_row
-    from pabench.runner import as_failure, prepare, run_backend
+    from pabench.bench.metrics import build_result
+    from pabench.report.tables import result_row
+    from pabench.bench.runner import as_failure, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs

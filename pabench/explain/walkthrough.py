@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence as SequenceABC
 
 from pabench.core import BlockManager, Sequence, SequenceStatus
-from pabench.core.errors import ConfigError, SequenceStateError
-from pabench.explain_slab import ContiguousSlab
-from pabench.explain_steps import Event, PageView, PoolView, Step, TableView, seq_name
+from pabench.errors import ConfigError, SequenceStateError
+from pabench.explain.slab import ContiguousSlab
+from pabench.explain.steps import Event, PageView, PoolView, Step, TableView, seq_name
 
 
 class Walkthrough:

@@ -17,8 +17,8 @@ import numpy as np
 import pabench
 from pabench.atomic import atomic_write_text
 from pabench.engine.records import RequestRecord, StepSample
-from pabench.metrics import Result, Stats, host_over_device
-from pabench.report import git_commit, result_row
+from pabench.bench.metrics import Result, Stats, host_over_device
+from pabench.report.tables import git_commit, result_row
 
 
 def _json_safe(value: Any) -> Any:

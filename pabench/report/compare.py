@@ -15,9 +15,9 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from pabench.core.errors import ConfigError
-from pabench.metrics import is_missing
-from pabench.report import _METRIC_COLUMNS, CHECKED_METRICS, HIGHER_IS_BETTER, META_COLUMNS, _cell
+from pabench.errors import ConfigError
+from pabench.bench.metrics import is_missing
+from pabench.report.tables import _METRIC_COLUMNS, CHECKED_METRICS, HIGHER_IS_BETTER, META_COLUMNS, _cell
 
 def join_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     """Columns two exports are matched on: backend plus every setting both have that varies within either."""

@@ -58,7 +58,7 @@ _POINT_NAMES = {"sweep_kv_budget_bytes": "KV budgets", "kv_budget_bytes": "KV bu
 
 def _point_text(column: str, value: Any) -> str:
     if column.endswith("kv_budget_bytes"):
-        from pabench.sweep import budget_text
+        from pabench.bench.sweep import budget_text
 
         return budget_text(float(value))
     return f"{column.removeprefix('sweep_').replace('_', ' ')} {value:g}"

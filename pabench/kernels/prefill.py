@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels.sdpa import _prefill_backends, prefill_attention
 
 _FLASH_BROKEN: list[str] = []  # the first error of the fused path, if it ever failed here (then: loop)

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pabench.core.errors import ConfigError
+from pabench.errors import ConfigError
 from pabench.kernels.sdpa import decode_padding_mask, sdpa_decode_attention
 
 

@@ -12,11 +12,11 @@ This module is the public face; the pieces, one concept a file:
   * `explain_scenarios.py`: the scenarios themselves, `SCENARIOS` and `run_scenario`.
 """
 
-from pabench.explain_scenarios import SCENARIOS, run_scenario
-from pabench.explain_slab import ContiguousSlab
-from pabench.explain_steps import (EVENT_KINDS, PAGE_STATES, SLAB_POLICIES, Event, PageView, PoolView, Reservation,
+from pabench.explain.scenarios import SCENARIOS, run_scenario
+from pabench.explain.slab import ContiguousSlab
+from pabench.explain.steps import (EVENT_KINDS, PAGE_STATES, SLAB_POLICIES, Event, PageView, PoolView, Reservation,
                                    SlabView, Step, TableView, seq_label, seq_name)
-from pabench.explain_walkthrough import Walkthrough
+from pabench.explain.walkthrough import Walkthrough
 
 __all__ = [
     "EVENT_KINDS",

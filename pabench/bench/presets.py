@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pabench
-from pabench.core.errors import ConfigError
-from pabench.workloads import LengthDist, SharedPrefix, WorkloadSpec
+from pabench.errors import ConfigError
+from pabench.bench.workloads import LengthDist, SharedPrefix, WorkloadSpec
 
 
 def presets_dir() -> Path:

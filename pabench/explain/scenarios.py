@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pabench.core.errors import ConfigError
-from pabench.explain_steps import Event, Step, seq_name
-from pabench.explain_walkthrough import Walkthrough
+from pabench.errors import ConfigError
+from pabench.explain.steps import Event, Step, seq_name
+from pabench.explain.walkthrough import Walkthrough
 
 SYSTEM_PROMPT = tuple(range(11, 19))  # 8 tokens = 2 pages of 4, shared by several requests
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pabench.plot_series import (first_column, is_paged, kernel_lines, mean_by, page_size_column, series_labels,
+from pabench.plot.series import (first_column, is_paged, kernel_lines, mean_by, page_size_column, series_labels,
                                   shared_points)
 
 if TYPE_CHECKING:

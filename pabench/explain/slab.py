@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from pabench.core.extents import ExtentAllocator
-from pabench.explain_steps import Event, Reservation, SlabView, check_slab_policy, seq_label
+from pabench.explain.steps import Event, Reservation, SlabView, check_slab_policy, seq_label
 
 
 class ContiguousSlab:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-RUN, MEM, SCHED, OUT = "Run", "KV memory", "Scheduler", "Output"
+RUN, MEM, SCHED, OUT, GRID = "Run", "KV memory", "Scheduler", "Output", "Grid"
 
 Workload = Annotated[str, typer.Option("--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)]
 Backend = Annotated[str, typer.Option("--backend", "-b", help="Comma-separated: paged, contiguous-max, contiguous-pow2, contiguous-oracle (or paged+prefix, paged-noprefix), or 'all'.", rich_help_panel=RUN)]

@@ -1,0 +1,11 @@
+"""The library API behind `pabench run` and `sweep`: workloads and their presets, the runner, the sweep, metrics."""
+
+from pabench.bench.metrics import PERCENTILES, Result, Stats, build_result
+from pabench.bench.presets import list_presets, load_workload
+from pabench.bench.runner import RunConfig, prepare, run_benchmark
+from pabench.bench.sweep import SweepGrid, run_sweep
+from pabench.bench.workloads import LengthDist, Request, SharedPrefix, WorkloadSpec, generate
+
+__all__ = ["PERCENTILES", "LengthDist", "Request", "Result", "RunConfig", "SharedPrefix", "Stats", "SweepGrid",
+           "WorkloadSpec", "build_result", "generate", "list_presets", "load_workload", "prepare", "run_benchmark",
+           "run_sweep"]

@@ -1,0 +1,115 @@
+"""The Typer app and what every command shares: one-line errors, the two consoles, list parsers, progress.
+
+Exit codes: 0 ok, 1 user error (one line on stderr, no traceback, no partial files), 2 regression found.
+Nothing heavy is imported at module level: `pabench --help` must not import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+
+from pabench.errors import ConfigError, PabenchError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  help="Measure what a paged KV cache buys over a contiguous one, on your own GPU or CPU.")
+workloads_app = typer.Typer(help="List the workload presets, or show one.", invoke_without_command=True)
+app.add_typer(workloads_app, name="workloads")
+
+
+def print_error(message: str) -> None:
+    print(f"pabench: error: {message}", file=sys.stderr)
+
+
+def fail_runs(failures: list, finished: bool) -> None:
+    """Runs that failed at run time, one line each, then exit 1. With nothing `finished` there is nothing to
+    show or write: the first failure is raised (one line, exit 1), the others printed before it."""
+    if not failures:
+        return
+    if not finished:
+        for f in failures[1:]:
+            print_error(str(f))
+        raise ConfigError(str(failures[0]))
+    for f in failures:
+        print_error(str(f))
+    raise typer.Exit(1)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn expected failures into one line on stderr and exit 1 (130 on Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PabenchError as e:
+            print_error(str(e))
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            print_error("interrupted; no result file was written")
+            raise typer.Exit(130)
+        except FileNotFoundError as e:
+            print_error(f"no such file: {e.filename}")
+            raise typer.Exit(1)
+        except Exception as e:  # noqa: BLE001 - torch OOM and friends deserve one line too
+            if type(e).__name__ == "OutOfMemoryError":
+                print_error(f"the device ran out of memory: {str(e).splitlines()[0]} (try --kv-budget, --layers or "
+                     f"--max-num-seqs)")
+                raise typer.Exit(1)
+            raise
+
+    return wrapper
+
+
+def out_console():
+    """Results console. Not a terminal (pipe, file, tests): 140 columns so tables are never truncated."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def number_list(text: str, what: str, kind: type = int) -> tuple:
+    """'8,16,32' -> (8, 16, 32) of `kind`; a clear ConfigError naming the option otherwise."""
+    try:
+        values = tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise ConfigError(f"{what}: expected comma-separated {noun}, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what}: no value given")
+    return values
+
+
+def int_list(text: str, what: str) -> tuple[int, ...]:
+    return number_list(text, what, int)
+
+
+def float_list(text: str, what: str) -> tuple[float, ...]:
+    return number_list(text, what, float)
+
+
+def with_progress(work: Callable, total: int, enabled: bool):
+    """Run `work(callback)` under one rich progress bar on stderr (one task per backend)."""
+    if not enabled:
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def cb(name: str, done: int, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=n)
+            bar.update(tasks[name], completed=done)
+
+        return work(cb)

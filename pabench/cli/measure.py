@@ -1,0 +1,216 @@
+"""`pabench run`, `sweep` and `kernels`: the commands that measure. Parse, call the library (imported lazily), print."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pabench.cli import options as opt
+from pabench.cli.app import app, err_console, fail_runs, float_list, friendly, int_list, out_console, with_progress
+from pabench.cli.options import GRID, MEM, OUT, SCHED
+
+
+# ---------------------------------------------------------------------------------------------- run
+@app.command()
+@friendly
+def run(
+    workload: opt.Workload = "default",
+    backend: opt.Backend = "all",
+    model: opt.Model = None,
+    layers: opt.Layers = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = None,
+    num_requests: opt.NumRequests = None,
+    seed: opt.Seed = None,
+    page_size: Annotated[int, typer.Option(help="Tokens per page (power of two, 1..256).", rich_help_panel=MEM)] = 16,
+    kv_budget: Annotated[Optional[str], typer.Option(help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.", rich_help_panel=MEM)] = None,
+    num_pages: Annotated[Optional[int], typer.Option(help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
+    prefix_caching: opt.PrefixCaching = True,
+    watermark: opt.Watermark = 0.04,
+    max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
+    max_model_len: opt.MaxModelLen = None,
+    max_batched_tokens: opt.MaxBatchedTokens = 8192,
+    min_prefill_seqs: opt.MinPrefillSeqs = 1,
+    attn_impl: opt.AttnImpl = "auto",
+    cuda_graphs: opt.CudaGraphs = None,
+    async_scheduling: opt.AsyncScheduling = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
+    json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
+    progress: opt.Progress = True,
+) -> None:
+    """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
+    from pabench.backends import parse_backends
+    from pabench.report.export import write_json
+    from pabench.report.tables import capacity_line, run_table, summary_line, write_csv
+    from pabench.bench.runner import RunConfig, prepare, run_benchmark
+    from pabench.units import parse_size
+
+    cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
+                    device=device, dtype=dtype, page_size=page_size,
+                    kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
+                    prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                    max_batched_tokens=max_batched_tokens, min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
+                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
+    err = err_console()
+    with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
+        p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
+    out = out_console()
+    c = p.config
+    out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
+              f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
+              f"max_model_len {c.max_model_len}")
+    out.print(capacity_line(_capacity(p)))
+    results, _, _, failures = with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p),
+                                             len(c.backends) * len(p.requests), progress)
+    if not results:  # every backend failed: nothing to show or write
+        fail_runs(failures, finished=False)
+    out.print(run_table(results))
+    out.print(summary_line(results))
+    for r in results:
+        if r.num_preemptions > 0.25 * max(1, r.num_requests):
+            err.print(f"[yellow]note:[/] {r.backend} preempted {r.num_preemptions} sequences for {r.num_requests} "
+                      f"requests (each one is recomputed): the KV budget is tight for this load; a larger "
+                      f"--watermark or --kv-budget trades batch size for fewer preemptions")
+    if csv:
+        err.print(f"wrote {write_csv(results, csv)}")
+    if json:
+        err.print(f"wrote {write_json(results, json)}")
+    fail_runs(failures, finished=True)  # the finished backends are shown and written above
+
+
+def _capacity(p) -> dict:
+    layout, c = p.layout, p.config
+    tokens = p.kv_budget_bytes // layout.bytes_per_token
+    pages = p.kv_budget_bytes // (layout.bytes_per_token * c.page_size)
+    return {"kv_budget_bytes": p.kv_budget_bytes, "num_pages": pages, "page_size": c.page_size,
+            "num_tokens": tokens, "max_len_seqs": tokens // c.max_model_len, "max_model_len": c.max_model_len,
+            "bytes_per_token": layout.bytes_per_token}
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+@app.command()
+@friendly
+def sweep(
+    page_sizes: Annotated[Optional[str], typer.Option(help="Comma-separated page sizes (paged backends only).", rich_help_panel=GRID)] = "8,16,32",
+    kv_budgets: Annotated[Optional[str], typer.Option(help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.", rich_help_panel=GRID)] = None,
+    rates: Annotated[Optional[str], typer.Option(help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.", rich_help_panel=GRID)] = None,
+    max_num_seqs: Annotated[Optional[str], typer.Option(help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
+    backend: opt.Backend = "all",
+    workload: opt.Workload = "default",
+    model: opt.Model = None,
+    layers: opt.Layers = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = None,
+    num_requests: opt.NumRequests = None,
+    seed: opt.Seed = None,
+    max_model_len: opt.MaxModelLen = None,
+    prefix_caching: opt.PrefixCaching = True,
+    min_prefill_seqs: opt.MinPrefillSeqs = 1,
+    attn_impl: opt.AttnImpl = "auto",
+    watermark: opt.Watermark = 0.04,
+    max_batched_tokens: opt.MaxBatchedTokens = 8192,
+    cuda_graphs: opt.CudaGraphs = None,
+    async_scheduling: opt.AsyncScheduling = False,
+    csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
+    json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
+    progress: opt.Progress = True,
+) -> None:
+    """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
+
+    Contiguous backends do not depend on the page size: they run once per point of the other parameters,
+    with an empty sweep_page_size.
+    """
+    from pabench.atomic import atomic_write_text
+    from pabench.backends import parse_backends
+    from pabench.bench.runner import RunConfig
+    from pabench.bench.sweep import SweepGrid, sweep_summary, sweep_table
+    from pabench.units import parse_size
+
+    grid = SweepGrid(
+        page_sizes=int_list(page_sizes, "--page-sizes") if page_sizes else None,
+        kv_budgets=tuple(parse_size(s) for s in kv_budgets.split(",") if s.strip()) if kv_budgets else None,
+        rates=float_list(rates, "--rates") if rates else None,
+        max_num_seqs=int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
+    base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
+                     device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
+                     num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
+                     watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
+                     async_scheduling=async_scheduling)
+    kept: list | None = [] if json else None
+    failures: list = []
+    frame = _sweep_with_progress(grid, base, progress, kept, failures)
+    if frame.empty:  # every run failed: nothing to show or write
+        fail_runs(failures, finished=False)
+    out = out_console()
+    out.print(sweep_table(frame))
+    out.print(sweep_summary(frame))
+    err_console().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
+    if json:
+        from pabench.report.export import write_json
+
+        err_console().print(f"wrote {write_json(kept, json)}")
+    fail_runs(failures, finished=True)  # the finished runs are shown and written above
+
+
+def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None, failures: list | None = None):
+    """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
+    from pabench.bench.sweep import run_sweep
+
+    if not enabled:
+        return run_sweep(grid, base, keep=keep, failures=failures)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
+                                                                          completed=done, total=total),
+                         keep, failures)
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+@app.command()
+@friendly
+def kernels(
+    case: Annotated[str, typer.Option(help="a (batch 64, ctx 4096), b (batch 256, lognormal lengths), c (batch 8, ctx 32768), d (batch 32, ctx 512), custom or all.")] = "custom",
+    batch: Annotated[int, typer.Option(help="Batch size (custom case).")] = 64,
+    context: Annotated[int, typer.Option(help="Context length, or mean length for lognormal (custom case).")] = 4096,
+    lengths: Annotated[str, typer.Option(help="fixed or lognormal (custom case).")] = "fixed",
+    page_sizes: Annotated[str, typer.Option(help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",
+    num_q_heads: Annotated[int, typer.Option(help="Query heads.")] = 32,
+    num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,
+    head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: time replays of each call captured in a CUDA graph (device time, no Python or launch overhead; for launch-bound cases like d).")] = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
+    json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
+) -> None:
+    """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy bandwidth."""
+    from pabench.atomic import atomic_write_text
+    from pabench.kernelbench.table import kernel_summary, kernel_table
+    from pabench.kernelbench.run import KernelBenchConfig, run_kernel_bench
+
+    cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
+                            page_sizes=int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,
+                            num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device,
+                            cuda_graphs=cuda_graphs)
+    err = err_console()
+    rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
+    out = out_console()
+    out.print(kernel_table(rows))
+    for line in kernel_summary(rows):
+        out.print(line)
+    if csv:
+        import pandas as pd
+
+        atomic_write_text(csv, pd.DataFrame(rows).to_csv(index=False))
+        err.print(f"wrote {csv}")
+    if json:
+        import json as _json
+
+        atomic_write_text(json, _json.dumps(rows, indent=2, default=str))
+        err.print(f"wrote {json}")

@@ -1,0 +1,77 @@
+"""`pabench compare`, `check` and `plot`: the commands that read exports back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pabench.cli.app import app, friendly, out_console
+
+
+# ---------------------------------------------------------------------------------------------- compare / check
+@app.command()
+@friendly
+def compare(
+    a: Annotated[Path, typer.Argument(help="First export (CSV or JSON from `pabench run`).")],
+    b: Annotated[Path, typer.Argument(help="Second export.")],
+) -> None:
+    """Side-by-side of two exports, with B/A ratios."""
+    from pabench.report.compare import compare_table
+    from pabench.report.tables import read_results
+
+    out_console().print(compare_table(read_results(a), read_results(b)))
+
+
+@app.command()
+@friendly
+def check(
+    result: Annotated[Path, typer.Argument(help="The export to check (CSV or JSON).")],
+    baseline: Annotated[Path, typer.Option(help="The export it must not be worse than.")],
+    max_regression: Annotated[str, typer.Option(help="Tolerance, e.g. 10% or 0.1.")] = "10%",
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics to check, e.g. mean_waste_pct,num_preemptions (deterministic for a seed). Default: all.")] = None,
+) -> None:
+    """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
+    from pabench.report.compare import check_regressions, parse_tolerance
+    from pabench.report.tables import read_results
+
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
+    regressions, table = check_regressions(read_results(result), read_results(baseline),
+                                           parse_tolerance(max_regression), chosen)
+    out = out_console()
+    out.print(table)
+    if regressions:
+        out.print(f"{len(regressions)} regression(s) beyond {max_regression}:")
+        for r in regressions:
+            out.print(f"  {r}")
+        raise typer.Exit(2)
+    out.print(f"no regression beyond {max_regression}")
+
+
+# ---------------------------------------------------------------------------------------------- plot
+@app.command()
+@friendly
+def plot(
+    result: Annotated[list[Path], typer.Argument(help="CSVs from `pabench sweep` or `pabench run --csv` (several are concatenated, e.g. one sweep per GPU call).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
+    kernels: Annotated[Optional[Path], typer.Option("--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
+) -> None:
+    """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
+    from pabench.plot.figure import require_matplotlib, plot_results
+    from pabench.report.tables import read_results
+
+    require_matplotlib()  # before reading anything: one clear line when the extra is missing
+    import pandas as pd
+
+    frame = pd.concat([read_results(path) for path in result], ignore_index=True)
+    kernel_frame = None
+    if kernels is not None:
+        try:
+            kernel_frame = pd.read_csv(kernels)
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            from pabench.errors import ConfigError
+
+            raise ConfigError(f"{kernels}: cannot read kernel results: {error}") from None
+    path, panels = plot_results(frame, output or result[0].with_suffix(".png"), kernel_frame)
+    out_console().print(f"wrote {path} ({len(panels)} panels: {', '.join(panels)})", markup=False)
