@@ -17,7 +17,8 @@ import torch
 from pabench.backends import KVLayout, make_backend
 from pabench.core import Sequence
 from pabench.backends.staging import StagedBatch
-from pabench.engine.engine import Engine, decode_token_fields
+from pabench.engine.attention import decode_token_fields
+from pabench.engine.engine import Engine
 from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 
 

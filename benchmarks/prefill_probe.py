@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pabench.kernels import prefill_attention
-from pabench.kernels.sdpa import PREFILL_SDPA_ENV
+from pabench.kernels.prefill import PREFILL_SDPA_ENV
 
 CHOICES = ("torch", "cudnn", "flash,efficient", "efficient")
 

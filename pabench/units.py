@@ -1,11 +1,13 @@
-"""Byte sizes as people write them: '4GiB', '512MiB', '16GB', '1048576'. Torch-free."""
+"""Byte sizes as people write them ('4GiB', '512MiB', '16GB', '1048576') and as pabench prints them. Torch-free."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from pabench.errors import ConfigError
 
+KIB, MIB, GIB = 2**10, 2**20, 2**30
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
 
@@ -19,3 +21,14 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise ConfigError(f"size must be > 0, got {text!r}")
     return value
+
+
+def format_bytes(num_bytes: float | None, *, exact: bool = False, sep: str = " ") -> str:
+    """'1.50 GiB', '64.0 MiB', '512.0 KiB', '0 B' (tables); exact=True: '16 GiB', '1.5 GiB', as a size is typed
+    (sweep labels). None or NaN: '–'."""
+    if num_bytes is None or (isinstance(num_bytes, float) and math.isnan(num_bytes)):
+        return "–"
+    for unit, size, digits in (("GiB", GIB, 2), ("MiB", MIB, 1), ("KiB", KIB, 1)):
+        if abs(num_bytes) >= size:
+            return f"{num_bytes / size:g}{sep}{unit}" if exact else f"{num_bytes / size:.{digits}f}{sep}{unit}"
+    return f"{num_bytes:g}{sep}B" if exact else f"{num_bytes:.0f}{sep}B"

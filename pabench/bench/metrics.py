@@ -223,3 +223,7 @@ def metric_row(result: Result) -> dict[str, float | int]:
 def is_missing(value: Any) -> bool:
     """True for None and NaN (an empty statistic)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# Every metric column an export row carries (what a row of no run at all still has).
+METRIC_COLUMNS = frozenset(metric_row(build_result(RunRecord(backend="", config={}))))

@@ -225,7 +225,7 @@ def _build_backend(p: Prepared, backend_name: str, layout=None):
 def check_all_fit(p: Prepared) -> None:
     """Before anything runs: every request must fit every backend when empty. Bad input (a budget too small for
     one request under some backend) then fails in seconds, before any backend has spent minutes on a GPU."""
-    from pabench.engine.engine import check_request_fits
+    from pabench.engine.scheduler import check_request_fits
 
     sched = _scheduler_config(p)
     shapes_only = replace(p.layout, device="meta")  # same capacity, no KV pool allocated for a check

@@ -1,8 +1,8 @@
 """`run_sweep`: `pabench run`'s engine over a grid of page sizes, KV budgets, request rates and batch limits.
 
-The result is one tidy frame, one row per (point, backend), hyperfine-style: a `sweep_*` column per swept
-parameter, then every column of `pabench.report.tables.result_row`. The swept values travel in `RunConfig.extra`, so
-they are part of each result's config. Contiguous backends reserve tokens, not pages: the page size cannot change
+It measures and returns one `Result` per (point, backend); `pabench.report` lays them out (one tidy frame,
+hyperfine-style: a `sweep_*` column per swept parameter, then every column of `result_row`). The swept values
+travel in `RunConfig.extra`, so they are part of each result's config. Contiguous backends reserve tokens, not pages: the page size cannot change
 what they do, so they run once per point of the OTHER parameters, with `sweep_page_size` left empty (NaN in the
 CSV) and `page_size` 1 (token granularity), instead of being re-run, identically, at every page size.
 """
@@ -16,24 +16,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from pabench.errors import ConfigError
+from pabench.units import format_bytes
 
 if TYPE_CHECKING:
-    import pandas as pd
-    from rich.table import Table
-
+    from pabench.bench.metrics import Result
     from pabench.bench.runner import RunConfig
 
 SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_rate", "sweep_max_num_seqs")
 SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests finished, total requests)
-
-
-def budget_text(num_bytes: float, sep: str = " ") -> str:
-    """'64 MiB' or '512 KiB': a swept KV budget as it was most likely typed."""
-    if num_bytes >= 2**30:
-        return f"{num_bytes / 2**30:g}{sep}GiB"
-    if num_bytes >= 2**20:
-        return f"{num_bytes / 2**20:g}{sep}MiB"
-    return f"{num_bytes / 2**10:g}{sep}KiB"
 
 
 def _check_values(name: str, values: tuple | None, *, integral: bool) -> None:
@@ -82,7 +72,7 @@ class SweepPoint:
         if self.page_size is not None:
             parts.append(f"page_size={self.page_size}")
         if self.kv_budget_bytes is not None:
-            parts.append(f"kv_budget={budget_text(self.kv_budget_bytes, sep='')}")
+            parts.append(f"kv_budget={format_bytes(self.kv_budget_bytes, exact=True, sep='')}")
         if self.rate is not None:
             parts.append(f"rate={self.rate:g}/s")
         if self.max_num_seqs is not None:
@@ -137,22 +127,19 @@ class SweepGrid:
 
 
 def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | None = None,
-              keep: list | None = None, failures: list | None = None) -> pd.DataFrame:
-    """Run every (point, backend) of `grid` over `base`; one row per run, `sweep_*` columns first.
+              failures: list | None = None) -> list[Result]:
+    """Run every (point, backend) of `grid` over `base`; one `Result` per run, in plan order, whose config
+    carries the point's `sweep_*` values (`pabench.report.export.sweep_frame` lays them out as the tidy CSV).
 
-    `keep`, when given, receives every run's full `Result` (for the JSON export with per-request samples).
     Every point's input is checked before the first run. A run that fails at run time (a pabench error, the
     device out of memory) does not stop the sweep: it goes into `failures` (a `BackendFailure` per run), or,
     when no list is given, the first one is raised after every other run has finished."""
-    import pandas as pd
-
     from pabench.bench.metrics import build_result
-    from pabench.report.tables import result_row
     from pabench.bench.runner import as_failure, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
-    rows: list[dict[str, Any]] = []
+    results: list[Result] = []
     done, total = 0, None
     model = None  # built once, reused by every point whose model config matches
     ready = []
@@ -179,10 +166,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
                 failed.append(as_failure(label, error))
                 gc.collect()
             else:
-                result = build_result(record)
-                rows.append(result_row(result))
-                if keep is not None:
-                    keep.append(result)
+                results.append(build_result(record))
             done += num_requests
             if on_progress is not None:
                 on_progress(label, done, total)
@@ -190,74 +174,4 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
         gc.collect()
     if failures is None and failed:
         raise ConfigError(str(failed[0]))
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    first = [c for c in grid.swept if c in frame.columns] + ["backend"]
-    return frame[first + [c for c in frame.columns if c not in first]]
-
-
-# ---- terminal ---------------------------------------------------------------------------------------------
-
-_TABLE_METRICS = (("output_tok_per_s", "out tok/s", 1), ("ttft_p50_ms", "TTFT p50 ms", 1),
-                  ("ttft_p99_ms", "TTFT p99 ms", 1), ("tpot_p50_ms", "TPOT p50 ms", 2),
-                  ("mean_waste_pct", "KV waste %", 1), ("num_preemptions", "preempt", 0), ("wall_s", "wall s", 2))
-
-
-def _cell(column: str, value: Any, digits: int = 1) -> str:
-    """A table cell: '–' for missing, budgets in MiB, counts as integers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if column == "sweep_kv_budget_bytes":
-        return budget_text(value)
-    if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
-        return str(int(value))
-    if column == "sweep_rate":
-        return f"{value:g}"
-    return f"{value:,.{digits}f}"
-
-
-def sweep_table(frame: pd.DataFrame) -> Table:
-    """Compact rich table: swept values, backend, throughput, latency, waste, preemptions, wall time."""
-    from rich import box
-    from rich.table import Table
-
-    swept = [c for c in SWEEP_COLUMNS if c in frame.columns]
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for column in swept:
-        table.add_column(column.removeprefix("sweep_").replace("_bytes", "").replace("_", " "), justify="right")
-    table.add_column("backend", style="bold")
-    metrics = [m for m in _TABLE_METRICS if m[0] in frame.columns]
-    for _, header, _ in metrics:
-        table.add_column(header, justify="right")
-    for _, row in frame.iterrows():
-        table.add_row(*[_cell(c, row[c]) for c in swept], str(row["backend"]),
-                      *[_cell(c, row[c], digits) for c, _, digits in metrics])
-    return table
-
-
-def sweep_summary(frame: pd.DataFrame) -> str:
-    """'paged served 2.31× the output tokens/s of contiguous-max (geometric mean over 6 matched runs), ...'.
-
-    Each paged row is matched with the contiguous row of the same budget, rate and max_num_seqs (every page
-    size of paged against the one contiguous run there).
-    """
-    keys = [c for c in SWEEP_COLUMNS if c in frame.columns and c != "sweep_page_size"]
-    paged_names = [b for b in dict.fromkeys(frame["backend"]) if str(b).startswith("paged")]
-    others = [b for b in dict.fromkeys(frame["backend"]) if not str(b).startswith("paged")]
-    if not paged_names or not others:
-        return f"{len(frame)} runs; nothing to compare paged against"
-    paged = frame[frame["backend"] == paged_names[0]]
-    parts = []
-    for other in others:
-        merged = paged.merge(frame[frame["backend"] == other], on=keys, suffixes=("", "_o")) if keys else \
-            paged.merge(frame[frame["backend"] == other], how="cross", suffixes=("", "_o"))
-        ratios = (merged["output_tok_per_s"] / merged["output_tok_per_s_o"]).dropna()
-        ratios = ratios[ratios > 0]
-        if len(ratios):
-            geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-            parts.append(f"{geomean:.2f}× the output tokens/s of {other}")
-    if not parts:
-        return "no comparable runs"
-    return (f"{paged_names[0]} served " + ", ".join(parts)
-            + f" (geometric mean over {len(paged)} {paged_names[0]} run(s), matched on the other swept values).")
+    return results

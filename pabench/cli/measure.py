@@ -44,7 +44,8 @@ def run(
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
     from pabench.backends import parse_backends
     from pabench.report.export import write_json
-    from pabench.report.tables import capacity_line, run_table, summary_line, write_csv
+    from pabench.report.export import write_csv
+    from pabench.report.tables import capacity_line, run_table, summary_line
     from pabench.bench.runner import RunConfig, prepare, run_benchmark
     from pabench.units import parse_size
 
@@ -126,7 +127,9 @@ def sweep(
     from pabench.atomic import atomic_write_text
     from pabench.backends import parse_backends
     from pabench.bench.runner import RunConfig
-    from pabench.bench.sweep import SweepGrid, sweep_summary, sweep_table
+    from pabench.bench.sweep import SweepGrid
+    from pabench.report.export import sweep_frame
+    from pabench.report.tables import sweep_summary, sweep_table
     from pabench.units import parse_size
 
     grid = SweepGrid(
@@ -139,9 +142,9 @@ def sweep(
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
                      async_scheduling=async_scheduling)
-    kept: list | None = [] if json else None
     failures: list = []
-    frame = _sweep_with_progress(grid, base, progress, kept, failures)
+    results = _sweep_with_progress(grid, base, progress, failures)
+    frame = sweep_frame(results, grid.swept)
     if frame.empty:  # every run failed: nothing to show or write
         fail_runs(failures, finished=False)
     out = out_console()
@@ -151,16 +154,16 @@ def sweep(
     if json:
         from pabench.report.export import write_json
 
-        err_console().print(f"wrote {write_json(kept, json)}")
+        err_console().print(f"wrote {write_json(results, json)}")
     fail_runs(failures, finished=True)  # the finished runs are shown and written above
 
 
-def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None, failures: list | None = None):
+def _sweep_with_progress(grid, base, enabled: bool, failures: list) -> list:
     """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
     from pabench.bench.sweep import run_sweep
 
     if not enabled:
-        return run_sweep(grid, base, keep=keep, failures=failures)
+        return run_sweep(grid, base, failures=failures)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -168,7 +171,7 @@ def _sweep_with_progress(grid, base, enabled: bool, keep: list | None = None, fa
         task = bar.add_task("preparing", total=None)
         return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
                                                                           completed=done, total=total),
-                         keep, failures)
+                         failures)
 
 
 # ---------------------------------------------------------------------------------------------- kernels

@@ -19,7 +19,7 @@ def compare(
 ) -> None:
     """Side-by-side of two exports, with B/A ratios."""
     from pabench.report.compare import compare_table
-    from pabench.report.tables import read_results
+    from pabench.report.export import read_results
 
     out_console().print(compare_table(read_results(a), read_results(b)))
 
@@ -34,7 +34,7 @@ def check(
 ) -> None:
     """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
     from pabench.report.compare import check_regressions, parse_tolerance
-    from pabench.report.tables import read_results
+    from pabench.report.export import read_results
 
     chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
     regressions, table = check_regressions(read_results(result), read_results(baseline),
@@ -59,7 +59,7 @@ def plot(
 ) -> None:
     """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
     from pabench.plot.figure import require_matplotlib, plot_results
-    from pabench.report.tables import read_results
+    from pabench.report.export import read_results
 
     require_matplotlib()  # before reading anything: one clear line when the extra is missing
     import pandas as pd

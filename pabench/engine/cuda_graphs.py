@@ -16,7 +16,7 @@ import torch
 
 from pabench.backends.base import KVCacheBackend
 from pabench.backends.staging import StagedBatch
-from pabench.engine.engine import decode_attn, decode_token_fields
+from pabench.engine.attention import decode_attn, decode_token_fields
 from pabench.engine.model import DecoderModel
 
 

@@ -19,9 +19,10 @@ from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
 from pabench.errors import ConfigError
-from pabench.engine.model import AttentionFn, DecoderModel
+from pabench.engine.attention import decode_attn, decode_token_fields, prefill_attn
+from pabench.engine.model import DecoderModel
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
-from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState
+from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState, check_request_fits
 
 ProgressFn = Callable[[int, int], None]  # (finished requests, total requests)
 
@@ -38,7 +39,7 @@ class Engine:
         self._seq_ids = itertools.count()
         self.device = model.device
         self.graphs = None
-        self._timer = _DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
+        self._timer = DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
         # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
         # sampled into `sampled` at the previous step's rows.
         self.inputs = StagedBatch(config.max_num_seqs, (0, 0), torch.int64, self.device)
@@ -67,16 +68,16 @@ class Engine:
 
     # ------------------------------------------------------------------ the loop's pieces
     def _start(self, requests: Iterable, run_config: dict | None, on_progress: ProgressFn | None,
-               realtime: bool) -> "_Run":
+               realtime: bool) -> "RunState":
         """Sort and check the requests (a request that can never fit fails here, before anything runs)."""
         pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         for r in pending:
             check_request_fits(self.backend, self.config, r)
         record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
                            capacity=self.backend.capacity())
-        return _Run(pending=pending, total=len(pending), record=record, on_progress=on_progress, realtime=realtime)
+        return RunState(pending=pending, total=len(pending), record=record, on_progress=on_progress, realtime=realtime)
 
-    def _admit_arrivals(self, run: "_Run", idle: bool) -> bool:
+    def _admit_arrivals(self, run: "RunState", idle: bool) -> bool:
         """Queue the requests that have arrived; when `idle` and none has, sleep until one does and say False."""
         now = run.clock()
         if not run.realtime and idle and run.pending:
@@ -93,7 +94,7 @@ class Engine:
             return False
         return True
 
-    def _retire(self, run: "_Run", finished: list[SeqState]) -> None:
+    def _retire(self, run: "RunState", finished: list[SeqState]) -> None:
         """Finished samples whose tokens are all known: a request is recorded when its last sample is."""
         for st in finished:
             run.remaining[st.request_id] -= 1
@@ -104,7 +105,7 @@ class Engine:
                 if run.on_progress:
                     run.on_progress(run.done, run.total)
 
-    def _finish(self, run: "_Run") -> RunRecord:
+    def _finish(self, run: "RunState") -> RunRecord:
         record = run.record
         record.wall_s = run.clock()
         record.num_preemptions = self.scheduler.num_preemptions
@@ -168,7 +169,7 @@ class Engine:
             finished.append(st)
         st.token_times.append(t)
 
-    def _prefill(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[list[int]], float]:
+    def _prefill(self, states: list[SeqState], timer: "DeviceTimer") -> tuple[list[list[int]], float]:
         h0 = time.perf_counter()
         batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq) for st in states], self.backend.kv_slots,
                                    self.device)
@@ -192,11 +193,11 @@ class Engine:
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
 
-    def _decode(self, states: list[SeqState], timer: "_DeviceTimer") -> tuple[list[int], float]:
+    def _decode(self, states: list[SeqState], timer: "DeviceTimer") -> tuple[list[int], float]:
         tokens, host = self._launch_decode([st.seq for st in states], timer)
         return tokens.tolist(), host  # waits for the device
 
-    def _launch_decode(self, seqs: list[Sequence], timer: "_DeviceTimer") -> tuple[torch.Tensor, float]:
+    def _launch_decode(self, seqs: list[Sequence], timer: "DeviceTimer") -> tuple[torch.Tensor, float]:
         """Stage and queue one decode step; the sampled tokens `[n]` on the device, and the host staging time."""
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
             return self.graphs.launch(seqs, timer)
@@ -228,33 +229,8 @@ class Engine:
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
 
 
-def decode_token_fields(seqs: list[Sequence]) -> tuple[list[int], list[int]]:
-    """What a decode step feeds the model per sequence: its newest token id and that token's position."""
-    return [s.last_token_id for s in seqs], [s.num_tokens - 1 for s in seqs]
-
-
-def prefill_attn(backend: KVCacheBackend, batch: PrefillBatch) -> AttentionFn:
-    """Attention of a packed prefill batch: write the new tokens' K/V, then one varlen attention per layer."""
-
-    def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        backend.write_kv(layer, batch.slots, k, v)
-        return backend.prefill_attention(layer, q, k, v, batch)
-
-    return attn
-
-
-def decode_attn(backend: KVCacheBackend, slots: torch.Tensor) -> AttentionFn:
-    """Attention of a prepared decode batch: write each newest token's K/V at `slots` `[B]`, then attend."""
-
-    def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        backend.write_kv(layer, slots, k, v)
-        return backend.decode_attention(layer, q)
-
-    return attn
-
-
 @dataclass
-class _Run:
+class RunState:
     """One run's state in the serving loop: requests still to arrive, each request's samples and counts."""
 
     pending: deque
@@ -273,7 +249,7 @@ class _Run:
         return time.perf_counter() - self.t0
 
 
-class _DeviceTimer:
+class DeviceTimer:
     """CUDA events around the model's device work (read after the step's sync); a no-op on the CPU."""
 
     def __init__(self, device: torch.device) -> None:
@@ -281,7 +257,7 @@ class _DeviceTimer:
         if device.type == "cuda":
             self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
 
-    def __enter__(self) -> "_DeviceTimer":
+    def __enter__(self) -> "DeviceTimer":
         if self.events:
             self.events[0].record()
         return self
@@ -296,27 +272,3 @@ class _DeviceTimer:
             return 0.0
         self.events[1].synchronize()
         return self.events[0].elapsed_time(self.events[1]) / 1e3
-
-
-def check_request_fits(backend: KVCacheBackend, config: SchedulerConfig, r) -> None:
-    """ConfigError unless request `r` could run on `backend` when it is empty (length, samples, KV budget)."""
-    total = len(r.prompt_token_ids) + r.output_len
-    if total > config.max_model_len:
-        raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {config.max_model_len}")
-    if r.num_samples > config.max_num_seqs:
-        raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
-                          f"{config.max_num_seqs} (its samples run side by side)")
-    if not _fits_empty(backend, total, r.num_samples - 1):
-        raise ConfigError(f"the KV budget of {backend.name} cannot hold request {r.request_id} "
-                          f"({total} tokens x {r.num_samples} sample(s)) even when empty")
-
-
-def _fits_empty(backend: KVCacheBackend, total: int, num_forks: int) -> bool:
-    """Would a sequence of `total` tokens (plus `num_forks` siblings) fit in this backend if it were empty?"""
-    cap = backend.capacity()
-    if "num_pages" in cap:  # paged: one sample must fit; siblings can be preempted and recomputed
-        return -(-total // cap["page_size"]) <= cap["num_pages"]
-    from pabench.backends.contiguous import reservation
-
-    need = reservation(backend.policy, total, cap["max_model_len"])
-    return need * (1 + num_forks) <= cap["num_slots"]

@@ -23,7 +23,7 @@ from typing import Iterable
 import torch
 
 from pabench.core.memory import MemorySnapshot
-from pabench.engine.engine import Engine, ProgressFn, _DeviceTimer, _Run
+from pabench.engine.engine import DeviceTimer, Engine, ProgressFn, RunState
 from pabench.engine.records import RunRecord, StepSample
 from pabench.engine.scheduler import ScheduledStep, SeqState
 
@@ -39,7 +39,7 @@ class _InFlight:
     finished: list[SeqState]  # reached their length with this step (already released)
     tokens: torch.Tensor  # [n] host copy of the sampled tokens (pinned on CUDA; valid after `event`)
     event: torch.cuda.Event | None
-    timer: _DeviceTimer
+    timer: DeviceTimer
     h0: float
     host_split_s: tuple[float, float, float]  # schedule, stage, bookkeeping at launch
     num_running: int
@@ -55,7 +55,7 @@ class PipelinedEngine(Engine):
         n, cuda = self.config.max_num_seqs, self.device.type == "cuda"
         # Two of each, alternating: one for the step in flight, one for the step being queued.
         self._holds = [torch.zeros(n, dtype=torch.int64, pin_memory=cuda) for _ in range(2)]  # [max_seqs] each
-        self._timers = [_DeviceTimer(self.device) for _ in range(2)]
+        self._timers = [DeviceTimer(self.device) for _ in range(2)]
         self._num_launched = 0
 
     def run(self, requests: Iterable, run_config: dict | None = None, on_progress: ProgressFn | None = None,
@@ -111,7 +111,7 @@ class PipelinedEngine(Engine):
                          num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
                          memory=self.backend.memory())
 
-    def _complete(self, run: _Run, step: _InFlight) -> None:
+    def _complete(self, run: RunState, step: _InFlight) -> None:
         """Wait for the step's tokens, fill the placeholders, record the step and retire its finished requests."""
         if step.event is not None:
             step.event.synchronize()

@@ -8,10 +8,9 @@ from pabench.kernels.decode import (DecodeConfig, choose_decode_config, contiguo
                                     paged_decode_attention)
 from pabench.kernels.kv_write import write_kv
 from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference, write_kv_reference
-from pabench.kernels.peers import (flashinfer_available, flex_available, flex_paged_decode,
-                                         gather_sdpa_decode)
-from pabench.kernels.sdpa import decode_padding_mask, prefill_attention, sdpa_decode_attention
-from pabench.kernels.prefill import varlen_path, varlen_prefill_attention
+from pabench.kernels.peers import (decode_padding_mask, flashinfer_available, flex_available, flex_paged_decode,
+                                   gather_sdpa_decode, sdpa_decode_attention)
+from pabench.kernels.prefill import prefill_attention, varlen_path, varlen_prefill_attention
 
 __all__ = [
     "DecodeConfig",

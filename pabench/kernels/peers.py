@@ -1,5 +1,6 @@
-"""Public paged-decode paths the Triton kernel is measured against in `pabench kernels`: gather + SDPA (the naive
-way), torch FlexAttention over the page pool, and FlashInfer's paged decode when it is importable.
+"""The decode paths the Triton kernel is measured against in `pabench kernels` (none shares code with Triton):
+torch SDPA over a padded contiguous cache (the vendor row), gather + SDPA (the naive paged way), torch
+FlexAttention over the page pool, and FlashInfer's paged decode when it is importable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,66 @@ from typing import Callable, Sequence
 import torch
 
 from pabench.errors import ConfigError
-from pabench.kernels.sdpa import decode_padding_mask, sdpa_decode_attention
+from pabench.kernels.prefill import SDPA_BACKENDS, backend_enum, sdpa_gqa
+
+
+_PINNED: dict[tuple, str] = {}  # (device type, dtype, masked, shapes) -> the SDPA backend that ran
+
+
+def _lengths_list(seq_lens: torch.Tensor | Sequence[int]) -> list[int]:
+    return seq_lens.tolist() if isinstance(seq_lens, torch.Tensor) else [int(n) for n in seq_lens]
+
+
+def decode_padding_mask(seq_lens: torch.Tensor | Sequence[int], max_len: int,
+                        device: torch.device) -> torch.Tensor | None:
+    """Boolean mask [batch, 1, 1, max_len] hiding a padded cache's padding; None when every length is max_len."""
+    lens = _lengths_list(seq_lens)
+    if all(n == max_len for n in lens):
+        return None
+    lens_t = torch.tensor(lens, device=device)  # [batch]
+    return (torch.arange(max_len, device=device)[None, :] < lens_t[:, None])[:, None, None, :]  # [b, 1, 1, L]
+
+
+def sdpa_decode_attention(q: torch.Tensor, k_padded: torch.Tensor, v_padded: torch.Tensor,
+                          seq_lens: torch.Tensor | Sequence[int], *,
+                          mask: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """Vendor decode over a padded contiguous cache [batch, max_len, Hkv, D]; returns (out [batch, Hq, D], backend).
+
+    Uniform lengths equal to max_len run unmasked; otherwise a boolean mask hides the padding (pass `mask` from
+    `decode_padding_mask` to build it once: a call that builds none copies nothing host-to-device, so a CUDA
+    graph can capture it). The first SDPA backend that accepts the call (cudnn, flash, efficient, math) is
+    pinned with `sdpa_kernel` and named. seq_lens may be a CPU tensor or list (a CUDA tensor costs one sync).
+    """
+    from torch.nn.attention import sdpa_kernel
+
+    if q.dim() != 3 or k_padded.dim() != 4 or k_padded.shape != v_padded.shape:
+        raise ConfigError(f"need q [batch, Hq, D] and k/v_padded [batch, max_len, Hkv, D], "
+                          f"got {tuple(q.shape)}, {tuple(k_padded.shape)}, {tuple(v_padded.shape)}")
+    batch, max_len = k_padded.shape[:2]
+    lens = _lengths_list(seq_lens)
+    if len(lens) != batch or min(lens) < 1 or max(lens) > max_len:
+        raise ConfigError(f"seq_lens must hold {batch} lengths in [1, {max_len}]")
+    qt = q.unsqueeze(2)  # [batch, Hq, 1, D]
+    kt = k_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
+    vt = v_padded.transpose(1, 2)  # [batch, Hkv, max_len, D]
+    if mask is None:
+        mask = decode_padding_mask(lens, max_len, q.device)  # [batch, 1, 1, max_len] or None
+    elif tuple(mask.shape) != (batch, 1, 1, max_len) or mask.dtype != torch.bool:
+        raise ConfigError(f"mask must be bool [{batch}, 1, 1, {max_len}], got {mask.dtype} {tuple(mask.shape)}")
+    key = (q.device.type, q.dtype, mask is not None, tuple(q.shape), tuple(k_padded.shape))
+    names = [_PINNED[key]] if key in _PINNED else list(SDPA_BACKENDS)
+    errors = []
+    for name in names:
+        try:
+            with warnings.catch_warnings(), sdpa_kernel([backend_enum(name)]):
+                warnings.simplefilter("ignore")
+                out = sdpa_gqa(qt, kt, vt, mask, False, None)  # [batch, Hq, 1, D]
+        except RuntimeError as err:
+            errors.append(f"{name}: {str(err).splitlines()[0]}")
+            continue
+        _PINNED[key] = name
+        return out[:, :, 0], name
+    raise ConfigError("no SDPA backend accepted the decode call: " + "; ".join(errors))
 
 
 def pages_in_use(lens: torch.Tensor, page_size: int, pages_per_seq: int) -> tuple[torch.Tensor, torch.Tensor]:

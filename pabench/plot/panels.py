@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from pabench.plot.series import (first_column, is_paged, kernel_lines, mean_by, page_size_column, series_labels,
                                   shared_points)
+from pabench.units import MIB
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
-_MIB = 2**20
 _THROUGHPUT = "output throughput (tok/s)"
 
 
@@ -78,7 +78,7 @@ def _latency_lines(ax: Axes, frame: pd.DataFrame, metric: str) -> None:
 
 def _panel_throughput_vs_budget(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
     budget = first_column(frame, "sweep_kv_budget_bytes", "kv_budget_bytes")
-    _throughput_lines(ax, frame.assign(_mib=frame[budget] / _MIB), "_mib", "KV budget (MiB)",
+    _throughput_lines(ax, frame.assign(_mib=frame[budget] / MIB), "_mib", "KV budget (MiB)",
                       "Throughput vs KV budget")
 
 

@@ -58,9 +58,9 @@ _POINT_NAMES = {"sweep_kv_budget_bytes": "KV budgets", "kv_budget_bytes": "KV bu
 
 def _point_text(column: str, value: Any) -> str:
     if column.endswith("kv_budget_bytes"):
-        from pabench.bench.sweep import budget_text
+        from pabench.units import format_bytes
 
-        return budget_text(float(value))
+        return format_bytes(float(value), exact=True)
     return f"{column.removeprefix('sweep_').replace('_', ' ')} {value:g}"
 
 

@@ -15,15 +15,21 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from pabench.bench.metrics import METRIC_COLUMNS, is_missing
 from pabench.errors import ConfigError
-from pabench.bench.metrics import is_missing
-from pabench.report.tables import _METRIC_COLUMNS, CHECKED_METRICS, HIGHER_IS_BETTER, META_COLUMNS, _cell
+from pabench.report.export import META_COLUMNS
+from pabench.report.tables import cell
+
+HIGHER_IS_BETTER = ("output_tok_per_s", "total_tok_per_s", "req_per_s")
+LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s", "e2e_p99_s",
+                   "mean_waste_pct", "num_preemptions")
+CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `check` looks at
 
 def join_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     """Columns two exports are matched on: backend plus every setting both have that varies within either."""
     keys = ["backend"]
     for column in a.columns:
-        if column in keys or column in _METRIC_COLUMNS or column in META_COLUMNS or column.startswith("capacity_"):
+        if column in keys or column in METRIC_COLUMNS or column in META_COLUMNS or column.startswith("capacity_"):
             continue
         if column in b.columns and (a[column].nunique(dropna=False) > 1 or b[column].nunique(dropna=False) > 1):
             keys.append(column)
@@ -75,7 +81,7 @@ def compare_table(a: pd.DataFrame, b: pd.DataFrame) -> Table:
                 colour = "red" if worse > 0.005 else "green" if worse < -0.005 else ""
                 ratio = f"[{colour}]{vb / va:.2f}×[/]" if colour else f"{vb / va:.2f}×"
             table.add_row(_key_text(keys, key) if i == 0 else "", metric,
-                          "missing" if row_a is None else _cell(va), "missing" if row_b is None else _cell(vb),
+                          "missing" if row_a is None else cell(va), "missing" if row_b is None else cell(vb),
                           ratio, end_section=i == len(metrics) - 1)
     return table
 
@@ -146,7 +152,7 @@ def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regress
             if bad:
                 regressions.append(Regression(run, metric, float(b), None if is_missing(c) else float(c), worse))
             change = "–" if is_missing(c) else "n/a" if b == 0 else f"{(float(c) - float(b)) / abs(float(b)):+.1%}"
-            table.add_row(run if i == 0 else "", metric, _cell(b), _cell(c), change,
+            table.add_row(run if i == 0 else "", metric, cell(b), cell(c), change,
                           "[red]REGRESSION[/]" if bad else "[green]ok[/]", end_section=i == len(metrics) - 1)
     table.title = f"{len(regressions)} regression(s) at tolerance {max_regression:.1%}"
     return regressions, table

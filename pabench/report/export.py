@@ -1,7 +1,6 @@
-"""The JSON export: every backend's flat row, config and capacity, a summary of its steps (per kind, a memory
-timeline, every prefill step, decode steps by batch size with the host-time split) and its raw requests.
-
-The CSV (`report.write_csv`) holds the flat rows only; this file is what to read when a number needs explaining.
+"""The exports: flat CSV rows (one per backend and swept setting, units in column names, the run's config and
+the pabench version/commit beside the numbers), the JSON (those rows plus a summary of every backend's steps and
+its raw requests: what to read when a number needs explaining), and reading either back as a frame.
 """
 
 from __future__ import annotations
@@ -9,17 +8,112 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import subprocess
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 import pabench
 from pabench.atomic import atomic_write_text
-from pabench.engine.records import RequestRecord, StepSample
-from pabench.bench.metrics import Result, Stats, host_over_device
-from pabench.report.tables import git_commit, result_row
+from pabench.bench.metrics import Result, Stats, host_over_device, metric_row
+from pabench.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pabench.engine.records import RequestRecord, StepSample
+
+META_COLUMNS = ("pabench_version", "git_commit")
+# Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
+# "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
+TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
+                          "token_match_vs", *META_COLUMNS})
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Short commit of the repo pabench runs from, or 'unknown' (never raises)."""
+    if os.environ.get("PABENCH_COMMIT"):  # set by scripts that run a copy of the tree without .git (a GPU box)
+        return os.environ["PABENCH_COMMIT"]
+    root = Path(pabench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return "unknown"
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+# ---- CSV rows ----------------------------------------------------------------------------------------------
+
+def _flat_value(value: Any) -> Any:
+    """Scalars as they are, anything else as sorted JSON text (one CSV cell)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def result_row(result: Result) -> dict[str, Any]:
+    """One flat export row: backend, config keys, metrics, `capacity_*`, version and commit.
+
+    A config key that is also a metric name keeps the measured value; if the config differs it is kept as
+    `config_<key>`.
+    """
+    metrics = metric_row(result)
+    row: dict[str, Any] = {"backend": result.backend}
+    for key, value in result.config.items():
+        if key == "backend":
+            continue
+        if key in metrics:
+            if value != metrics[key]:
+                row[f"config_{key}"] = _flat_value(value)
+            continue
+        row[key] = _flat_value(value)
+    row.update(metrics)
+    row.update({f"capacity_{k}": _flat_value(v) for k, v in result.capacity.items()})
+    row.update(pabench_version=pabench.__version__, git_commit=git_commit())
+    return row
+
+
+def results_frame(results: list[Result]) -> pd.DataFrame:
+    """One row per result, flat columns with units in their names (see `result_row`)."""
+    return pd.DataFrame([result_row(r) for r in results])
+
+
+def sweep_frame(results: list[Result], swept: tuple[str, ...]) -> pd.DataFrame:
+    """A sweep's tidy frame: one row per run, the swept `sweep_*` columns first, then backend, then the rest."""
+    frame = results_frame(results)
+    if frame.empty:
+        return frame
+    first = [c for c in swept if c in frame.columns] + ["backend"]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def write_csv(results: list[Result], path: str | Path) -> Path:
+    """Write `results_frame(results)` as CSV, atomically (parent directories created)."""
+    return atomic_write_text(path, results_frame(results).to_csv(index=False))
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read an export back (CSV, or JSON's `rows`) as a frame; ConfigError if it is not a pabench export."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["rows"])
+        else:
+            frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS})
+    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as error:
+        raise ConfigError(f"{path}: cannot read results: {error}") from None
+    if "backend" not in frame.columns:
+        raise ConfigError(f"{path}: not a pabench export (no 'backend' column)")
+    return frame
+
+
+# ---- JSON -------------------------------------------------------------------------------------------------
 
 def _json_safe(value: Any) -> Any:
     """NaN/inf -> None and numpy scalars -> Python, recursively, so the JSON is standard."""

@@ -1,19 +1,10 @@
-"""Report: rich tables and summary lines for the terminal, the flat CSV export (`export_json.py` writes the JSON;
-`compare.py` reads both back).
-
-Everything here returns tables or strings; the CLI prints them (results on stdout). Exports are flat: one row per
-backend (and swept setting), units in column names, the run's config and the pabench version/commit beside the
-numbers, so a CSV read back with pandas can be compared or checked (`pabench.report.compare`).
+"""Rich tables and summary lines for the terminal: a run's serving and memory tables, its summary and
+capacity lines, the workload presets. Everything here returns tables or strings; the CLI prints them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,67 +13,25 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
-import pabench
-from pabench.atomic import atomic_write_text
-from pabench.errors import ConfigError
-from pabench.engine.records import RunRecord
-from pabench.bench.metrics import Result, Stats, build_result, is_missing, metric_row
+from pabench.bench.metrics import Result, Stats, is_missing
+from pabench.bench.sweep import SWEEP_COLUMNS
 from pabench.bench.workloads import WorkloadSpec
-
-HIGHER_IS_BETTER = ("output_tok_per_s", "total_tok_per_s", "req_per_s")
-LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_s", "e2e_p99_s",
-                   "mean_waste_pct", "num_preemptions")
-CHECKED_METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER  # what `pabench.report.compare` looks at
-META_COLUMNS = ("pabench_version", "git_commit")
-# Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
-# "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
-TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
-                          "token_match_vs", *META_COLUMNS})
-_METRIC_COLUMNS = frozenset(metric_row(build_result(RunRecord(backend="", config={}))))
-_MIB, _GIB = 2**20, 2**30
+from pabench.units import format_bytes
 
 
 # ---- formatting -------------------------------------------------------------------------------------------
-
-def format_bytes(num_bytes: float) -> str:
-    """'0 B', '512.0 KiB', '64.0 MiB', '1.50 GiB'."""
-    if is_missing(num_bytes):
-        return "–"
-    if abs(num_bytes) >= _GIB:
-        return f"{num_bytes / _GIB:.2f} GiB"
-    if abs(num_bytes) >= _MIB:
-        return f"{num_bytes / _MIB:.1f} MiB"
-    if abs(num_bytes) >= 1024:
-        return f"{num_bytes / 1024:.1f} KiB"
-    return f"{num_bytes:.0f} B"
-
 
 def _num(value: Any, digits: int = 1) -> str:
     """A number with `digits` decimals and thousands separators; '–' for missing."""
     return "–" if is_missing(value) else f"{value:,.{digits}f}"
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     """A table cell for an exported value: whole numbers without decimals, others with two."""
     if is_missing(value):
         return "–"
     return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:,.2f}"
 
-
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """Short commit of the repo pabench runs from, or 'unknown' (never raises)."""
-    if os.environ.get("PABENCH_COMMIT"):  # set by scripts that run a copy of the tree without .git (a GPU box)
-        return os.environ["PABENCH_COMMIT"]
-    root = Path(pabench.__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return "unknown"
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 # ---- terminal ---------------------------------------------------------------------------------------------
@@ -166,62 +115,6 @@ def capacity_line(capacity: dict[str, Any]) -> str:
     return " = ".join(parts) + (f" ({', '.join(extra)})" if extra else "")
 
 
-# ---- exports ----------------------------------------------------------------------------------------------
-
-def _flat_value(value: Any) -> Any:
-    """Scalars as they are, anything else as sorted JSON text (one CSV cell)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def result_row(result: Result) -> dict[str, Any]:
-    """One flat export row: backend, config keys, metrics, `capacity_*`, version and commit.
-
-    A config key that is also a metric name keeps the measured value; if the config differs it is kept as
-    `config_<key>`.
-    """
-    metrics = metric_row(result)
-    row: dict[str, Any] = {"backend": result.backend}
-    for key, value in result.config.items():
-        if key == "backend":
-            continue
-        if key in metrics:
-            if value != metrics[key]:
-                row[f"config_{key}"] = _flat_value(value)
-            continue
-        row[key] = _flat_value(value)
-    row.update(metrics)
-    row.update({f"capacity_{k}": _flat_value(v) for k, v in result.capacity.items()})
-    row.update(pabench_version=pabench.__version__, git_commit=git_commit())
-    return row
-
-
-def results_frame(results: list[Result]) -> pd.DataFrame:
-    """One row per result, flat columns with units in their names (see `result_row`)."""
-    return pd.DataFrame([result_row(r) for r in results])
-
-
-def write_csv(results: list[Result], path: str | Path) -> Path:
-    """Write `results_frame(results)` as CSV, atomically (parent directories created)."""
-    return atomic_write_text(path, results_frame(results).to_csv(index=False))
-
-
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Read an export back (CSV, or JSON's `rows`) as a frame; ConfigError if it is not a pabench export."""
-    path = Path(path)
-    try:
-        if path.suffix == ".json":
-            frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8"))["rows"])
-        else:
-            frame = pd.read_csv(path, dtype={column: str for column in TEXT_COLUMNS})
-    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as error:
-        raise ConfigError(f"{path}: cannot read results: {error}") from None
-    if "backend" not in frame.columns:
-        raise ConfigError(f"{path}: not a pabench export (no 'backend' column)")
-    return frame
-
-
 # ---- workloads ----------------------------------------------------------------------------------------------
 
 def workloads_table(specs: list[WorkloadSpec]) -> Table:
@@ -257,3 +150,66 @@ def workload_detail(spec: WorkloadSpec, num_draws: int = 4096) -> Table:
         table.add_row(f"{name} sampled", f"mean {st.mean:.1f}  p50 {st.p50:.0f}  p90 {st.p90:.0f}  "
                                          f"p99 {st.p99:.0f}  max {st.max:.0f}  ({num_draws} draws)")
     return table
+
+
+# ---- sweeps ------------------------------------------------------------------------------------------------
+
+_TABLE_METRICS = (("output_tok_per_s", "out tok/s", 1), ("ttft_p50_ms", "TTFT p50 ms", 1),
+                  ("ttft_p99_ms", "TTFT p99 ms", 1), ("tpot_p50_ms", "TPOT p50 ms", 2),
+                  ("mean_waste_pct", "KV waste %", 1), ("num_preemptions", "preempt", 0), ("wall_s", "wall s", 2))
+
+
+def _sweep_cell(column: str, value: Any, digits: int = 1) -> str:
+    """A table cell: '–' for missing, budgets in MiB, counts as integers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if column == "sweep_kv_budget_bytes":
+        return format_bytes(value, exact=True)
+    if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
+        return str(int(value))
+    if column == "sweep_rate":
+        return f"{value:g}"
+    return f"{value:,.{digits}f}"
+
+
+def sweep_table(frame: pd.DataFrame) -> Table:
+    """Compact rich table: swept values, backend, throughput, latency, waste, preemptions, wall time."""
+    swept = [c for c in SWEEP_COLUMNS if c in frame.columns]
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for column in swept:
+        table.add_column(column.removeprefix("sweep_").replace("_bytes", "").replace("_", " "), justify="right")
+    table.add_column("backend", style="bold")
+    metrics = [m for m in _TABLE_METRICS if m[0] in frame.columns]
+    for _, header, _ in metrics:
+        table.add_column(header, justify="right")
+    for _, row in frame.iterrows():
+        table.add_row(*[_sweep_cell(c, row[c]) for c in swept], str(row["backend"]),
+                      *[_sweep_cell(c, row[c], digits) for c, _, digits in metrics])
+    return table
+
+
+def sweep_summary(frame: pd.DataFrame) -> str:
+    """'paged served 2.31× the output tokens/s of contiguous-max (geometric mean over 6 matched runs), ...'.
+
+    Each paged row is matched with the contiguous row of the same budget, rate and max_num_seqs (every page
+    size of paged against the one contiguous run there).
+    """
+    keys = [c for c in SWEEP_COLUMNS if c in frame.columns and c != "sweep_page_size"]
+    paged_names = [b for b in dict.fromkeys(frame["backend"]) if str(b).startswith("paged")]
+    others = [b for b in dict.fromkeys(frame["backend"]) if not str(b).startswith("paged")]
+    if not paged_names or not others:
+        return f"{len(frame)} runs; nothing to compare paged against"
+    paged = frame[frame["backend"] == paged_names[0]]
+    parts = []
+    for other in others:
+        merged = paged.merge(frame[frame["backend"] == other], on=keys, suffixes=("", "_o")) if keys else \
+            paged.merge(frame[frame["backend"] == other], how="cross", suffixes=("", "_o"))
+        ratios = (merged["output_tok_per_s"] / merged["output_tok_per_s_o"]).dropna()
+        ratios = ratios[ratios > 0]
+        if len(ratios):
+            geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+            parts.append(f"{geomean:.2f}× the output tokens/s of {other}")
+    if not parts:
+        return "no comparable runs"
+    return (f"{paged_names[0]} served " + ", ".join(parts)
+            + f" (geometric mean over {len(paged)} {paged_names[0]} run(s), matched on the other swept values).")

@@ -7,7 +7,7 @@ import torch
 from pabench.backends import KVLayout, make_backend
 from pabench.backends.base import PrefillBatch
 from pabench.core import Sequence
-from pabench.engine.engine import prefill_attn
+from pabench.engine.attention import prefill_attn
 from pabench.engine.model import DecoderModel, ModelConfig
 
 CFG = ModelConfig("t", vocab_size=101, hidden_size=64, num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=64,

@@ -49,15 +49,15 @@ def test_prefill_scale_and_errors():
 
 
 def test_prefill_backend_choice_is_parsed_and_bad_values_are_named(monkeypatch):
-    from pabench.kernels import sdpa
+    from pabench.kernels import prefill
 
-    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "torch")
-    assert sdpa._prefill_backends() is None
-    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "flash, efficient")
-    assert [b.name for b in sdpa._prefill_backends()] == ["FLASH_ATTENTION", "EFFICIENT_ATTENTION"]
-    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, "flash,bogus")
+    monkeypatch.setenv(prefill.PREFILL_SDPA_ENV, "torch")
+    assert prefill.prefill_backends() is None
+    monkeypatch.setenv(prefill.PREFILL_SDPA_ENV, "flash, efficient")
+    assert [b.name for b in prefill.prefill_backends()] == ["FLASH_ATTENTION", "EFFICIENT_ATTENTION"]
+    monkeypatch.setenv(prefill.PREFILL_SDPA_ENV, "flash,bogus")
     with pytest.raises(ConfigError, match="PABENCH_PREFILL_SDPA"):
-        sdpa._prefill_backends()
+        prefill.prefill_backends()
 
 
 @pytest.mark.gpu
@@ -66,9 +66,9 @@ def test_prefill_backend_choice_is_parsed_and_bad_values_are_named(monkeypatch):
 @pytest.mark.parametrize("n_new,n_total", [(37, 37), (20, 90)])
 def test_prefill_on_gpu_under_each_backend_choice(monkeypatch, choice, n_new, n_total):
     """Every pinned choice (bf16, GQA 4:1, masked and causal) matches the float64 loop."""
-    from pabench.kernels import sdpa
+    from pabench.kernels import prefill
 
-    monkeypatch.setenv(sdpa.PREFILL_SDPA_ENV, choice)
+    monkeypatch.setenv(prefill.PREFILL_SDPA_ENV, choice)
     gen = torch.Generator().manual_seed(n_new)
     q = torch.randn(n_new, 8, 128, generator=gen).bfloat16()
     k = torch.randn(n_total, 2, 128, generator=gen).bfloat16()

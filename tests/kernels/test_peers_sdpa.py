@@ -7,8 +7,8 @@ from kernel_checks import assert_close
 from pabench.errors import ConfigError
 from pabench.kernelbench.data import make_decode_data, pad_slab
 from pabench.kernels import contiguous_decode_reference, decode_padding_mask, sdpa_decode_attention
-from pabench.kernels import sdpa as sdpa_module
-from pabench.kernels.sdpa import _has_enable_gqa
+from pabench.kernels import prefill as prefill_module  # sdpa_gqa, which decode SDPA calls, lives there
+from pabench.kernels.prefill import has_enable_gqa
 
 
 def _data(lens, seed):
@@ -55,16 +55,16 @@ _CUDA = pytest.param("cuda", marks=[pytest.mark.gpu,
 def test_masked_decode_keeps_grouped_kv_heads(monkeypatch, device):
     """Padded decode hands SDPA the Hkv heads (enable_gqa), not KV repeated per query head: repeating a padded
     batch copied its whole cache 4x per call (27x slower on case (b) of `pabench kernels` on the H200)."""
-    if not _has_enable_gqa():
+    if not has_enable_gqa():
         pytest.skip("torch without enable_gqa repeats KV heads by design")
     seen = []
-    real = sdpa_module.F.scaled_dot_product_attention
+    real = prefill_module.F.scaled_dot_product_attention
 
     def spy(q, k, v, **kwargs):
         seen.append((q.shape[1], k.shape[1], kwargs.get("attn_mask") is not None))
         return real(q, k, v, **kwargs)
 
-    monkeypatch.setattr(sdpa_module.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(prefill_module.F, "scaled_dot_product_attention", spy)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     data = make_decode_data([1, 30, 17], 8, 2, 64, dtype, torch.device(device), 6)  # 8 q heads / 2 KV, masked
     k_pad, v_pad = pad_slab(data)

@@ -18,7 +18,7 @@ from pabench.plot.figure import choose_panels, figure_size_px, figure_title, plo
 from pabench.plot.panels import PANELS  # noqa: E402
 
 runner = CliRunner()
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 SWEEP_CSV = FIXTURES / "sweep_grid.csv"  # real `pabench sweep` output: 2 page sizes x 2 budgets x 2 rates
 KERNELS_CSV = FIXTURES / "sweep_kernels.csv"  # `pabench kernels` columns: case, impl, page_size, median_us, ...
 RUN_CSV = FIXTURES / "results_baseline.csv"  # a single `pabench run` export (no sweep columns)

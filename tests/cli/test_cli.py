@@ -174,7 +174,7 @@ def test_readme_ci_recipe_holds_against_the_committed_baseline(tmp_path):
     metrics (deterministic for a seed). Regenerate the baseline when a default changes on purpose."""
     from pathlib import Path
 
-    baseline = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline.csv"
+    baseline = Path(__file__).resolve().parents[2] / "benchmarks" / "baseline.csv"
     current = tmp_path / "current.csv"
     res = invoke("run", "--device", "cpu", "--seed", "0", "--no-progress", "--csv", str(current))
     assert res.exit_code == 0, res.output

@@ -7,7 +7,7 @@ from test_prefill import naive_prefill
 
 from pabench.errors import ConfigError
 from pabench.kernels import varlen_path, varlen_prefill_attention
-from pabench.kernels.sdpa import PREFILL_SDPA_ENV
+from pabench.kernels.prefill import PREFILL_SDPA_ENV
 
 
 def packed(pairs, num_kv_heads, group, head_dim, dtype, seed=0):

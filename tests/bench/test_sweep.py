@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 from pabench.cli import app
 from pabench.errors import ConfigError
 from pabench.bench.runner import RunConfig
-from pabench.bench.sweep import SWEEP_COLUMNS, SweepGrid, SweepPoint, run_sweep, sweep_summary
+from pabench.bench.sweep import SWEEP_COLUMNS, SweepGrid, SweepPoint, run_sweep
+from pabench.report.export import sweep_frame
+from pabench.report.tables import sweep_summary
 
 runner = CliRunner()
 TINY = ["--model", "tiny", "--layers", "1", "--num-requests", "4", "--max-model-len", "64", "--seed", "0"]
@@ -133,9 +135,9 @@ def test_cli_sweep_json_keeps_every_run_with_its_requests(tmp_path, workload):
 
 
 def test_budget_text_names_gib():
-    from pabench.bench.sweep import budget_text
+    from pabench.units import format_bytes
 
-    assert budget_text(16 * 2**30) == "16 GiB" and budget_text(64 * 2**20) == "64 MiB"
+    assert format_bytes(16 * 2**30, exact=True) == "16 GiB" and format_bytes(64 * 2**20, exact=True) == "64 MiB"
 
 
 def test_run_sweep_other_parameters_and_progress(workload):
@@ -143,7 +145,7 @@ def test_run_sweep_other_parameters_and_progress(workload):
     grid = SweepGrid(rates=(50.0,), max_num_seqs=(2, 4))
     base = RunConfig(workload=workload, backends=("paged",), model="tiny", layers=1, num_requests=4,
                      max_model_len=64, seed=0)
-    df = run_sweep(grid, base, lambda label, done, total: calls.append((label, done, total)))
+    df = sweep_frame(run_sweep(grid, base, lambda label, done, total: calls.append((label, done, total))), grid.swept)
     assert list(df.columns[:3]) == ["sweep_rate", "sweep_max_num_seqs", "backend"]
     assert list(df["sweep_max_num_seqs"]) == [2, 4] and list(df["max_num_seqs"]) == [2, 4]
     assert (df["sweep_rate"] == 50.0).all() and (df["arrival"].str.contains("poisson")).all()

@@ -12,15 +12,15 @@ import pytest
 from rich.console import Console
 
 import pabench.atomic
-import pabench.report.tables as report
+import pabench.report.export as report
 from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
 from pabench.atomic import atomic_write_text
 from pabench.errors import ConfigError
 from pabench.bench.metrics import build_result
 from pabench.report.compare import check_regressions, compare_table, parse_tolerance
-from pabench.report.export import write_json
-from pabench.report.tables import (capacity_line, format_bytes, git_commit, read_results, results_frame, run_table,
-                            summary_line, workload_detail, workloads_table, write_csv)
+from pabench.report.export import git_commit, read_results, results_frame, write_csv, write_json
+from pabench.report.tables import capacity_line, run_table, summary_line, workload_detail, workloads_table
+from pabench.units import format_bytes
 from pabench.bench.presets import list_presets, load_workload
 
 
@@ -118,7 +118,7 @@ def test_csv_round_trip_and_committed_fixture(results, tmp_path, monkeypatch, co
 
 def test_every_text_column_is_read_as_text():
     """A new text column in the export must join TEXT_COLUMNS, or a numeric-looking value would be misread."""
-    real_run = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline.csv"  # a default `pabench run` export
+    real_run = Path(__file__).resolve().parents[2] / "benchmarks" / "baseline.csv"  # a default `pabench run` export
     for path in (real_run, BASELINE_CSV):
         frame = pd.read_csv(path)  # pandas' own guess: every column it leaves as text is text
         text = {c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
