@@ -31,13 +31,6 @@ def parse_dtype(name: str) -> "torch.dtype":
     return table[name]
 
 
-def use_triton(attn_impl: str, device: str) -> bool:
-    """'auto' -> Triton on CUDA, batched torch elsewhere; 'triton' forces it (CPU needs TRITON_INTERPRET=1)."""
-    if attn_impl not in ("auto", "triton", "torch"):
-        raise ConfigError(f"unknown attention impl {attn_impl!r}; choose auto, triton or torch")
-    return attn_impl == "triton" or (attn_impl == "auto" and str(device).startswith("cuda"))
-
-
 @dataclass(frozen=True)
 class KVLayout:
     """Shape of the KV cache of one model: layers x KV heads x head_dim, in `dtype` on `device`."""

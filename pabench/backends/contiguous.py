@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from pabench import kernels
-from pabench.kernels.batched import contiguous_decode_batched
-from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
+from pabench.kernels.checks import resolve_impl
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill
 from pabench.backends.staging import StagedBatch
 from pabench.core import Sequence
 from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
@@ -54,8 +54,8 @@ class ContiguousBackend:
         self.num_slots = num_slots
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
+        resolve_impl(attn_impl, torch.device(layout.device))  # an unknown impl, or Triton where it cannot run
         self.attn_impl = attn_impl
-        self._use_triton = use_triton(attn_impl, layout.device)
         self.allocator = ExtentAllocator(num_slots)
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
@@ -199,10 +199,8 @@ class ContiguousBackend:
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         starts, lens = self._decode
-        if self._use_triton:
-            return kernels.contiguous_decode_attention(q, self.k_slab[layer], self.v_slab[layer], starts, lens,
-                                                       impl="triton", check_values=False)
-        return contiguous_decode_batched(q, self.k_slab[layer], self.v_slab[layer], starts, lens)
+        return kernels.contiguous_decode_attention(q, self.k_slab[layer], self.v_slab[layer], starts, lens,
+                                                   impl=self.attn_impl, check_values=False)
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:

@@ -12,13 +12,13 @@ from collections import deque
 import numpy as np
 import torch
 
-from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill, use_triton
+from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill
 from pabench.backends.staging import PinnedUpload, StagedBatch
 from pabench.core import BlockManager, Sequence
 from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
 from pabench import kernels
-from pabench.kernels.batched import paged_decode_batched
+from pabench.kernels.checks import resolve_impl
 
 
 def pages_for_budget(layout: KVLayout, page_size: int, kv_budget_bytes: int) -> int:
@@ -51,8 +51,8 @@ class PagedBackend:
         self.num_pages = num_pages
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
+        resolve_impl(attn_impl, torch.device(layout.device))  # an unknown impl, or Triton where it cannot run
         self.attn_impl = attn_impl
-        self._use_triton = use_triton(attn_impl, layout.device)
         self.enable_prefix_caching = enable_prefix_caching
         if enable_prefix_caching:
             self.name = "paged+prefix"
@@ -238,10 +238,8 @@ class PagedBackend:
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         table, lens = self._decode
-        if self._use_triton:
-            return kernels.paged_decode_attention(q, self.k_pool[layer], self.v_pool[layer], table, lens,
-                                                  impl="triton", check_values=False)
-        return paged_decode_batched(q, self.k_pool[layer], self.v_pool[layer], table, lens)
+        return kernels.paged_decode_attention(q, self.k_pool[layer], self.v_pool[layer], table, lens,
+                                              impl=self.attn_impl, check_values=False)
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:

@@ -8,7 +8,6 @@ concurrency, warms up on CUDA (Triton compilation stays out of the numbers), and
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -79,10 +78,12 @@ class RunConfig:
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
         cuda = device == "cuda"
-        from pabench.backends.base import use_triton
+        from pabench.kernels.checks import resolve_impl
 
-        if use_triton(self.attn_impl, device) and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ConfigError("--attn-impl triton needs a CUDA device (or TRITON_INTERPRET=1 on the CPU, slow)")
+        try:
+            resolve_impl(self.attn_impl, torch.device(device))
+        except ConfigError as error:
+            raise ConfigError(f"--attn-impl {self.attn_impl}: {error}") from None
         if self.cuda_graphs and not cuda:
             raise ConfigError(f"--cuda-graphs needs a CUDA device (this run is on the {device}); "
                               "drop it or pass --no-cuda-graphs")

@@ -24,7 +24,7 @@ import triton.language as tl
 from pabench.errors import ConfigError
 from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
                                     check_triton_decode, resolve_impl)
-from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference
+from pabench.kernels.batched import contiguous_decode_batched, paged_decode_batched
 
 LOG2E = 1.4426950408889634
 POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
@@ -303,8 +303,10 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """Decode attention, one new token per sequence, over a paged KV cache. Returns [batch, num_q_heads, head_dim].
 
-    check_values=False skips the length/page-id checks (they sync a GPU); config overrides the tiling heuristic;
-    out (like q) receives the result of the Triton path instead of a fresh tensor.
+    impl: "triton" (CUDA, or the CPU under TRITON_INTERPRET=1), "torch" (the batched torch path of `batched.py`,
+    the engine's CPU path), "auto" (Triton on CUDA where the kernel takes the shape, else torch). The float
+    references in `reference.py` are the oracle only. check_values=False skips the length/page-id checks (they
+    sync a GPU); config overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor.
     """
     # q [batch, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; page_table [batch, pages]; seq_lens [batch]
     shape = check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, paged=True)
@@ -315,7 +317,7 @@ def paged_decode_attention(
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
     if resolved == "triton" and _triton_allowed(impl, shape, k_cache, v_cache):
         return _launch_decode(q, k_cache, v_cache, page_table, seq_lens, shape, scale, True, config, out)
-    return _into(out, paged_decode_reference(q, k_cache, v_cache, page_table, seq_lens, scale))
+    return _into(out, paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale))
 
 
 def contiguous_decode_attention(
@@ -336,7 +338,7 @@ def contiguous_decode_attention(
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
     if resolved == "triton" and _triton_allowed(impl, shape, k_slab, v_slab):
         return _launch_decode(q, k_slab, v_slab, seq_starts, seq_lens, shape, scale, False, config, out)
-    return _into(out, contiguous_decode_reference(q, k_slab, v_slab, seq_starts, seq_lens, scale))
+    return _into(out, contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale))
 
 
 __all__ = ["DecodeConfig", "choose_decode_config", "contiguous_decode_attention", "paged_decode_attention"]
