@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 
 from pabench.errors import ConfigError
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
+MAX_PAGE_SIZE = 256  # tokens; the Triton decode kernel's tile limits and the backends share it
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
 
@@ -32,3 +34,14 @@ def format_bytes(num_bytes: float | None, *, exact: bool = False, sep: str = " "
         if abs(num_bytes) >= size:
             return f"{num_bytes / size:g}{sep}{unit}" if exact else f"{num_bytes / size:.{digits}f}{sep}{unit}"
     return f"{num_bytes:g}{sep}B" if exact else f"{num_bytes:.0f}{sep}B"
+
+
+def check_page_size(page_size: int, what: str = "page size") -> int:
+    """The one page-size rule (paged backends, the kernels, run, sweep, kernels): a power of two in [1, 256]."""
+    try:
+        value = operator.index(page_size)
+    except TypeError:
+        value = 0
+    if value < 1 or value > MAX_PAGE_SIZE or value & (value - 1):
+        raise ConfigError(f"{what} must be a power of two in [1, {MAX_PAGE_SIZE}], got {page_size}")
+    return value

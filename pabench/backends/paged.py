@@ -19,6 +19,7 @@ from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
 from pabench import kernels
 from pabench.kernels.checks import resolve_impl
+from pabench.units import check_page_size
 
 
 def pages_for_budget(layout: KVLayout, page_size: int, kv_budget_bytes: int) -> int:
@@ -35,8 +36,7 @@ class PagedBackend:
                  kv_budget_bytes: int | None = None, enable_prefix_caching: bool = False,
                  max_num_seqs: int = 256, max_model_len: int = 2048, attn_impl: str = "auto",
                  watermark: float = 0.04) -> None:
-        if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
-            raise ConfigError(f"page size must be a power of two in [1, 256], got {page_size}")
+        check_page_size(page_size)
         if (num_pages is None) == (kv_budget_bytes is None):
             raise ConfigError("give exactly one of num_pages or kv_budget_bytes")
         if num_pages is None:

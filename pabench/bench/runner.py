@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from pabench.errors import ConfigError, PabenchError
+from pabench.units import check_page_size
 
 BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
 
@@ -59,8 +60,7 @@ class RunConfig:
             v = getattr(self, f)
             if v is not None and v <= 0:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {v}")
-        if self.page_size & (self.page_size - 1) or self.page_size > 256:
-            raise ConfigError(f"page size must be a power of two in [1, 256], got {self.page_size}")
+        check_page_size(self.page_size)
         if not 0.0 <= self.watermark < 1.0:
             raise ConfigError(f"--watermark must be a fraction in [0, 1), got {self.watermark}")
         if self.rate is not None and self.rate <= 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from pabench.errors import ConfigError
-from pabench.units import format_bytes
+from pabench.units import check_page_size, format_bytes
 
 if TYPE_CHECKING:
     from pabench.bench.metrics import Result
@@ -95,8 +95,7 @@ class SweepGrid:
         _check_values("rates", self.rates, integral=False)
         _check_values("max-num-seqs", self.max_num_seqs, integral=True)
         for p in self.page_sizes or ():
-            if p & (p - 1) or p > 256:
-                raise ConfigError(f"page size must be a power of two in [1, 256], got {p}")
+            check_page_size(p)
 
     @property
     def swept(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pabench.errors import ConfigError
+from pabench.units import check_page_size
 from pabench.kernelbench.data import DecodeData, make_decode_data, paginate, pad_slab
 from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 
@@ -74,8 +75,7 @@ class KernelBenchConfig:
             raise ConfigError(f"case must be one of {CASE_CHOICES}, got {self.case!r}")
         CaseSpec(self.batch, self.context, self.lengths)  # the custom case: checks batch, context, lengths
         for ps in self.page_sizes or ():
-            if ps < 1 or ps > 256 or ps & (ps - 1):
-                raise ConfigError(f"page sizes must be powers of two in [1, 256], got {ps}")
+            check_page_size(ps, "every page size")
         if self.num_kv_heads < 1 or self.num_q_heads % self.num_kv_heads:
             raise ConfigError(f"num_q_heads ({self.num_q_heads}) must be a multiple of "
                               f"num_kv_heads ({self.num_kv_heads})")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from pabench.errors import ConfigError
+from pabench.units import check_page_size
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128, 256)  # the Triton kernels tile the whole head dim at once
-MAX_PAGE_SIZE = 256
 MAX_TRITON_BATCH = 4096  # the decode kernel keeps one lane per sequence for its schedule
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -105,9 +105,7 @@ def check_triton_decode(shape: DecodeShape, k: torch.Tensor, v: torch.Tensor) ->
     if shape.head_dim not in SUPPORTED_HEAD_DIMS:
         raise ConfigError(f"triton decode supports head_dim in {SUPPORTED_HEAD_DIMS}, got {shape.head_dim}; "
                           "use impl='torch'")
-    ps = shape.page_size
-    if ps < 1 or ps > MAX_PAGE_SIZE or ps & (ps - 1):
-        raise ConfigError(f"triton decode needs page_size a power of two in [1, {MAX_PAGE_SIZE}], got {ps}")
+    check_page_size(shape.page_size, "triton decode's page_size")
     if shape.batch > MAX_TRITON_BATCH:
         raise ConfigError(f"triton decode supports batch <= {MAX_TRITON_BATCH}, got {shape.batch}")
     if k.stride(-1) != 1 or v.stride(-1) != 1:
