@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pabench.backends.base import KVCacheBackend, KVLayout
 from pabench.errors import ConfigError
 
-if TYPE_CHECKING:
-    pass
-
 BACKENDS = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
 EXTRA_BACKENDS = ("paged+prefix", "paged-noprefix")  # force prefix caching on/off in one run
+
+
+def is_paged(name: str) -> bool:
+    """Is the backend called `name` (as run, or as an export's `backend` cell) a paged cache?"""
+    return str(name).startswith("paged")
 
 
 def parse_backends(spec: str) -> list[str]:
@@ -33,7 +33,7 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
                  enable_prefix_caching: bool = True, max_num_seqs: int = 256, max_model_len: int = 2048,
                  attn_impl: str = "auto", watermark: float = 0.04) -> KVCacheBackend:
     """Build the backend called `name` over the same KV byte budget as every other backend."""
-    if name.startswith("paged"):
+    if is_paged(name):
         from pabench.backends.paged import PagedBackend
 
         prefix = {"paged": enable_prefix_caching, "paged+prefix": True, "paged-noprefix": False}[name]
@@ -50,4 +50,4 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS + EXTRA_BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "KVCacheBackend", "KVLayout", "make_backend", "parse_backends"]
+__all__ = ["BACKENDS", "KVCacheBackend", "KVLayout", "is_paged", "make_backend", "parse_backends"]

@@ -130,6 +130,7 @@ class KVCacheBackend(Protocol):
 
     name: str
     layout: KVLayout
+    is_paged: bool  # pages (a block manager) or contiguous reservations
 
     # --- admission and growth (host side, cheap) ---
     def can_admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0) -> bool:
@@ -194,4 +195,13 @@ class KVCacheBackend(Protocol):
 
     def capacity(self) -> dict:
         """What the budget holds: bytes, pages/slots, tokens, sequences at max_model_len."""
+        ...
+
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
+        """Could a sequence of `total_tokens` (with `num_forks` siblings) run if this cache were empty?"""
+        ...
+
+    def describe(self) -> dict:
+        """The cache's own settings and counters for the report: page_size, prefix_caching, watermark,
+        prefix_hit_rate, num_cow_copies (contiguous caches: token granularity, no sharing)."""
         ...

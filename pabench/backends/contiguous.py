@@ -36,6 +36,8 @@ def reservation(policy: str, max_total_tokens: int, max_model_len: int) -> int:
 class ContiguousBackend:
     """Contiguous KV cache: a `[num_slots, H, D]` slab per layer, one reserved extent per sequence."""
 
+    is_paged = False
+
     def __init__(self, layout: KVLayout, *, policy: str = "max", kv_budget_bytes: int | None = None,
                  num_slots: int | None = None, max_num_seqs: int = 256, max_model_len: int = 2048,
                  attn_impl: str = "auto") -> None:
@@ -218,3 +220,11 @@ class ContiguousBackend:
         return {"kv_budget_bytes": self.num_slots * self.layout.bytes_per_token, "num_slots": self.num_slots,
                 "page_size": 1, "num_tokens": self.num_slots,
                 "max_len_seqs": self.num_slots // self.max_model_len, "max_model_len": self.max_model_len}
+
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
+        """Every sample's reservation at once: siblings reserve up front, all or nothing."""
+        return reservation(self.policy, total_tokens, self.max_model_len) * (1 + num_forks) <= self.num_slots
+
+    def describe(self) -> dict:
+        return {"page_size": 1, "prefix_caching": False, "watermark": 0.0, "prefix_hit_rate": 0.0,
+                "num_cow_copies": 0}

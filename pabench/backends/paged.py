@@ -27,8 +27,18 @@ def pages_for_budget(layout: KVLayout, page_size: int, kv_budget_bytes: int) -> 
     return kv_budget_bytes // (page_size * layout.bytes_per_token)
 
 
+def paged_capacity(layout: KVLayout, page_size: int, num_pages: int, max_model_len: int) -> dict:
+    """What `num_pages` pages hold: bytes, pages, tokens, sequences at max_model_len (a backend's `capacity()`,
+    and the run header's before any backend is built)."""
+    tokens = num_pages * page_size
+    return {"kv_budget_bytes": tokens * layout.bytes_per_token, "num_pages": num_pages, "page_size": page_size,
+            "num_tokens": tokens, "max_len_seqs": tokens // max_model_len, "max_model_len": max_model_len}
+
+
 class PagedBackend:
     """Paged KV cache: `num_pages` pages of `page_size` tokens per layer, shared and copied on write."""
+
+    is_paged = True
 
     name = "paged"
 
@@ -63,6 +73,7 @@ class PagedBackend:
         # pool to the last page, the next decode step preempts, the victim is re-admitted, and so on: on
         # sharegpt-like at 8 GiB, 0% gave 1730 preemptions per 1000 requests, 1% (vLLM v0's default) 350,
         # 4% 24 at 2.5% lower mean batch (scheduling-only replay; see benchmarks/NOTES.md).
+        self.watermark = watermark
         self.watermark_pages = max(1, int(num_pages * watermark)) if watermark > 0 else 0
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
@@ -258,7 +269,14 @@ class PagedBackend:
                               largest_free_extent_bytes=free_bytes, num_seqs=len(self._live))
 
     def capacity(self) -> dict:
-        tokens = self.num_pages * self.page_size
-        return {"kv_budget_bytes": tokens * self.layout.bytes_per_token, "num_pages": self.num_pages,
-                "page_size": self.page_size, "num_tokens": tokens,
-                "max_len_seqs": tokens // self.max_model_len, "max_model_len": self.max_model_len}
+        return paged_capacity(self.layout, self.page_size, self.num_pages, self.max_model_len)
+
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
+        """One sample must fit: its siblings can be preempted and recomputed while it runs."""
+        return -(-total_tokens // self.page_size) <= self.num_pages
+
+    def describe(self) -> dict:
+        bm = self.block_manager
+        return {"page_size": self.page_size, "prefix_caching": self.enable_prefix_caching,
+                "watermark": self.watermark, "prefix_hit_rate": bm.prefix_hit_rate,
+                "num_cow_copies": bm.num_cow_copies}

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pabench.errors import ConfigError, PabenchError
 from pabench.units import check_page_size
+
+if TYPE_CHECKING:
+    from pabench.backends.base import KVCacheBackend
 
 BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
 
@@ -163,20 +166,20 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     return Prepared(cfg, spec, requests, model, layout, budget)
 
 
-def run_config_dict(p: Prepared, backend: str) -> dict:
-    """The parameters a result is reported with (CSV columns)."""
+def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
+    """The parameters a result is reported with (CSV columns); the cache's own settings come from `describe()`."""
     c = p.config
     mc = p.model.config
+    facts = backend.describe()
     import datetime
 
     out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
-           "dtype": c.dtype, "page_size": c.page_size if backend.startswith("paged") else 1,
+           "dtype": c.dtype, "page_size": facts["page_size"],
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,
            "num_requests": len(p.requests),
            "seed": p.spec.seed if c.seed is None else c.seed,
-           "prefix_caching": backend in ("paged+prefix",) or (backend == "paged" and c.prefix_caching),
-           "watermark": c.watermark if backend.startswith("paged") else 0.0,
+           "prefix_caching": facts["prefix_caching"], "watermark": facts["watermark"],
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
            "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text()}
     out.update(c.extra)
@@ -192,7 +195,7 @@ def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None =
     backend = _build_backend(p, backend_name)
     engine = _engine_class(c)(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
-    record = engine.run(p.requests, run_config_dict(p, backend_name), on_progress=progress, realtime=c.realtime)
+    record = engine.run(p.requests, run_config_dict(p, backend), on_progress=progress, realtime=c.realtime)
     del engine, backend
     gc.collect()  # the freed pools stay in torch's allocator cache for the next backend (same budget, same sizes)
     return record

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
+from pabench.backends import is_paged
 from pabench.errors import ConfigError
 from pabench.units import check_page_size, format_bytes
 
@@ -110,8 +111,8 @@ class SweepGrid:
 
     def plan(self, backends: tuple[str, ...]) -> list[tuple[SweepPoint, tuple[str, ...]]]:
         """(point, backends to run there), page size innermost; contiguous backends once per other point."""
-        paged = tuple(b for b in backends if b.startswith("paged"))
-        others = tuple(b for b in backends if not b.startswith("paged"))
+        paged = tuple(b for b in backends if is_paged(b))
+        others = tuple(b for b in backends if not is_paged(b))
         runs = []
         for budget, rate, seqs in itertools.product(self.kv_budgets or (None,), self.rates or (None,),
                                                     self.max_num_seqs or (None,)):

@@ -83,12 +83,14 @@ def run(
 
 
 def _capacity(p) -> dict:
-    layout, c = p.layout, p.config
-    tokens = p.kv_budget_bytes // layout.bytes_per_token
-    pages = p.kv_budget_bytes // (layout.bytes_per_token * c.page_size)
-    return {"kv_budget_bytes": p.kv_budget_bytes, "num_pages": pages, "page_size": c.page_size,
-            "num_tokens": tokens, "max_len_seqs": tokens // c.max_model_len, "max_model_len": c.max_model_len,
-            "bytes_per_token": layout.bytes_per_token}
+    """The run header's capacity: what the paged backend will hold at this budget (the contiguous ones hold the
+    same bytes as tokens), read from the backend's own rule, not recomputed here."""
+    from pabench.backends.paged import pages_for_budget, paged_capacity
+
+    c = p.config
+    pages = pages_for_budget(p.layout, c.page_size, p.kv_budget_bytes)
+    return {**paged_capacity(p.layout, c.page_size, pages, c.max_model_len),
+            "bytes_per_token": p.layout.bytes_per_token}
 
 
 # ---------------------------------------------------------------------------------------------- sweep

@@ -109,9 +109,9 @@ class Engine:
         record = run.record
         record.wall_s = run.clock()
         record.num_preemptions = self.scheduler.num_preemptions
-        bm = getattr(self.backend, "block_manager", None)
-        record.prefix_hit_rate = bm.prefix_hit_rate if bm is not None else 0.0
-        record.num_cow_copies = bm.num_cow_copies if bm is not None else 0
+        facts = self.backend.describe()
+        record.prefix_hit_rate = facts["prefix_hit_rate"]
+        record.num_cow_copies = facts["num_cow_copies"]
         record.requests.sort(key=lambda r: r.request_id)
         record.output_token_ids = {
             rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in run.groups.items()

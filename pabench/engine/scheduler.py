@@ -168,17 +168,6 @@ def check_request_fits(backend: KVCacheBackend, config: SchedulerConfig, r) -> N
     if r.num_samples > config.max_num_seqs:
         raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
                           f"{config.max_num_seqs} (its samples run side by side)")
-    if not _fits_empty(backend, total, r.num_samples - 1):
+    if not backend.fits_when_empty(total, r.num_samples - 1):
         raise ConfigError(f"the KV budget of {backend.name} cannot hold request {r.request_id} "
                           f"({total} tokens x {r.num_samples} sample(s)) even when empty")
-
-
-def _fits_empty(backend: KVCacheBackend, total: int, num_forks: int) -> bool:
-    """Would a sequence of `total` tokens (plus `num_forks` siblings) fit in this backend if it were empty?"""
-    cap = backend.capacity()
-    if "num_pages" in cap:  # paged: one sample must fit; siblings can be preempted and recomputed
-        return -(-total // cap["page_size"]) <= cap["num_pages"]
-    from pabench.backends.contiguous import reservation
-
-    need = reservation(backend.policy, total, cap["max_model_len"])
-    return need * (1 + num_forks) <= cap["num_slots"]

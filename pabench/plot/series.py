@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pabench import backends
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -22,7 +24,7 @@ def first_column(frame: pd.DataFrame, *names: str) -> str | None:
 
 def is_paged(frame: pd.DataFrame) -> pd.Series:
     """Per row: True for a paged backend (the rows that have a page size)."""
-    return frame["backend"].astype(str).str.startswith("paged")
+    return frame["backend"].map(backends.is_paged).astype(bool)
 
 
 def page_size_column(frame: pd.DataFrame) -> str | None:

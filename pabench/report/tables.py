@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Group
 from rich.table import Table
 
+from pabench.backends import is_paged
 from pabench.bench.metrics import Result, Stats, is_missing
 from pabench.bench.sweep import SWEEP_COLUMNS
 from pabench.bench.workloads import WorkloadSpec
@@ -65,8 +66,8 @@ def _ms(seconds: float) -> str:
 
 def summary_line(results: list[Result]) -> str:
     """'paged served 3.12× the output tokens/s of contiguous-max (and 1.41× contiguous-oracle), with ...'."""
-    paged = next((r for r in results if r.backend.startswith("paged")), None)
-    others = [r for r in results if r.backend.startswith("contiguous")]
+    paged = next((r for r in results if is_paged(r.backend)), None)
+    others = [r for r in results if not is_paged(r.backend)]
     if paged is None or not others:
         best = max(results, key=lambda r: -math.inf if is_missing(r.output_tok_s) else r.output_tok_s,
                    default=None)
@@ -195,8 +196,8 @@ def sweep_summary(frame: pd.DataFrame) -> str:
     size of paged against the one contiguous run there).
     """
     keys = [c for c in SWEEP_COLUMNS if c in frame.columns and c != "sweep_page_size"]
-    paged_names = [b for b in dict.fromkeys(frame["backend"]) if str(b).startswith("paged")]
-    others = [b for b in dict.fromkeys(frame["backend"]) if not str(b).startswith("paged")]
+    paged_names = [b for b in dict.fromkeys(frame["backend"]) if is_paged(b)]
+    others = [b for b in dict.fromkeys(frame["backend"]) if not is_paged(b)]
     if not paged_names or not others:
         return f"{len(frame)} runs; nothing to compare paged against"
     paged = frame[frame["backend"] == paged_names[0]]

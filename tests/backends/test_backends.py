@@ -198,3 +198,28 @@ def test_paged_block_table_writes_ride_the_decode_descriptor_and_overflow_flushe
         for s in seqs:
             assert b.block_table[b._row[s.seq_id], : len(s.page_table)].tolist() == s.page_table.page_ids
     assert b.block_table[2].tolist() == [b.scratch_page] * b.max_pages_per_seq  # the no-op target is untouched
+
+
+def test_backends_answer_their_own_questions():
+    """fits_when_empty, describe and is_paged come from the backend, not from its name or its capacity keys."""
+    paged = make_backend("paged", LAYOUT, kv_budget_bytes=16 * 4 * BPT, page_size=4, max_num_seqs=4,
+                         max_model_len=64, watermark=0.1)
+    assert paged.is_paged and paged.fits_when_empty(64) and not paged.fits_when_empty(65)
+    assert paged.fits_when_empty(64, num_forks=3)  # siblings can be preempted: one sample must fit
+    assert paged.describe() == {"page_size": 4, "prefix_caching": True, "watermark": 0.1, "prefix_hit_rate": 0.0,
+                                "num_cow_copies": 0}
+    assert make_backend("paged-noprefix", LAYOUT, kv_budget_bytes=16 * 4 * BPT).describe()["prefix_caching"] is False
+    oracle = make_backend("contiguous-oracle", LAYOUT, kv_budget_bytes=64 * BPT, max_num_seqs=4, max_model_len=64)
+    assert not oracle.is_paged and oracle.fits_when_empty(32, num_forks=1) and not oracle.fits_when_empty(33, 1)
+    whole = make_backend("contiguous-max", LAYOUT, kv_budget_bytes=64 * BPT, max_num_seqs=4, max_model_len=64)
+    assert whole.fits_when_empty(1) and not whole.fits_when_empty(1, num_forks=1)  # max reserves 64 per sample
+    assert whole.describe() == {"page_size": 1, "prefix_caching": False, "watermark": 0.0, "prefix_hit_rate": 0.0,
+                                "num_cow_copies": 0}
+
+
+def test_is_paged_reads_backend_names_as_exports_hold_them():
+    from pabench.backends import BACKENDS, EXTRA_BACKENDS, is_paged
+
+    assert [is_paged(n) for n in BACKENDS + EXTRA_BACKENDS] == [True, False, False, False, True, True]
+    assert all(make_backend(n, LAYOUT, kv_budget_bytes=64 * BPT, max_model_len=64).is_paged == is_paged(n)
+               for n in BACKENDS + EXTRA_BACKENDS)
