@@ -7,13 +7,13 @@ only the entries that changed (new pages, copy-on-write replacements), never reb
 
 from __future__ import annotations
 
-from collections import deque
 
 import numpy as np
 import torch
 
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill
-from pabench.backends.staging import PinnedUpload, StagedBatch
+from pabench.backends.block_table import DeviceBlockTable
+from pabench.backends.staging import StagedBatch
 from pabench.core import BlockManager, Sequence
 from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -82,31 +82,17 @@ class PagedBackend:
         self.k_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
         self.v_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
         self.max_pages_per_seq = -(-max_model_len // page_size)
-        # Persistent block table; the extra last row (all scratch page) serves padding rows.
-        self.block_table = torch.zeros(max_num_seqs + 1, self.max_pages_per_seq, dtype=torch.int32, device=dev)  # [max_seqs + 1, max_pages]
-        self.block_table[max_num_seqs].fill_(self.scratch_page)
-        # The decode batch's (block-table row, length) per sequence; padding rows read the scratch row, length 1.
+        # The persistent device block table (one row per running sequence, plus the padding row).
+        self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev)
+        # The decode batch's (block-table row, length) per sequence; padding rows read the padding row, length 1.
         self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev)
-        self._free_rows: deque[int] = deque(range(max_num_seqs))
-        self._row: dict[int, int] = {}  # seq_id -> block-table row
-        # Block-table writes not yet on the device: flat index (row * max_pages + index) -> page id. A dict, so a
-        # position written twice before a flush (a fork's shared last page, then its copy-on-write) keeps the last.
-        self._pending: dict[int, int] = {}
-        # A decode step carries up to `_writes_cap` of them in a descriptor that decode_meta applies on the device (in
-        # the CUDA graph): one async copy instead of three torch calls. Unused entries rewrite the scratch row's
-        # first entry with the scratch page it already holds; more than the cap (after big admissions) is flushed
-        # eagerly first.
-        self._writes_cap = 2 * max_num_seqs
-        self._noop_write = (max_num_seqs * self.max_pages_per_seq, self.scratch_page)
-        self._writes = PinnedUpload((2, self._writes_cap), self._noop_write, torch.device(dev))  # [2, cap] (flat index, page id)
-        self._writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
         self._live: dict[int, Sequence] = {}
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
 
     # ------------------------------------------------------------------ admission and growth
     def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
         """Room for the prompt's pages plus a watermark of free pages for the running sequences to grow into."""
-        if not self._free_rows or len(self._free_rows) < 1 + num_forks:
+        if self.table.num_free_rows < 1 + num_forks:
             return False
         bm = self.block_manager
         if not self._live:  # an empty cache admits anything that fits at all
@@ -119,10 +105,10 @@ class PagedBackend:
         """Pages for the prompt; forks need nothing now (they share pages until they write)."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
-        if not self._free_rows:
+        if not self.table.num_free_rows:
             raise OutOfPagesError(1, 0, what="a block-table row for admit")
         self.block_manager.allocate(seq)
-        self._attach(seq)
+        self._attach(seq, "admit")
 
     def can_grow(self, seq: Sequence) -> bool:
         return self.block_manager.can_append(seq)
@@ -136,63 +122,30 @@ class PagedBackend:
         stop, changed = self.block_manager.append_slots(seqs, start)
         for i, copy in changed:
             seq = seqs[i]
-            table, base = seq.page_table, self._row[seq.seq_id] * self.max_pages_per_seq
+            table = seq.page_table
             if copy is not None:
                 src, dst = copy
                 self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
                 self.v_pool[:, dst].copy_(self.v_pool[:, src])
-            self._pending[base + len(table) - 1] = table[len(table) - 1]  # a new last page, or its copy
+            self.table.set_entry(seq.seq_id, len(table) - 1, table[len(table) - 1])  # a new last page, or its copy
         return stop
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
-        if not self._free_rows:
+        if not self.table.num_free_rows:
             raise OutOfPagesError(1, 0, what="a block-table row for fork")
         self.block_manager.fork(parent, child)
-        self._attach(child)
+        self._attach(child, "fork")
 
     def release(self, seq: Sequence) -> None:
-        if seq.seq_id not in self._row:
+        if seq.seq_id not in self._live:
             raise SequenceStateError(f"sequence {seq.seq_id} holds no memory in {self.name}")
         self.block_manager.free(seq)
-        self._free_rows.append(self._row.pop(seq.seq_id))
+        self.table.detach(seq.seq_id)
         del self._live[seq.seq_id]
 
-    def _attach(self, seq: Sequence) -> None:
-        row = self._free_rows.popleft()
-        self._row[seq.seq_id] = row
+    def _attach(self, seq: Sequence, what: str) -> None:
+        self.table.attach(seq.seq_id, seq.page_table.page_ids, what)
         self._live[seq.seq_id] = seq
-        base = row * self.max_pages_per_seq
-        self._pending.update((base + i, pid) for i, pid in enumerate(seq.page_table.page_ids))
-
-    def _stage_writes(self) -> None:
-        """Put the pending block-table writes into the step's descriptor (one async copy; applied in decode_meta)."""
-        k = len(self._pending)
-        if k > self._writes_cap:
-            self._flush()
-            k = 0
-        if not k and not self._writes_dirty:
-            return  # the device descriptor already holds only no-ops
-        desc = self._writes.host()  # [2, cap]
-        self._drain_pending(desc)
-        desc[0, k:], desc[1, k:] = self._noop_write
-        self._writes.send()
-        self._writes_dirty = k > 0
-
-    def _flush(self) -> None:
-        """Write the changed block-table entries to the device now, in one indexed store."""
-        if not self._pending:
-            return
-        host = np.empty((2, len(self._pending)), dtype=np.int64)  # [2, num_changes] (flat index, page id)
-        self._drain_pending(host)
-        upd = torch.from_numpy(host).to(self.block_table.device, non_blocking=True)  # [2, num_changes]
-        self.block_table.view(-1)[upd[0]] = upd[1].to(torch.int32)
-
-    def _drain_pending(self, out: np.ndarray) -> None:
-        """Move the pending writes into `out[:, :k]` (flat indices, then page ids) and forget them."""
-        k = len(self._pending)
-        out[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
-        out[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
-        self._pending.clear()
 
     # ------------------------------------------------------------------ step preparation
     def _slots_of(self, seq: Sequence, stop: int) -> torch.Tensor:
@@ -215,20 +168,19 @@ class PagedBackend:
 
         Rows `len(seqs)..batch` are padding (CUDA-graph buckets): the scratch row, length 1.
         """
-        self._stage_writes()
+        self.table.stage_writes()
         self._staged.stage(seqs, batch, self._decode_fields)
 
     def _decode_fields(self, seqs: list[Sequence]) -> tuple[list[int], list[int]]:
-        row = self._row
+        row = self.table.rows
         return [row[s.seq_id] for s in seqs], [s.num_tokens for s in seqs]
 
     def decode_meta(self, batch: int) -> torch.Tensor:
         """Device side of a decode step (graph-capturable): the batch's table rows and the new tokens' slots."""
-        writes = self._writes.tensor  # [2, cap] this step's block-table writes (idempotent: applying twice is harmless)
-        self.block_table.view(-1).index_put_((writes[0],), writes[1].to(torch.int32))
+        self.table.apply_writes()  # this step's block-table writes
         self._staged.apply(batch)  # rows and lengths from the staged descriptor, on the device
         lens = self._staged.counters[:batch]  # [batch]
-        table = self.block_table.index_select(0, self._staged.keys[:batch])  # [batch, max_pages] rows of the persistent table
+        table = self.table.tensor.index_select(0, self._staged.keys[:batch])  # [batch, max_pages] persistent rows
         pos = (lens - 1).long()  # [batch]
         page = table.gather(1, (pos // self.page_size)[:, None])[:, 0].long()  # [batch]
         self._decode = (table, lens)

@@ -19,10 +19,10 @@ def seq(i, n, base=0):
 
 def check_table(b: PagedBackend, seqs):
     """The persistent device block table matches every live sequence's page table."""
-    b._flush()
+    b.table.flush()
     for s in seqs:
-        row = b._row[s.seq_id]
-        assert b.block_table[row, : len(s.page_table)].tolist() == s.page_table.page_ids
+        row = b.table.rows[s.seq_id]
+        assert b.table.tensor[row, : len(s.page_table)].tolist() == s.page_table.page_ids
 
 
 def test_paged_accounting_and_incremental_table():
@@ -184,20 +184,20 @@ def test_paged_block_table_writes_ride_the_decode_descriptor_and_overflow_flushe
     for s in seqs:
         b.admit(s, 32)
         s.num_computed_tokens = s.num_tokens
-    assert len(b._pending) == 12 > b._writes_cap == 4
+    assert b.table.num_pending == 12 > b.table.writes_cap == 4
     b.prepare_decode(seqs)
     check_table(b, seqs)
     for _ in range(3):  # one new page per sequence per step (page_size 1): through the descriptor
         for s in seqs:
             s.append_token(1)
         b.grow_many(seqs)
-        assert len(b._pending) == 2
+        assert b.table.num_pending == 2
         b.stage_decode(seqs, 2)
-        assert not b._pending and b._writes_dirty
+        assert not b.table.num_pending and b.table.writes_dirty
         b.decode_meta(2)
         for s in seqs:
-            assert b.block_table[b._row[s.seq_id], : len(s.page_table)].tolist() == s.page_table.page_ids
-    assert b.block_table[2].tolist() == [b.scratch_page] * b.max_pages_per_seq  # the no-op target is untouched
+            assert b.table.tensor[b.table.rows[s.seq_id], : len(s.page_table)].tolist() == s.page_table.page_ids
+    assert b.table.tensor[2].tolist() == [b.scratch_page] * b.max_pages_per_seq  # the no-op target is untouched
 
 
 def test_backends_answer_their_own_questions():
