@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
-# Extra stages: "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
+# Extra stages: "equal4" (issue 15's equal-batch paged vs oracle, 4 layers at 4 GiB), "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
 # "async" / "async2" (paged and contiguous-oracle with --async-scheduling at BUDGET / 2 GiB; ASYNC2_BACKENDS, ASYNC2_TAG),
 # "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
@@ -70,6 +70,11 @@ want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --
 want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --num-requests 150 --backend paged,contiguous-max \
     --cuda-graphs --csv "$OUT/graphs_on.csv"
 # Page-size sweep for the plots (4 layers of llama-3-8b to fit the lease; same shapes per layer).
+# Issue 15's equal-batch check: 4 layers of llama-3-8b at 4 GiB, where paged and contiguous-oracle run the same
+# batches; the paged / oracle ratio is what paging's own implementation costs (target >= 0.98).
+want equal4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 \
+    --kv-budget 4GiB --max-num-seqs 256 --max-model-len 2048 --no-progress --backend paged,contiguous-oracle \
+    --csv "$OUT/equal4.csv" --json "$OUT/equal4.json"
 want sweep && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 4 --num-requests 200 \
     --page-sizes 8,16,32,64,128 --backend paged,contiguous-max,contiguous-oracle --max-model-len 2048 --no-progress \
     --dtype bf16 --kv-budgets 1GiB --min-prefill-seqs "$MIN_PREFILL" --csv "$OUT/sweep_page_size.csv" \
