@@ -167,6 +167,9 @@ def test_folders_and_files_stay_small():
     for folder in [p for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"]:
         files = list(folder.glob("*.py"))
         assert len(files) <= 11, f"{folder.name}/ holds {len(files)} files"  # ~10 modules plus __init__
+    wide = [f"{p.relative_to(ROOT)}:{i}" for p in MODULES.values()
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if len(line) > 120]
+    assert not wide, f"lines over 120 columns: {wide}"
     long = {p.relative_to(ROOT).as_posix(): n for p in MODULES.values()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
     assert not long, f"modules over 400 lines: {long}"

@@ -21,7 +21,8 @@ from pabench.errors import OutOfPagesError
 class DeviceBlockTable:
     """Rows of page ids on the device, one per running sequence, plus the pending writes not yet there."""
 
-    def __init__(self, max_num_seqs: int, max_pages_per_seq: int, scratch_page: int, device: torch.device | str) -> None:
+    def __init__(self, max_num_seqs: int, max_pages_per_seq: int, scratch_page: int,
+                 device: torch.device | str) -> None:
         self.max_pages_per_seq = max_pages_per_seq
         self.padding_row = max_num_seqs  # all scratch page
         self.tensor = torch.zeros(max_num_seqs + 1, max_pages_per_seq, dtype=torch.int32,

@@ -72,7 +72,7 @@ class ContiguousBackend:
         self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for forks still to come
         self._reserved_total = 0
         # Tokens with a slot in use: all of a sequence's tokens at admission, then one more per grow (a just-sampled
-        # token counts from the step that writes its K/V, as in the paged cache). Kept as a running total: O(1) memory().
+        # token counts from the step that writes its K/V, as in the paged cache). A running total: O(1) memory().
         self._covered: dict[int, int] = {}  # seq_id -> its covered tokens
         self._covered_total = 0
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)

@@ -79,8 +79,8 @@ class PagedBackend:
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
         # One extra "scratch" page, never handed out: padding rows of a CUDA-graph batch write and read it.
         self.scratch_page = num_pages
-        self.k_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
-        self.v_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, num_pages + 1, page_size, H, D]
+        self.k_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, P + 1, page, H, D]
+        self.v_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, P + 1, page, H, D]
         self.max_pages_per_seq = -(-max_model_len // page_size)
         # The persistent device block table (one row per running sequence, plus the padding row).
         self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev)

@@ -173,7 +173,8 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
     facts = backend.describe()
     import datetime
 
-    out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name, "layers": mc.num_layers, "device": _device_name(c.device),
+    out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name,
+           "layers": mc.num_layers, "device": _device_name(c.device),
            "dtype": c.dtype, "page_size": facts["page_size"],
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,

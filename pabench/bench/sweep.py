@@ -2,9 +2,10 @@
 
 It measures and returns one `Result` per (point, backend); `pabench.report` lays them out (one tidy frame,
 hyperfine-style: a `sweep_*` column per swept parameter, then every column of `result_row`). The swept values
-travel in `RunConfig.extra`, so they are part of each result's config. Contiguous backends reserve tokens, not pages: the page size cannot change
-what they do, so they run once per point of the OTHER parameters, with `sweep_page_size` left empty (NaN in the
-CSV) and `page_size` 1 (token granularity), instead of being re-run, identically, at every page size.
+travel in `RunConfig.extra`, so they are part of each result's config. Contiguous backends reserve tokens, not
+pages: the page size cannot change what they do, so they run once per point of the OTHER parameters, with
+`sweep_page_size` left empty (NaN in the CSV) and `page_size` 1 (token granularity), instead of being re-run,
+identically, at every page size.
 """
 
 from __future__ import annotations

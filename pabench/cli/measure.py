@@ -26,19 +26,25 @@ def run(
     num_requests: opt.NumRequests = None,
     seed: opt.Seed = None,
     page_size: Annotated[int, typer.Option(help="Tokens per page (power of two, 1..256).", rich_help_panel=MEM)] = 16,
-    kv_budget: Annotated[Optional[str], typer.Option(help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.", rich_help_panel=MEM)] = None,
-    num_pages: Annotated[Optional[int], typer.Option(help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
+    kv_budget: Annotated[Optional[str], typer.Option(
+        help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.",
+        rich_help_panel=MEM)] = None,
+    num_pages: Annotated[Optional[int], typer.Option(
+        help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
     prefix_caching: opt.PrefixCaching = True,
     watermark: opt.Watermark = 0.04,
-    max_num_seqs: Annotated[Optional[int], typer.Option(help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
+    max_num_seqs: Annotated[Optional[int], typer.Option(
+        help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
     max_model_len: opt.MaxModelLen = None,
     max_batched_tokens: opt.MaxBatchedTokens = 8192,
     min_prefill_seqs: opt.MinPrefillSeqs = 1,
     attn_impl: opt.AttnImpl = "auto",
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = False,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
-    json: Annotated[Optional[Path], typer.Option("--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
+    csv: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
+    json: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
     progress: opt.Progress = True,
 ) -> None:
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
@@ -52,8 +58,9 @@ def run(
     cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                     device=device, dtype=dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
-                    prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                    max_batched_tokens=max_batched_tokens, min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
+                    prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs,
+                    max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
+                    min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
                     cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
@@ -97,10 +104,16 @@ def _capacity(p) -> dict:
 @app.command()
 @friendly
 def sweep(
-    page_sizes: Annotated[Optional[str], typer.Option(help="Comma-separated page sizes (paged backends only).", rich_help_panel=GRID)] = "8,16,32",
-    kv_budgets: Annotated[Optional[str], typer.Option(help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.", rich_help_panel=GRID)] = None,
-    rates: Annotated[Optional[str], typer.Option(help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.", rich_help_panel=GRID)] = None,
-    max_num_seqs: Annotated[Optional[str], typer.Option(help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
+    page_sizes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated page sizes (paged backends only).", rich_help_panel=GRID)] = "8,16,32",
+    kv_budgets: Annotated[Optional[str], typer.Option(
+        help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.",
+        rich_help_panel=GRID)] = None,
+    rates: Annotated[Optional[str], typer.Option(
+        help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.",
+        rich_help_panel=GRID)] = None,
+    max_num_seqs: Annotated[Optional[str], typer.Option(
+        help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
     backend: opt.Backend = "all",
     workload: opt.Workload = "default",
     model: opt.Model = None,
@@ -117,8 +130,11 @@ def sweep(
     max_batched_tokens: opt.MaxBatchedTokens = 8192,
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = False,
-    csv: Annotated[Path, typer.Option("--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
-    json: Annotated[Optional[Path], typer.Option("--json", help="Also write every run's full result (per-request samples, step timings) as JSON.", rich_help_panel=OUT)] = None,
+    csv: Annotated[Path, typer.Option(
+        "--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
+    json: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
+        rich_help_panel=OUT)] = None,
     progress: opt.Progress = True,
 ) -> None:
     """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
@@ -180,21 +196,28 @@ def _sweep_with_progress(grid, base, enabled: bool, failures: list) -> list:
 @app.command()
 @friendly
 def kernels(
-    case: Annotated[str, typer.Option(help="a (batch 64, ctx 4096), b (batch 256, lognormal lengths), c (batch 8, ctx 32768), d (batch 32, ctx 512), custom or all.")] = "custom",
+    case: Annotated[str, typer.Option(
+        help="a (batch 64, ctx 4096), b (batch 256, lognormal lengths), c (batch 8, ctx 32768), d (batch 32, ctx "
+             "512), custom or all.")] = "custom",
     batch: Annotated[int, typer.Option(help="Batch size (custom case).")] = 64,
     context: Annotated[int, typer.Option(help="Context length, or mean length for lognormal (custom case).")] = 4096,
     lengths: Annotated[str, typer.Option(help="fixed or lognormal (custom case).")] = "fixed",
-    page_sizes: Annotated[str, typer.Option(help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",
+    page_sizes: Annotated[str, typer.Option(
+        help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",
     num_q_heads: Annotated[int, typer.Option(help="Query heads.")] = 32,
     num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,
     head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: time replays of each call captured in a CUDA graph (device time, no Python or launch overhead; for launch-bound cases like d).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="CUDA: time replays of each call captured in a CUDA graph (device time, no Python or launch overhead; "
+             "for launch-bound cases like d).")] = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
     json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
 ) -> None:
-    """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy bandwidth."""
+    """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy
+    bandwidth."""
     from pabench.atomic import atomic_write_text
     from pabench.kernelbench.table import kernel_summary, kernel_table
     from pabench.kernelbench.run import KernelBenchConfig, run_kernel_bench

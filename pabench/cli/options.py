@@ -12,20 +12,43 @@ import typer
 
 RUN, MEM, SCHED, OUT, GRID = "Run", "KV memory", "Scheduler", "Output", "Grid"
 
-Workload = Annotated[str, typer.Option("--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)]
-Backend = Annotated[str, typer.Option("--backend", "-b", help="Comma-separated: paged, contiguous-max, contiguous-pow2, contiguous-oracle (or paged+prefix, paged-noprefix), or 'all'.", rich_help_panel=RUN)]
-Model = Annotated[Optional[str], typer.Option(help="tiny, llama-3-8b, llama-3.1-70b, mistral-7b, qwen2.5-7b. Default: tiny on CPU, llama-3-8b on CUDA.", rich_help_panel=RUN)]
-Layers = Annotated[Optional[int], typer.Option(help="Run only the first N layers of the model (same shapes).", rich_help_panel=RUN)]
+Workload = Annotated[str, typer.Option(
+    "--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)]
+Backend = Annotated[str, typer.Option(
+    "--backend", "-b",
+    help="Comma-separated: paged, contiguous-max, contiguous-pow2, contiguous-oracle (or paged+prefix, "
+         "paged-noprefix), or 'all'.", rich_help_panel=RUN)]
+Model = Annotated[Optional[str], typer.Option(
+    help="tiny, llama-3-8b, llama-3.1-70b, mistral-7b, qwen2.5-7b. Default: tiny on CPU, llama-3-8b on CUDA.",
+    rich_help_panel=RUN)]
+Layers = Annotated[Optional[int], typer.Option(
+    help="Run only the first N layers of the model (same shapes).", rich_help_panel=RUN)]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)]
-Dtype = Annotated[Optional[str], typer.Option(help="bf16, fp16 or fp32. Default: fp32 on CPU, bf16 on CUDA.", rich_help_panel=RUN)]
+Dtype = Annotated[Optional[str], typer.Option(
+    help="bf16, fp16 or fp32. Default: fp32 on CPU, bf16 on CUDA.", rich_help_panel=RUN)]
 NumRequests = Annotated[Optional[int], typer.Option(help="Override the preset's request count.", rich_help_panel=RUN)]
-Seed = Annotated[Optional[int], typer.Option(help="Override the preset's seed (requests and weights).", rich_help_panel=RUN)]
-AttnImpl = Annotated[str, typer.Option(help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)]
-CudaGraphs = Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).", rich_help_panel=RUN)]
-PrefixCaching = Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).", rich_help_panel=MEM)]
-Watermark = Annotated[float, typer.Option(help="Paged: fraction of pages admission leaves free for running sequences to grow into (fewer preemptions).", rich_help_panel=MEM)]
-MaxModelLen = Annotated[Optional[int], typer.Option(help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)]
+Seed = Annotated[Optional[int], typer.Option(
+    help="Override the preset's seed (requests and weights).", rich_help_panel=RUN)]
+AttnImpl = Annotated[str, typer.Option(
+    help="Attention kernels: auto (Triton on CUDA, torch on CPU), triton or torch.", rich_help_panel=RUN)]
+CudaGraphs = Annotated[Optional[bool], typer.Option(
+    "--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).",
+    rich_help_panel=RUN)]
+PrefixCaching = Annotated[bool, typer.Option(
+    "--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).",
+    rich_help_panel=MEM)]
+Watermark = Annotated[float, typer.Option(
+    help="Paged: fraction of pages admission leaves free for running sequences to grow into (fewer preemptions).",
+    rich_help_panel=MEM)]
+MaxModelLen = Annotated[Optional[int], typer.Option(
+    help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)]
 MaxBatchedTokens = Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)]
-MinPrefillSeqs = Annotated[int, typer.Option(help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at once, as vLLM).", rich_help_panel=SCHED)]
-AsyncScheduling = Annotated[bool, typer.Option("--async-scheduling/--no-async-scheduling", help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time (experimental; same tokens and schedule).", rich_help_panel=SCHED)]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)]
+MinPrefillSeqs = Annotated[int, typer.Option(
+    help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at "
+         "once, as vLLM).", rich_help_panel=SCHED)]
+AsyncScheduling = Annotated[bool, typer.Option(
+    "--async-scheduling/--no-async-scheduling",
+    help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time "
+         "(experimental; same tokens and schedule).", rich_help_panel=SCHED)]
+Progress = Annotated[bool, typer.Option(
+    "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)]

@@ -30,7 +30,9 @@ def check(
     result: Annotated[Path, typer.Argument(help="The export to check (CSV or JSON).")],
     baseline: Annotated[Path, typer.Option(help="The export it must not be worse than.")],
     max_regression: Annotated[str, typer.Option(help="Tolerance, e.g. 10% or 0.1.")] = "10%",
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics to check, e.g. mean_waste_pct,num_preemptions (deterministic for a seed). Default: all.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        help="Comma-separated metrics to check, e.g. mean_waste_pct,num_preemptions (deterministic for a seed). "
+             "Default: all.")] = None,
 ) -> None:
     """Exit 2 when any metric of any backend is worse than the baseline by more than the tolerance (CI guard)."""
     from pabench.report.compare import check_regressions, parse_tolerance
@@ -53,9 +55,13 @@ def check(
 @app.command()
 @friendly
 def plot(
-    result: Annotated[list[Path], typer.Argument(help="CSVs from `pabench sweep` or `pabench run --csv` (several are concatenated, e.g. one sweep per GPU call).")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
-    kernels: Annotated[Optional[Path], typer.Option("--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
+    result: Annotated[list[Path], typer.Argument(
+        help="CSVs from `pabench sweep` or `pabench run --csv` (several are concatenated, e.g. one sweep per GPU "
+             "call).")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
+    kernels: Annotated[Optional[Path], typer.Option(
+        "--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
 ) -> None:
     """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
     from pabench.plot.figure import require_matplotlib, plot_results

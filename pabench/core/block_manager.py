@@ -201,7 +201,8 @@ class BlockManager:
         self.num_cow_copies += 1
         return last.page_id, page.page_id
 
-    def append_slots(self, seqs: list[Sequence], start: int = 0) -> tuple[int, list[tuple[int, tuple[int, int] | None]]]:
+    def append_slots(self, seqs: list[Sequence],
+                     start: int = 0) -> tuple[int, list[tuple[int, tuple[int, int] | None]]]:
         """`append_slot` for `seqs[start:]` in order, the hot path of a decode step: `(stop, changed)`.
 
         `stop` is the index of the first sequence that needed a page when none was free (`len(seqs)` if none
