@@ -70,9 +70,8 @@ class PagedBackend:
         if not 0.0 <= watermark < 1.0:
             raise ConfigError(f"watermark must be a fraction in [0, 1), got {watermark}")
         # Pages admission leaves free for the running sequences to grow into. Without it, admission fills the
-        # pool to the last page, the next decode step preempts, the victim is re-admitted, and so on: on
-        # sharegpt-like at 8 GiB, 0% gave 1730 preemptions per 1000 requests, 1% (vLLM v0's default) 350,
-        # 4% 24 at 2.5% lower mean batch (scheduling-only replay; see benchmarks/NOTES.md).
+        # pool to the last page, the next decode step preempts, the victim is re-admitted, and so on (the
+        # measured preemptions per watermark are in benchmarks/NOTES.md, "Preemption").
         self.watermark = watermark
         self.watermark_pages = max(1, int(num_pages * watermark)) if watermark > 0 else 0
         dev, dt = layout.device, layout.torch_dtype

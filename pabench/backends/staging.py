@@ -8,8 +8,8 @@ its position). Consecutive decode steps mostly run the same sequences (64% of th
 So the host only writes a small descriptor per row (where the row comes from in the last step's buffer, or its
 new values) into one host array and copies it in ONE transfer (`stage`); the device turns it into the new
 buffer (`apply`: gather the old rows, count one more, take new rows as given). `apply` is a few fixed-shape
-tensor ops, so a CUDA graph captures it: on a GPU a decode step's staging is one copy plus the replay. On the
-H200 each small torch call from Python cost ~50-75 us during a serving run (results/gpu/e2e/s3-4-split).
+tensor ops, so a CUDA graph captures it: on a GPU a decode step's staging is one copy plus the replay (what
+each small torch call from Python costs there: benchmarks/NOTES.md, "Numbers that were code comments").
 """
 
 from __future__ import annotations

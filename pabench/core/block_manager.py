@@ -213,7 +213,7 @@ class BlockManager:
         for i in range(start, len(seqs)):
             seq = seqs[i]
             # This loop runs once per sequence per decode step, so it reads the table's and the sequence's lists
-            # directly (core-internal; no method calls): 60 -> 40 us per 256 sequences on a 2-core VM.
+            # directly (core-internal; no method calls; the saving is in benchmarks/NOTES.md).
             page_ids = seq.page_table._page_ids
             last = pages[page_ids[-1]]
             if (last.ref_count == 1 and last.num_tokens < page_size

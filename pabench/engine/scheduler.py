@@ -25,7 +25,8 @@ class SchedulerConfig:
     max_model_len: int = 2048
     # Hold a prefill step back until this many batch seats are free (or the queue is shorter, or nothing runs).
     # 1 = admit as soon as one seat frees (vLLM's behaviour). Every prefill step pays a fixed cost (an eager
-    # forward: ~12.5 ms for llama-3-8b on the H200), so refilling seats one at a time is expensive.
+    # forward; measured in benchmarks/NOTES.md, "Numbers that were code comments"), so refilling seats one at a
+    # time is expensive.
     min_prefill_seqs: int = 1
 
     def __post_init__(self) -> None:
