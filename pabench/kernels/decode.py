@@ -306,9 +306,12 @@ def paged_decode_attention(
     impl: "triton" (CUDA, or the CPU under TRITON_INTERPRET=1), "torch" (the batched torch path of `batched.py`,
     the engine's CPU path), "auto" (Triton on CUDA where the kernel takes the shape, else torch). The float
     references in `reference.py` are the oracle only. check_values=False skips the length/page-id checks (they
-    sync a GPU); config overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor.
+    sync a GPU), and on the torch path the shape checks too (a backend's tensors are built consistent); config
+    overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor.
     """
     # q [batch, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; page_table [batch, pages]; seq_lens [batch]
+    if not check_values and out is None and resolve_impl(impl, q.device) == "torch":  # a backend's CPU hot path
+        return paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale)
     shape = check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, paged=True)
     _check_out(out, q)
     resolved = resolve_impl(impl, q.device)
@@ -330,6 +333,8 @@ def contiguous_decode_attention(
     Keyword arguments as in `paged_decode_attention`.
     """
     # q [batch, Hq, D]; k_slab/v_slab [num_slots, Hkv, D]; seq_starts, seq_lens [batch]
+    if not check_values and out is None and resolve_impl(impl, q.device) == "torch":  # a backend's CPU hot path
+        return contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale)
     shape = check_decode_inputs(q, k_slab, v_slab, seq_starts, seq_lens, paged=False)
     _check_out(out, q)
     resolved = resolve_impl(impl, q.device)
