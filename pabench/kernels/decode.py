@@ -310,11 +310,11 @@ def paged_decode_attention(
     overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor.
     """
     # q [batch, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; page_table [batch, pages]; seq_lens [batch]
-    if not check_values and out is None and resolve_impl(impl, q.device) == "torch":  # a backend's CPU hot path
+    resolved = resolve_impl(impl, q.device)
+    if not check_values and out is None and resolved == "torch":  # a backend's CPU hot path
         return paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale)
     shape = check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, paged=True)
     _check_out(out, q)
-    resolved = resolve_impl(impl, q.device)
     if check_values:
         check_paged_values(seq_lens, page_table, shape.page_size, k_cache.shape[0])
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
@@ -333,11 +333,11 @@ def contiguous_decode_attention(
     Keyword arguments as in `paged_decode_attention`.
     """
     # q [batch, Hq, D]; k_slab/v_slab [num_slots, Hkv, D]; seq_starts, seq_lens [batch]
-    if not check_values and out is None and resolve_impl(impl, q.device) == "torch":  # a backend's CPU hot path
+    resolved = resolve_impl(impl, q.device)
+    if not check_values and out is None and resolved == "torch":  # a backend's CPU hot path
         return contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale)
     shape = check_decode_inputs(q, k_slab, v_slab, seq_starts, seq_lens, paged=False)
     _check_out(out, q)
-    resolved = resolve_impl(impl, q.device)
     if check_values:
         check_contiguous_values(seq_lens, seq_starts, k_slab.shape[0])
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
