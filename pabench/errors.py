@@ -20,3 +20,7 @@ class OutOfPagesError(PabenchError):
 
 class SequenceStateError(PabenchError, ValueError):
     """A sequence was used in a state that does not allow it (freed twice, appended after finishing)."""
+
+
+class OutputError(PabenchError):
+    """A result could not be written where the user asked (the message names the user's path)."""

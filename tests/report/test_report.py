@@ -155,39 +155,6 @@ def test_read_results_errors(tmp_path):
         read_results(tmp_path / "missing.csv")
 
 
-@pytest.mark.parametrize("failing", ["replace", "fsync"])
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch, results, failing):
-    target = tmp_path / "out.csv"
-
-    def boom(*args, **kwargs):
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(pabench.atomic.os, failing, boom)
-    with pytest.raises(OSError, match="disk on fire"):
-        write_csv(results, target)
-    assert list(tmp_path.iterdir()) == []  # neither the target nor a temp file
-    monkeypatch.undo()
-    atomic_write_text(target, "old\n")
-    monkeypatch.setattr(pabench.atomic.os, failing, boom)
-    with pytest.raises(OSError):
-        write_json(results, target)
-    assert target.read_text() == "old\n" and list(tmp_path.iterdir()) == [target]
-
-
-def test_atomic_write_keeps_usual_permissions(tmp_path):
-    fresh = atomic_write_text(tmp_path / "new.txt", "x")
-    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_umask()
-    (tmp_path / "old.txt").write_text("y")
-    (tmp_path / "old.txt").chmod(0o640)
-    assert atomic_write_text(tmp_path / "old.txt", "z").stat().st_mode & 0o777 == 0o640
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 # ---- compare and check ---------------------------------------------------------------------------------------
 
 def _frame() -> pd.DataFrame:
