@@ -5,7 +5,8 @@ Every page is in exactly one of three places:
   * the prefix cache's LRU: free, but still holding a registered full page (reused on a hit, evicted
     oldest first when no fresh page is left);
   * used (ref_count > 0): in the page tables of one or more sequences.
-Every call is O(pages it touches); only `check_invariants()` scans the pool. Failure is all-or-nothing:
+Every call is O(pages it touches), and memory is O(pages in use or cached), not O(pool): pages materialise on
+first use and fresh ids come from a counter (core/free_pages.py). Only `check_invariants()` scans the live pages. Failure is all-or-nothing:
 each mutating call checks first (`OutOfPagesError`, `SequenceStateError`), then mutates.
 
 Caveat: prefix hits may reference pages registered at `allocate` time, before their K/V is computed, so a
@@ -14,10 +15,8 @@ backend must write a batch's K/V before attention reads it (true for one-shot pr
 
 from __future__ import annotations
 
-import random
-from collections import deque
-
 from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
+from pabench.core.free_pages import FreshPages, LivePages
 from pabench.core.hashing import PrefixCache, page_token_ids
 from pabench.core.page import FrozenPage, Page
 from pabench.core.page_table import PageTable
@@ -29,18 +28,16 @@ class BlockManager:
 
     def __init__(self, num_pages: int, page_size: int, enable_prefix_caching: bool = False, *,
                  shuffle_seed: int | None = None) -> None:
-        """`shuffle_seed` shuffles the initial free order so a sequence's pages are not accidentally contiguous."""
+        """`shuffle_seed` permutes the initial free order so a sequence's pages are not accidentally contiguous
+        (a seeded affine permutation, O(1) memory; see `affine_permutation`)."""
         if not isinstance(num_pages, int) or num_pages <= 0:
             raise ConfigError(f"num_pages must be a positive int, got {num_pages!r}")
         if not isinstance(page_size, int) or page_size <= 0:
             raise ConfigError(f"page_size must be a positive int, got {page_size!r}")
         self._num_pages, self._page_size = num_pages, page_size
         self._enable_prefix_caching = bool(enable_prefix_caching)
-        self._pages = [Page(page_id) for page_id in range(num_pages)]
-        free_ids = list(range(num_pages))
-        if shuffle_seed is not None:
-            random.Random(shuffle_seed).shuffle(free_ids)
-        self._fresh: deque[int] = deque(free_ids)
+        self._pages = LivePages()  # page_id -> Page, only for pages in use or cached
+        self._fresh = FreshPages(num_pages, shuffle_seed)
         self._prefix_cache = PrefixCache(self._pages, page_size)
         self.prefix_hit_tokens = 0  # prompt tokens served from the cache, summed over allocate calls
         self.prefix_query_tokens = 0  # tokens looked up, summed over allocate calls (prefix caching on)
@@ -109,7 +106,7 @@ class BlockManager:
         """Read-only snapshot of one page."""
         if not isinstance(page_id, int) or not 0 <= page_id < self._num_pages:
             raise ConfigError(f"page_id must be in 0..{self._num_pages - 1}, got {page_id!r}")
-        return self._pages[page_id].frozen()
+        return self._pages.peek(page_id).frozen()
 
     def pages_needed(self, num_tokens: int) -> int:
         """Pages that hold `num_tokens` tokens: ceil(num_tokens / page_size)."""
@@ -263,8 +260,8 @@ class BlockManager:
             if self._prefix_cache.is_registered(page):
                 self._prefix_cache.park(page_id)  # free, but its prefix stays reusable
             else:
-                page.forget_content()
-                self._fresh.append(page_id)
+                del self._pages[page_id]  # back to the defaults: a fresh page costs no memory
+                self._fresh.put(page_id)
         seq.page_table = None
 
     # ---- internals ---------------------------------------------------------------------------------
@@ -279,7 +276,7 @@ class BlockManager:
             raise SequenceStateError(f"sequence {seq.seq_id}'s page table has page_size {table.page_size}, "
                                      f"this manager {self._page_size}")
         for page_id in table:
-            if not 0 <= page_id < self._num_pages or self._pages[page_id].ref_count <= 0:
+            if not 0 <= page_id < self._num_pages or self._pages.peek(page_id).ref_count <= 0:
                 raise SequenceStateError(f"sequence {seq.seq_id} points at page {page_id}, which it does not hold")
 
     def _match_prefix(self, seq: Sequence) -> tuple[list[int], int | None]:
@@ -314,7 +311,7 @@ class BlockManager:
     def _take_free_page(self) -> int:
         """A page to overwrite: a fresh one, else evict the least recently freed cached page."""
         if self._fresh:
-            return self._fresh.popleft()
+            return self._fresh.take()
         page_id = self._prefix_cache.evict()
         self._pages[page_id].forget_content()
         return page_id
@@ -330,22 +327,29 @@ class BlockManager:
         self._prefix_cache.register(self._pages[seq.page_table[index]], parent, tokens)
 
     def check_invariants(self) -> None:
-        """Debug: scan the whole pool and assert the bookkeeping is consistent (O(num_pages); tests only)."""
-        fresh, cached = set(self._fresh), set(self._prefix_cache.cached_page_ids)
-        assert len(fresh) == len(self._fresh), "a page is twice in the fresh deque"
-        assert not fresh & cached, "a page is both fresh and cached"
-        for page in self._pages:
+        """Debug: scan the live pages and the returned ids and assert the bookkeeping is consistent (tests only).
+
+        Returned, cached and used pages are disjoint sets of ids that left the never-used range; their sizes summing
+        to the number taken proves every page is in exactly one place without visiting the never-used ones."""
+        returned, cached = list(self._fresh.returned_ids()), set(self._prefix_cache.cached_page_ids)
+        assert len(set(returned)) == len(returned), "a page is twice in the fresh deque"
+        for page_id in returned:
+            assert page_id not in self._pages, f"a fresh page keeps state: {self._pages[page_id]}"
+            assert self._fresh.was_taken(page_id), f"page {page_id} is returned but was never handed out"
+        used = []
+        for page_id, page in self._pages.items():
+            assert page.page_id == page_id and self._fresh.was_taken(page_id), f"live page never handed out: {page}"
             assert page.ref_count >= 0, f"negative ref_count: {page}"
             assert 0 <= page.num_tokens <= self._page_size, f"num_tokens out of range: {page}"
-            is_free = page.page_id in fresh or page.page_id in cached
-            assert is_free == (page.ref_count == 0), f"page is neither free nor used, or both: {page}"
-            if page.page_id in fresh:
-                assert page.content_hash is None and page.num_tokens == 0, f"fresh page keeps content: {page}"
+            assert (page_id in cached) == (page.ref_count == 0), f"page is neither free nor used, or both: {page}"
             assert page.content_hash is None or self._enable_prefix_caching, f"hash without caching: {page}"
+            if page.ref_count > 0:
+                used.append(page)
+        assert cached <= self._pages.keys(), "a cached page has no state"
         self._prefix_cache.check_invariants()
-        used = [page for page in self._pages if page.ref_count > 0]
         assert self._num_filled_slots == sum(page.num_tokens for page in used), "filled-slot counter drifted"
         assert self._num_page_refs == sum(page.ref_count for page in used), "page-ref counter drifted"
+        assert len(returned) + len(cached) + len(used) == self._fresh.num_taken, "a page was lost or counted twice"
         assert self.num_free_pages + self.num_used_pages == self._num_pages
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ stable for ints; a hit is still verified by comparing `(parent_hash, token_ids)`
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from collections.abc import Sequence as SequenceABC
 
 from pabench.core.page import Page
@@ -42,8 +43,8 @@ def chain_hashes(token_ids: SequenceABC[int], page_size: int, num_full_pages: in
 class PrefixCache:
     """Registry of hashed full pages plus the LRU of free pages still holding one. Used by `BlockManager`."""
 
-    def __init__(self, pages: list[Page], page_size: int) -> None:
-        self._pages = pages  # the manager's page list (shared, not copied)
+    def __init__(self, pages: Mapping[int, Page], page_size: int) -> None:
+        self._pages = pages  # the manager's live pages, by id (shared, not copied); registered pages are live
         self._page_size = page_size
         self._hash_to_page: dict[int, int] = {}
         self._lru: OrderedDict[int, None] = OrderedDict()  # cached page ids, first = evicted first
@@ -107,7 +108,7 @@ class PrefixCache:
             assert page.ref_count == 0 and self.is_registered(page), f"bad cached page: {page}"
         for content_hash, page_id in self._hash_to_page.items():
             assert self._pages[page_id].content_hash == content_hash, f"registry points at wrong page {page_id}"
-        for page in self._pages:
+        for page in self._pages.values():
             if page.content_hash is not None:
                 assert page.num_tokens == self._page_size, f"hashed page is not full: {page}"
                 assert page.content_hash == page_hash(page.parent_hash, page.token_ids), f"stale hash: {page}"

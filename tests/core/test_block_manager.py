@@ -439,3 +439,60 @@ def test_fork_misuse():
         bm.fork(parent, child)  # child already has pages
     assert ref_counts(bm, parent) == [2, 2]
     bm.check_invariants()
+
+
+# ---- lazy pool: O(1) memory per page -----------------------------------------------------------------
+def test_a_billion_page_pool_is_built_in_constant_time_and_memory():
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    bm = BlockManager(10**9, PAGE, enable_prefix_caching=True, shuffle_seed=7)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert seconds < 0.5 and peak < 64 * 1024, (seconds, peak)  # the old manager: one Page per page up front
+    seq = Sequence(0, tokens(3 * PAGE + 1))
+    bm.allocate(seq)
+    assert bm.num_used_pages == 4 and bm.num_free_pages == 10**9 - 4
+    assert all(bm.page(i).ref_count == 1 for i in seq.page_table)
+    assert bm.page(10**9 - 1).ref_count in (0, 1)  # a never-used page reads as a fresh snapshot
+    seq.append_token(0)
+    bm.append_slot(seq)
+    bm.free(seq)
+    assert bm.num_used_pages == 0 and bm.num_free_pages == 10**9
+    bm.check_invariants()  # visits live pages only, so it runs on a 10**9 pool too
+
+
+def test_freed_fresh_pages_cost_no_memory():
+    bm = BlockManager(64, PAGE)
+    seqs = [Sequence(i, tokens(2 * PAGE)) for i in range(8)]
+    for seq in seqs:
+        bm.allocate(seq)
+    for seq in seqs:
+        bm.free(seq)
+    assert len(bm._pages) == 0  # back at their defaults, pages are dropped (they read as fresh again)
+    bm.check_invariants()
+
+
+@pytest.mark.parametrize("num_pages", [1, 2, 3, 4, 5, 64, 97, 1000])
+def test_shuffled_order_is_a_permutation_without_unit_strides(num_pages):
+    bm = BlockManager(num_pages, PAGE, shuffle_seed=11)
+    order = list(bm._fresh)
+    assert sorted(order) == list(range(num_pages))
+    if num_pages >= 5:  # a stride of one page (up or down) would make a sequence's pages adjacent
+        steps = {(b - a) % num_pages for a, b in zip(order, order[1:])}
+        assert steps.isdisjoint({1, num_pages - 1})
+
+
+def test_free_order_without_a_seed_is_unchanged():
+    bm = BlockManager(6, PAGE)
+    a, b = Sequence(0, tokens(2 * PAGE)), Sequence(1, tokens(2 * PAGE))
+    bm.allocate(a)
+    bm.allocate(b)
+    assert a.page_table.page_ids == [0, 1] and b.page_table.page_ids == [2, 3]
+    bm.free(a)  # tail first: 1, then 0 go to the back of the fresh list, after the never-used 4 and 5
+    c = Sequence(2, tokens(4 * PAGE))
+    bm.allocate(c)
+    assert c.page_table.page_ids == [4, 5, 1, 0]

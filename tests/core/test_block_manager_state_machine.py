@@ -32,9 +32,10 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.next_id = 0
 
     @initialize(num_pages=st.integers(2, 20), page_size=st.integers(1, 4), prefix_caching=st.booleans(),
-                prefixes=st.lists(st.lists(ALPHABET, max_size=12), min_size=1, max_size=3))
-    def setup(self, num_pages, page_size, prefix_caching, prefixes):
-        self.bm = BlockManager(num_pages, page_size, prefix_caching)
+                prefixes=st.lists(st.lists(ALPHABET, max_size=12), min_size=1, max_size=3),
+                shuffle_seed=st.none() | st.integers(0, 2**63 - 1))
+    def setup(self, num_pages, page_size, prefix_caching, prefixes, shuffle_seed):
+        self.bm = BlockManager(num_pages, page_size, prefix_caching, shuffle_seed=shuffle_seed)
         self.prefixes = prefixes
         self.kv = {i: [None] * page_size for i in range(num_pages)}
 
