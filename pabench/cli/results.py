@@ -58,15 +58,21 @@ def plot(
     result: Annotated[list[Path], typer.Argument(
         help="CSVs from `pabench sweep` or `pabench run --csv` (several are concatenated, e.g. one sweep per GPU "
              "call).")],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="PNG to write. Default: the CSV path with .png.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Image to write: .png, .pdf or .svg (the extension picks the format). Default: the "
+                               "first CSV's path with .png.")] = None,
     kernels: Annotated[Optional[Path], typer.Option(
         "--kernels", help="A `pabench kernels --csv` file: kernel µs vs page size.")] = None,
 ) -> None:
     """Plot the panels a result CSV supports: throughput vs budget, KV waste, latency vs rate, page-size trade-off."""
-    from pabench.plot.figure import require_matplotlib, plot_results
+    from pabench.atomic import check_outputs
+    from pabench.plot.figure import image_format, plot_results, require_matplotlib
     from pabench.report.export import read_results
 
+    target = output if output is not None else str(result[0].with_suffix(".png"))
+    check_outputs({"--output": target}, {f"input {i + 1}": path for i, path in enumerate(result)}
+                  | ({"--kernels": kernels} if kernels is not None else {}))
+    image_format(target)  # an extension matplotlib cannot write fails before anything is read
     require_matplotlib()  # before reading anything: one clear line when the extra is missing
     import pandas as pd
 
@@ -79,5 +85,5 @@ def plot(
             from pabench.errors import ConfigError
 
             raise ConfigError(f"{kernels}: cannot read kernel results: {error}") from None
-    path, panels = plot_results(frame, output or result[0].with_suffix(".png"), kernel_frame)
+    path, panels = plot_results(frame, target, kernel_frame)
     out_console().print(f"wrote {path} ({len(panels)} panels: {', '.join(panels)})", markup=False)

@@ -88,8 +88,23 @@ def figure_title(frame: pd.DataFrame, today: _dt.date | None = None) -> str:
             f"{_one(frame, 'device')} · {date}")
 
 
+IMAGE_FORMATS = ("png", "pdf", "svg")  # what matplotlib writes without extra packages
+
+
+def image_format(out: str | Path) -> str:
+    """The format `out`'s extension names ('png', 'pdf' or 'svg'); ConfigError for any other, so a PDF name
+    never holds PNG bytes."""
+    suffix = Path(str(out)).suffix.lower().lstrip(".")
+    if suffix not in IMAGE_FORMATS:
+        named = f"extension .{suffix}" if suffix else "no extension"
+        raise ConfigError(f"{out}: {named}; name the image .png, .pdf or .svg (the extension picks the format)")
+    return suffix
+
+
 def plot_results(frame: pd.DataFrame, out: str | Path, kernels: pd.DataFrame | None = None) -> tuple[Path, list[str]]:
-    """Draw the panels `frame` supports into one PNG at `out` (written atomically); returns (path, panels)."""
+    """Draw the panels `frame` supports into one image at `out` (PNG, PDF or SVG by extension; written
+    atomically); returns (path, panels)."""
+    fmt = image_format(out)
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -110,5 +125,5 @@ def plot_results(frame: pd.DataFrame, out: str | Path, kernels: pd.DataFrame | N
         ax.set_visible(False)
     fig.suptitle(figure_title(frame))
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format=fmt, dpi=DPI)
     return atomic_write_bytes(out, buffer.getvalue()), panels
