@@ -17,7 +17,9 @@ SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "
 @friendly
 def explain(
     scenario: Annotated[str, typer.Option("--scenario", "-s", help=f"One of: {', '.join(SCENARIO_NAMES)}.")] = "tour",
-    step: Annotated[bool, typer.Option("--step", help="Wait for Enter between steps (end of input stops).")] = False,
+    step: Annotated[bool, typer.Option(
+        "--step", help="Wait for Enter between steps; q quits. Needs a terminal on stdin (else every step is "
+                       "shown).")] = False,
 ) -> None:
     """Walk through what vLLM's memory manager does, step by step, on the real block manager (no GPU needed)."""
     from pabench.explain import run_scenario
@@ -35,11 +37,32 @@ def explain(
             out.print(render_rich(one, index, len(steps), out.width))
         else:
             typer.echo(render_plain(one, index, len(steps)))
-        if step and index + 1 < len(steps):
-            err_console().print(f"[dim]Enter: step {index + 2}/{len(steps)}[/]", end="")
-            if not sys.stdin.readline():
-                err_console().print(f"\n(end of input: stopped after step {index + 1} of {len(steps)})")
-                return
+        if step and index + 1 < len(steps) and not _wait_for_enter(index + 1, len(steps)):
+            return
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person can answer the --step prompt (a pipe or file on stdin cannot)."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _wait_for_enter(done: int, total: int) -> bool:
+    """The --step prompt after step `done` of `total`: True to go on; False on q or end of input (both said).
+    Without a terminal on stdin there is no one to answer, so nobody is prompted and every step is shown."""
+    if not stdin_is_terminal():
+        return True
+    err = err_console()
+    err.print(f"[dim]Enter: step {done + 1}/{total}, q: quit[/] ", end="")
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):  # end of input (Ctrl-D): the terminal echoed no newline
+        err.print()
+    if not answer:
+        err.print(f"(end of input: stopped after step {done} of {total})")
+        return False
+    if answer.strip().lower() in ("q", "quit"):
+        err.print(f"(stopped after step {done} of {total})")
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- workloads

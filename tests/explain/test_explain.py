@@ -257,14 +257,46 @@ def test_cli_explain_other_scenarios(name):
     assert f"step {len(steps)}/{len(steps)}" in res.stdout
 
 
-def test_cli_step_waits_for_enter_and_stops_at_end_of_input(tour):
+def test_cli_step_without_a_terminal_shows_every_step_and_prompts_nobody(tour):
+    res = runner.invoke(app, ["explain", "--step"], input="")
+    assert res.exit_code == 0, res.output
+    assert f"step {len(tour)}/{len(tour)}" in res.stdout
+    assert "Enter" not in res.output and "stopped" not in res.output
+
+
+def test_cli_step_waits_for_enter_q_quits_end_of_input_stops(tour, monkeypatch):
+    import pabench.cli.learn
+
+    monkeypatch.setattr(pabench.cli.learn, "stdin_is_terminal", lambda: True)
     res = runner.invoke(app, ["explain", "--step"], input="\n" * len(tour))
     assert res.exit_code == 0, res.output
     assert f"step {len(tour)}/{len(tour)}" in res.stdout
-    res = runner.invoke(app, ["explain", "--step"], input="\n")
+    res = runner.invoke(app, ["explain", "--step"], input="\nq\n")
     assert res.exit_code == 0, res.output
     assert "step 2/" in res.stdout and "step 3/" not in res.stdout
-    assert "stopped after step 2" in res.output
+    assert "(stopped after step 2 of" in res.stderr and "q: quit" in res.stderr
+    res = runner.invoke(app, ["explain", "--step"], input="\n")
+    assert "step 2/" in res.stdout and "step 3/" not in res.stdout
+    assert "\n(end of input: stopped after step 2 of" in res.stderr  # a newline ends the unanswered prompt
+
+
+def test_cli_step_on_a_real_terminal(tour):
+    """Through a pseudo-terminal on stdin: the prompt waits, Enter goes on, q quits."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pabench", "explain", "--step"], stdin=follower,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(follower)
+    os.write(leader, b"\nq\n")
+    out, err = proc.communicate(timeout=60)
+    os.close(leader)
+    assert proc.returncode == 0, err
+    assert "step 2/" in out and "step 3/" not in out
+    assert "q: quit" in err and "(stopped after step 2 of" in err
 
 
 def test_cli_unknown_scenario_is_one_line_exit_1():
