@@ -8,7 +8,7 @@ import re
 
 from pabench.errors import ConfigError
 
-KIB, MIB, GIB = 2**10, 2**20, 2**30
+KIB, MIB, GIB, TIB = 2**10, 2**20, 2**30, 2**40
 MAX_PAGE_SIZE = 256  # tokens; the Triton decode kernel's tile limits and the backends share it
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -30,7 +30,7 @@ def format_bytes(num_bytes: float | None, *, exact: bool = False, sep: str = " "
     (sweep labels). None or NaN: '–'."""
     if num_bytes is None or (isinstance(num_bytes, float) and math.isnan(num_bytes)):
         return "–"
-    for unit, size, digits in (("GiB", GIB, 2), ("MiB", MIB, 1), ("KiB", KIB, 1)):
+    for unit, size, digits in (("TiB", TIB, 2), ("GiB", GIB, 2), ("MiB", MIB, 1), ("KiB", KIB, 1)):
         if abs(num_bytes) >= size:
             return f"{num_bytes / size:g}{sep}{unit}" if exact else f"{num_bytes / size:.{digits}f}{sep}{unit}"
     return f"{num_bytes:g}{sep}B" if exact else f"{num_bytes:.0f}{sep}B"
@@ -44,4 +44,18 @@ def check_page_size(page_size: int, what: str = "page size") -> int:
         value = 0
     if value < 1 or value > MAX_PAGE_SIZE or value & (value - 1):
         raise ConfigError(f"{what} must be a power of two in [1, {MAX_PAGE_SIZE}], got {page_size}")
+    return value
+
+
+MAX_SEED = 2**63 - 1  # numpy takes any seed >= 0, torch any below 2**64; exports store the seed as int64
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """The one seed rule (workloads, TOML, --seed, model weights): an integer in [0, 2**63 - 1]."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{what} must be an integer in [0, 2**63 - 1 = {MAX_SEED}], got {seed!r}")
     return value

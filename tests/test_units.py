@@ -23,3 +23,9 @@ def test_format_bytes_for_tables_and_as_typed():
     assert format_bytes(64 * 2**20, exact=True, sep="") == "64MiB" and format_bytes(100) == "100 B"
     assert format_bytes(None) == format_bytes(float("nan")) == "–"
     assert parse_size(format_bytes(48 * 2**20, exact=True, sep="")) == 48 * 2**20
+
+
+def test_format_bytes_reaches_tebibytes():
+    from pabench.units import format_bytes
+
+    assert format_bytes(100 * 2**40) == "100.00 TiB" and format_bytes(2 * 2**40, exact=True) == "2 TiB"

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pabench.errors import ConfigError
+from pabench.units import MAX_SEED, check_seed
 
 LENGTH_KINDS = ("fixed", "uniform", "normal", "lognormal")
 ARRIVALS = ("burst", "poisson")
 _KIND_PARAM = {"uniform": "range_ratio", "normal": "std", "lognormal": "sigma"}  # the one extra key each needs
+# Poisson arrivals are honoured on the wall clock, so a tiny rate (1e-9 req/s) would make a run sleep for years
+# in silence. An hour of arrivals is far past any benchmark pabench ships (poisson.toml: ~25 s) and still short
+# enough that a mistyped rate is caught before the run rather than noticed the next morning.
+MAX_ARRIVAL_SPAN_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,10 @@ class WorkloadSpec:
             raise self.error("burstiness", f"must be > 0 (got {self.burstiness})")
         if self.num_samples < 1:
             raise self.error("num_samples", f"must be >= 1 (got {self.num_samples})")
+        try:
+            check_seed(self.seed)
+        except ConfigError:
+            raise self.error("seed", f"must be an integer in [0, 2**63 - 1 = {MAX_SEED}] (got {self.seed!r})") from None
 
     @property
     def max_request_len(self) -> int:
@@ -196,6 +205,24 @@ class Request:
         return len(self.prompt_token_ids)
 
 
+def check_arrival_span(rate: float, num_requests: int) -> None:
+    """Refuse Poisson arrivals expected to span more than MAX_ARRIVAL_SPAN_S (the run would mostly sleep)."""
+    span = (num_requests - 1) / rate  # the expected time of the last arrival: n - 1 gaps of mean 1 / rate
+    if span > MAX_ARRIVAL_SPAN_S:
+        raise ConfigError(f"rate {rate:g} req/s: {num_requests} requests would arrive over ~{_duration(span)} "
+                          f"(expected); arrival spans over {_duration(MAX_ARRIVAL_SPAN_S)} are refused: raise the "
+                          f"rate or lower num_requests")
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '3.5 min', '2 h', '4.1 days', '1,490 years' (for messages)."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or unit == "s":
+            value = seconds / size
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
              num_requests: int | None = None, seed: int | None = None) -> list[Request]:
     """Requests for `spec` (optionally overriding its count and seed); deterministic in (spec, seed)."""
@@ -208,8 +235,9 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
     n = spec.num_requests if num_requests is None else num_requests
     if n < 1:
         raise ConfigError(f"num_requests: must be >= 1 (got {n})")
-    rng = np.random.default_rng(spec.seed if seed is None else seed)
+    rng = np.random.default_rng(spec.seed if seed is None else check_seed(seed))
     if spec.arrival == "poisson":
+        check_arrival_span(spec.rate, n)
         scale = 1.0 / (spec.rate * spec.burstiness)
         gaps = rng.gamma(shape=spec.burstiness, scale=scale, size=n - 1)  # [n - 1]
         arrivals = np.concatenate([[0.0], np.cumsum(gaps)])  # [n]

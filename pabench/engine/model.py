@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pabench.errors import ConfigError
+from pabench.units import check_seed
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class DecoderModel:
 
     def __init__(self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                  seed: int = 0, max_position: int = 32768) -> None:
-        self.config, self.seed = config, seed
+        self.config, self.seed = config, check_seed(seed, "model seed")
         self.dtype, self.device = dtype, torch.device(device)
         c = config
         gen = torch.Generator(device=self.device).manual_seed(seed)

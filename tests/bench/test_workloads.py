@@ -273,3 +273,26 @@ def test_num_samples_carried():
 def test_import_is_torch_free():
     code = "import sys, pabench.bench.workloads, pabench.bench.metrics, pabench.report.tables; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- seeds and arrival spans ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64, True, 1.5])
+def test_seed_outside_the_range_numpy_and_torch_share_is_one_line(seed):
+    with pytest.raises(ConfigError, match=r"seed: must be an integer in \[0, 2\*\*63 - 1"):
+        _spec(seed=seed)
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*63 - 1"):
+        generate(_spec(), vocab_size=16, max_model_len=64, seed=seed)
+
+
+def test_largest_seed_is_accepted():
+    assert generate(_spec(seed=2**63 - 1), vocab_size=16, max_model_len=64, seed=2**63 - 1)
+
+
+def test_a_rate_that_would_sleep_for_years_is_refused_with_the_expected_span():
+    slow = _spec(arrival="poisson", rate=1e-9, num_requests=11)
+    with pytest.raises(ConfigError, match=r"rate 1e-09 req/s: 11 requests would arrive over ~317 years"):
+        generate(slow, vocab_size=16, max_model_len=64)
+    hour = _spec(arrival="poisson", rate=1.0, num_requests=3602)  # 3601 s expected: just past the bound
+    with pytest.raises(ConfigError, match=r"~1 h \(expected\)"):
+        generate(hour, vocab_size=16, max_model_len=64)
+    assert len(generate(hour, vocab_size=16, max_model_len=64, num_requests=3601)) == 3601  # 3600 s: allowed
