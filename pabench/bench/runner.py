@@ -124,9 +124,8 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
 
     `model` reuses an already built `DecoderModel` when its config matches (sweeps build it once).
     """
-    import torch
-
     from pabench.backends import KVLayout, parse_backends
+    from pabench.bench.budget import check_fits_memory
     from pabench.engine.model import DecoderModel, ModelConfig
     from pabench.bench.presets import load_workload
     from pabench.bench.workloads import generate
@@ -140,30 +139,32 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
                         num_requests=cfg.num_requests, seed=cfg.seed)
     layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)
-    if cfg.num_pages is not None:
-        budget = cfg.num_pages * cfg.page_size * layout.bytes_per_token
-    elif cfg.kv_budget_bytes is not None:
-        budget = cfg.kv_budget_bytes
-    else:
-        budget = default_budget_tokens(cfg.max_num_seqs, cfg.max_model_len) * layout.bytes_per_token
+    budget, source = _kv_budget(cfg, layout.bytes_per_token)
     if budget < cfg.page_size * layout.bytes_per_token:
         raise ConfigError(f"KV budget of {budget} bytes is smaller than one page "
                           f"({cfg.page_size} tokens x {layout.bytes_per_token} bytes)")
-    if cfg.device == "cuda":
-        weight_bytes = mcfg.num_params * (4 if cfg.dtype == "fp32" else 2)
-        free, _ = torch.cuda.mem_get_info()
-        if weight_bytes + 2 * budget > free:
-            raise ConfigError(f"model {mcfg.name} ({mcfg.num_layers} layers, {weight_bytes / 2**30:.1f} GiB of "
-                              f"weights) plus the KV budget ({budget / 2**30:.1f} GiB) do not fit in "
-                              f"{free / 2**30:.1f} GiB of free GPU memory; try --layers or a smaller --kv-budget")
-    check_all_fit(Prepared(cfg, spec, requests, None, layout, budget))  # the model is not needed to check
     seed = 0 if cfg.seed is None else cfg.seed
     reuse = (model is not None and model.config == mcfg and model.dtype == layout.torch_dtype and model.seed == seed
              and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len)
+    # Before anything is allocated (a reused model is already in memory, so its weights are not counted again).
+    check_fits_memory(cfg, mcfg, layout.bytes_per_token, budget, source, count_weights=not reuse)
+    check_all_fit(Prepared(cfg, spec, requests, None, layout, budget))  # the model is not needed to check
     if not reuse:
         model = DecoderModel(mcfg, dtype=layout.torch_dtype, device=cfg.device,
                              seed=seed, max_position=cfg.max_model_len + 1)
     return Prepared(cfg, spec, requests, model, layout, budget)
+
+
+def _kv_budget(cfg: RunConfig, bytes_per_token: int) -> tuple[int, str]:
+    """The run's KV budget in bytes, and where it came from (for messages): --num-pages, --kv-budget or the default."""
+    if cfg.num_pages is not None:
+        return (cfg.num_pages * cfg.page_size * bytes_per_token,
+                f" ({cfg.num_pages} pages x {cfg.page_size} tokens x {bytes_per_token} B)")
+    if cfg.kv_budget_bytes is not None:
+        return cfg.kv_budget_bytes, ""
+    tokens = default_budget_tokens(cfg.max_num_seqs, cfg.max_model_len)
+    return (tokens * bytes_per_token, f" (the default: room for {tokens // cfg.max_model_len} sequences at "
+                                      f"--max-model-len {cfg.max_model_len})")
 
 
 def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
