@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import re
 
 from pabench.errors import ConfigError
@@ -59,3 +60,15 @@ def check_seed(seed: int, what: str = "seed") -> int:
     if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{what} must be an integer in [0, 2**63 - 1 = {MAX_SEED}], got {seed!r}")
     return value
+
+
+def host_available_bytes() -> int:
+    """Memory the host can give without swapping: /proc/meminfo MemAvailable, else free pages (no psutil)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -8,25 +8,11 @@ visit from the OOM killer. Also the int32 limit of the page ids and slots the ke
 
 from __future__ import annotations
 
-import os
-
 from pabench.errors import ConfigError
-from pabench.units import format_bytes
+from pabench.units import format_bytes, host_available_bytes
 
 INT32_MAX = 2**31 - 1  # page ids (block table) and slot offsets are int32 on the device
 CUDA_BUDGET_FACTOR = 2  # on CUDA the allocator may still cache the warm-up backend's pool when the timed one is built
-
-
-def host_available_bytes() -> int:
-    """Memory the host can give without swapping: /proc/meminfo MemAvailable, else free pages (no psutil)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def device_available_bytes(device: str) -> int:

@@ -199,8 +199,12 @@ def kernels(
     case: Annotated[str, typer.Option(
         help="a (batch 64, ctx 4096), b (batch 256, lognormal lengths), c (batch 8, ctx 32768), d (batch 32, ctx "
              "512), custom or all.")] = "custom",
-    batch: Annotated[int, typer.Option(help="Batch size (custom case).")] = 64,
-    context: Annotated[int, typer.Option(help="Context length, or mean length for lognormal (custom case).")] = 4096,
+    # None = not given: on a CPU only defaults shrink to a smoke-test size; a value the user typed is honoured.
+    batch: Annotated[Optional[int], typer.Option(
+        help="Batch size (custom case). Default: 64 (8 on a CPU).", show_default=False)] = None,
+    context: Annotated[Optional[int], typer.Option(
+        help="Context length, or mean length for lognormal (custom case). Default: 4096 (256 on a CPU).",
+        show_default=False)] = None,
     lengths: Annotated[str, typer.Option(help="fixed or lognormal (custom case).")] = "fixed",
     page_sizes: Annotated[str, typer.Option(
         help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",

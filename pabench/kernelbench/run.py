@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pabench.errors import ConfigError
-from pabench.units import check_page_size
+from pabench.units import check_page_size, format_bytes, host_available_bytes
 from pabench.kernelbench.data import DecodeData, make_decode_data, paginate, pad_slab
 from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 
@@ -22,7 +22,8 @@ IMPLS = ("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "flex
          "torch-reference")
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||ref|| for a passing check
-CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # the CPU runs shrunken cases: only the torch paths, for a smoke test
+CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # on a CPU, defaults shrink to this: only the torch paths, a smoke test
+DEFAULT_BATCH, DEFAULT_CONTEXT = 64, 4096  # the custom case's shape when --batch / --context are not given
 LENGTHS = ("fixed", "lognormal")
 
 
@@ -55,8 +56,8 @@ class KernelBenchConfig:
     """What `pabench kernels` measures. Options of the CLI map 1:1 onto these fields."""
 
     case: str = "all"
-    batch: int = 16  # custom case only
-    context: int = 2048  # custom case only
+    batch: int | None = None  # custom case only; None = DEFAULT_BATCH (shrunk on a CPU, an explicit value is not)
+    context: int | None = None  # custom case only; None = DEFAULT_CONTEXT (likewise)
     lengths: str = "fixed"  # custom case only: one of LENGTHS
     page_sizes: tuple[int, ...] | None = None  # None: 16 for named cases, (8, 16, 32, 64, 128) for custom
     num_q_heads: int = 32
@@ -73,7 +74,10 @@ class KernelBenchConfig:
     def __post_init__(self) -> None:
         if self.case not in CASE_CHOICES:
             raise ConfigError(f"case must be one of {CASE_CHOICES}, got {self.case!r}")
-        CaseSpec(self.batch, self.context, self.lengths)  # the custom case: checks batch, context, lengths
+        if self.case != "custom" and (self.batch is not None or self.context is not None):
+            raise ConfigError(f"--batch and --context shape the custom case; case {self.case!r} has its own shape "
+                              "(drop them, or pass --case custom)")
+        self.custom_case()  # checks batch, context, lengths
         for ps in self.page_sizes or ():
             check_page_size(ps, "every page size")
         if self.num_kv_heads < 1 or self.num_q_heads % self.num_kv_heads:
@@ -92,9 +96,18 @@ class KernelBenchConfig:
     def cases(self) -> dict[str, CaseSpec]:
         """The cases this config runs, by name."""
         if self.case == "custom":
-            return {"custom": CaseSpec(self.batch, self.context, self.lengths, "custom")}
+            return {"custom": self.custom_case()}
         names = CASES if self.case == "all" else (self.case,)
         return {name: NAMED_CASES[name] for name in names}
+
+    def custom_case(self) -> CaseSpec:
+        """The custom case, defaults filled in."""
+        return CaseSpec(DEFAULT_BATCH if self.batch is None else self.batch,
+                        DEFAULT_CONTEXT if self.context is None else self.context, self.lengths, "custom")
+
+    def explicit(self) -> tuple[bool, bool]:
+        """(batch given, context given): on a CPU only what was not given shrinks."""
+        return self.case == "custom" and self.batch is not None, self.case == "custom" and self.context is not None
 
     def resolved_page_sizes(self) -> tuple[int, ...]:
         """Page sizes to sweep: the given ones, else 16 for named cases and (8, ..., 128) for custom."""
@@ -113,13 +126,29 @@ def case_lengths(spec: CaseSpec, seed: int = 0) -> list[int]:
     return [int(n) for n in np.clip(np.rint(raw), 16, 8 * spec.context)]
 
 
-def shrink_for_cpu(spec: CaseSpec, lens: list[int]) -> tuple[list[int], str]:
-    """Scale a case down for a CPU run; returns the lengths and a note saying what changed ('' if nothing)."""
-    scale = min(1.0, CPU_MAX_CONTEXT / max(lens))
-    small = [max(1, round(n * scale)) for n in lens[:CPU_MAX_BATCH]]
+def shrink_for_cpu(spec: CaseSpec, lens: list[int], keep_batch: bool = False,
+                   keep_context: bool = False) -> tuple[list[int], str]:
+    """Scale a case's default shape down for a CPU run, keeping what the user set (`keep_*`); returns the lengths
+    and a note saying which defaults changed ('' if nothing)."""
+    scale = 1.0 if keep_context else min(1.0, CPU_MAX_CONTEXT / max(lens))
+    small = [max(1, round(n * scale)) for n in (lens if keep_batch else lens[:CPU_MAX_BATCH])]
     if small == lens:
         return lens, ""
-    return small, f"CPU run shrunk: batch {len(lens)}->{len(small)}, max context {max(lens)}->{max(small)}"
+    changed = [f"batch {len(lens)}->{len(small)}"] * (len(small) != len(lens))
+    changed += [f"max context {max(lens)}->{max(small)}"] * (max(small) != max(lens))
+    flags = "/".join(f for f, keep in (("--batch", keep_batch), ("--context", keep_context)) if not keep)
+    return small, f"CPU run shrunk the default {', '.join(changed)} (give {flags} to run them as set)"
+
+
+def check_case_memory(lens: list[int], num_kv_heads: int, head_dim: int, elem: int, available: int,
+                      where: str) -> None:
+    """Refuse a case whose K/V copies cannot fit: the slab and a page pool (drawn in fp32, then cast) plus the
+    padded copy SDPA reads."""
+    row = num_kv_heads * head_dim
+    need = 2 * sum(lens) * row * (4 + elem) * 2 + 2 * len(lens) * max(lens) * row * elem
+    if need > available:
+        raise ConfigError(f"batch {len(lens)} x context {max(lens)} needs ~{format_bytes(need)} of K/V copies > "
+                          f"{format_bytes(available)} {where}; lower --batch or --context")
 
 
 def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: Any) -> dict[str, Any]:
@@ -192,6 +221,15 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     device = torch.device("cuda" if use_cuda else "cpu")
     dtype = getattr(torch, DTYPES[cfg.dtype])
     impls = cfg.impls or default_impls(device)
+    shapes = {}  # case -> (lengths, note), every case sized and checked against memory before anything runs
+    for case, spec in cfg.cases().items():
+        lens, note = case_lengths(spec, cfg.seed), ""
+        if device.type != "cuda":
+            lens, note = shrink_for_cpu(spec, lens, *cfg.explicit())
+            if note:
+                say(f"case {case}: {note}")
+        check_case_memory(lens, cfg.num_kv_heads, cfg.head_dim, torch.finfo(dtype).bits // 8, *_free_memory(device))
+        shapes[case] = lens, note
     env = _environment(device)
     say(f"measuring copy bandwidth on {env['device_name']}")
     copy_bw = copy_bandwidth_gbps(device, cfg.warmup_ms, cfg.rep_ms)
@@ -199,11 +237,7 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     if cfg.cuda_graphs and device.type != "cuda":
         say("--cuda-graphs needs CUDA: timing by wall clock")
     rows: list[dict] = []
-    for case, spec in cfg.cases().items():
-        lens = case_lengths(spec, cfg.seed)
-        note = ""
-        if device.type != "cuda":
-            lens, note = shrink_for_cpu(spec, lens)
+    for case, (lens, note) in shapes.items():
         data = make_decode_data(lens, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, dtype, device, cfg.seed)
         ref = contiguous_decode_reference(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens).float()
         elem = torch.finfo(dtype).bits // 8
@@ -234,6 +268,15 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def _free_memory(device: Any) -> tuple[int, str]:
+    """(free bytes, 'available on cpu' / 'free on cuda') for the memory check."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0], "free on cuda"
+    return host_available_bytes(), "available on cpu"
 
 
 def _sdpa_runner(sdpa: Callable, data: DecodeData) -> dict[str, Callable[[], Any]]:

@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from pabench.bench.budget import (block_table_bytes, check_fits_memory, host_available_bytes, rope_table_bytes)
+from pabench.bench.budget import block_table_bytes, check_fits_memory, rope_table_bytes
 from pabench.bench.runner import RunConfig
 from pabench.engine.model import ModelConfig
 from pabench.errors import ConfigError
-from pabench.units import GIB
+from pabench.units import GIB, host_available_bytes
 
 TINY = ModelConfig.from_name("tiny")
 BPT = 4096  # tiny's KV bytes per token in fp32

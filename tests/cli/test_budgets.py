@@ -74,3 +74,43 @@ def test_a_huge_budget_in_a_real_process_is_one_line_and_no_traceback():
     assert out.returncode == 1 and out.stdout == "", (out.stdout, out.stderr)
     assert out.stderr.startswith("pabench: error: KV budget 100.00 TiB > ") and out.stderr.count("\n") == 1
     assert "Traceback" not in out.stderr and time.perf_counter() - start < 60
+
+
+# ---- pabench kernels on a CPU: only defaults shrink -------------------------------------------------------------
+SMALL_HEADS = ["--device", "cpu", "--page-sizes", "16", "--num-q-heads", "4", "--num-kv-heads", "2",
+               "--head-dim", "32", "--dtype", "fp32"]
+
+
+def _kernels(tmp_path, *args):
+    out = tmp_path / "rows.json"
+    res = runner.invoke(app, ["kernels", *SMALL_HEADS, *args, "--json", str(out)])
+    assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
+    import json
+
+    return json.loads(out.read_text()), res.stderr
+
+
+def test_kernels_on_a_cpu_honours_an_explicit_batch_and_context(tmp_path):
+    rows, err = _kernels(tmp_path, "--batch", "12", "--context", "300")
+    assert rows and all(r["batch"] == 12 and r["mean_context"] == 300 for r in rows)  # was cut to 8 x 256
+    assert "shrunk" not in err
+
+
+def test_kernels_on_a_cpu_shrinks_only_the_defaults_and_says_which(tmp_path):
+    rows, err = _kernels(tmp_path, "--batch", "12")
+    assert all(r["batch"] == 12 and r["mean_context"] == 256 for r in rows)
+    assert "shrunk the default max context 4096->256 (give --context to run them as set)" in " ".join(err.split())
+    rows, err = _kernels(tmp_path)
+    assert all(r["batch"] == 8 and r["mean_context"] == 256 for r in rows)
+    assert "shrunk the default batch 64->8, max context 4096->256" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--case", "a", "--batch", "4"], "--batch and --context shape the custom case; case 'a' has its own shape"),
+    (["--batch", "100000", "--context", "1000000"], "batch 100000 x context 1000000 needs ~"),
+])
+def test_kernels_refuses_what_it_cannot_honour_in_one_line(args, expected):
+    res = runner.invoke(app, ["kernels", "--device", "cpu", *args])
+    assert res.exit_code == 1 and res.stdout == "", (res.stdout, res.stderr)
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pabench: error: ") and expected in lines[0], res.stderr

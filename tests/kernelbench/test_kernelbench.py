@@ -91,3 +91,21 @@ def test_a_wrong_kernel_is_a_visible_failure(monkeypatch):
     rows = run_kernel_bench(cfg)
     assert [r["check"] for r in rows] == ["FAIL"]
     assert any("FAIL" in line for line in kernel_summary(rows))
+
+
+def test_cpu_shrink_keeps_what_was_given():
+    lens = case_lengths(NAMED_CASES["a"])
+    assert shrink_for_cpu(NAMED_CASES["a"], lens, keep_batch=True, keep_context=True) == (lens, "")
+    small, note = shrink_for_cpu(NAMED_CASES["a"], lens, keep_batch=True)
+    assert small == [256] * 64 and "default max context 4096->256" in note and "batch" not in note.split("(")[0]
+    small, note = shrink_for_cpu(NAMED_CASES["a"], lens, keep_context=True)
+    assert small == [4096] * 8 and "default batch 64->8" in note and "(give --batch " in note
+
+
+def test_custom_defaults_are_none_until_filled():
+    cfg = KernelBenchConfig(case="custom")
+    assert (cfg.batch, cfg.context) == (None, None) and cfg.explicit() == (False, False)
+    assert (cfg.custom_case().batch, cfg.custom_case().context) == (64, 4096)
+    assert KernelBenchConfig(case="custom", batch=3).explicit() == (True, False)
+    with pytest.raises(ConfigError, match="shape the custom case"):
+        KernelBenchConfig(case="b", context=10)
