@@ -1,6 +1,6 @@
 """Metrics: turn one engine run (`RunRecord`) into a `Result` of throughput, latency `Stats` and KV memory.
 
-Latency definitions (seconds, per request or per sample):
+Latency definitions (per request or per sample; kept in seconds here, exported in ms by `metric_row`):
 - TTFT: first output token - arrival. E2E: last token of the last sample - arrival.
 - TPOT: per sample with >= 2 tokens, (last token - first token) / (num tokens - 1).
 - ITL: every gap between consecutive tokens of each sample.
@@ -193,7 +193,7 @@ def metric_row(result: Result) -> dict[str, float | int]:
         **result.ttft_s.as_dict("ttft", "ms", 1e3),
         **result.tpot_s.as_dict("tpot", "ms", 1e3),
         **result.itl_s.as_dict("itl", "ms", 1e3),
-        **result.e2e_s.as_dict("e2e", "s"),
+        **result.e2e_s.as_dict("e2e", "ms", 1e3),  # ms like every latency (0.1.0 wrote e2e_*_s: docs/EXPORT.md)
         **result.concurrency.as_dict("concurrency"),
         "peak_concurrency": result.peak_concurrency,
         "num_preemptions": result.num_preemptions,

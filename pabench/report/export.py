@@ -19,7 +19,8 @@ import pandas as pd
 
 import pabench
 from pabench.atomic import atomic_write_text
-from pabench.bench.metrics import Result, Stats, host_over_device, metric_row
+from pabench.backends import is_paged
+from pabench.bench.metrics import PERCENTILES, Result, Stats, host_over_device, metric_row
 from pabench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,6 +31,14 @@ META_COLUMNS = ("pabench_version", "git_commit")
 # "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
 TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
                           "token_match_vs", *META_COLUMNS})
+# Columns that only a paged cache has a value for: a contiguous row writes them empty (null in JSON), not the
+# page_size=1 / prefix_caching=False its `describe()` reports, which read as settings that were chosen.
+PAGED_ONLY_COLUMNS = ("page_size", "prefix_caching", "watermark", "prefix_hit_pct", "num_cow_copies",
+                      "capacity_page_size")
+# Old column -> (new column, factor). pabench 0.1.0 wrote E2E in seconds; `read_results` renames them so older
+# exports (results/gpu/, baselines) still compare against new ones. Kept for one release.
+COLUMN_ALIASES = {f"e2e_{stat}_s": (f"e2e_{stat}_ms", 1e3)
+                  for stat in ("mean", "std", *(f"p{p}" for p in PERCENTILES), "min", "max")}
 
 
 @lru_cache(maxsize=1)
@@ -76,12 +85,23 @@ def result_row(result: Result) -> dict[str, Any]:
     row.update(metrics)
     row.update({f"capacity_{k}": _flat_value(v) for k, v in result.capacity.items()})
     row.update(pabench_version=pabench.__version__, git_commit=git_commit())
+    if not is_paged(result.backend):
+        row.update({column: None for column in PAGED_ONLY_COLUMNS if column in row})
     return row
 
 
+def _typed(values: pd.Series) -> pd.Series:
+    """Integer columns as pandas' nullable Int64, so a missing cell does not turn 16 into 16.0 in the CSV."""
+    present = [v for v in values if not (v is None or (isinstance(v, float) and math.isnan(v)))]
+    if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in present):
+        return values.astype("Int64")
+    return values.mask(values.isna(), np.nan)  # None -> NaN, as the CSV reads back
+
+
 def results_frame(results: list[Result]) -> pd.DataFrame:
-    """One row per result, flat columns with units in their names (see `result_row`)."""
-    return pd.DataFrame([result_row(r) for r in results])
+    """One row per result, flat columns with units in their names (see `result_row`); ints stay ints."""
+    frame = pd.DataFrame([result_row(r) for r in results], dtype=object)
+    return frame.apply(_typed).infer_objects() if not frame.empty else frame
 
 
 def sweep_frame(results: list[Result], swept: tuple[str, ...]) -> pd.DataFrame:
@@ -110,6 +130,20 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"{path}: cannot read results: {error}") from None
     if "backend" not in frame.columns:
         raise ConfigError(f"{path}: not a pabench export (no 'backend' column)")
+    return _upgrade(frame)
+
+
+def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
+    """An older export in today's schema: `COLUMN_ALIASES` renamed and scaled, paged-only cells of contiguous rows
+    emptied (0.1.0 wrote page_size 1 there), so it matches a new export row for row."""
+    for old, (new, factor) in COLUMN_ALIASES.items():
+        if old in frame.columns and new not in frame.columns:
+            frame[old] = pd.to_numeric(frame[old], errors="coerce") * factor
+            frame = frame.rename(columns={old: new})
+    contiguous = ~frame["backend"].map(is_paged).astype(bool)
+    for column in PAGED_ONLY_COLUMNS:
+        if column in frame.columns and contiguous.any():
+            frame[column] = frame[column].mask(contiguous)
     return frame
 
 
@@ -197,7 +231,11 @@ def results_json(results: list[Result], *, include_samples: bool = True) -> dict
     """The JSON export as a dict: flat rows, then per backend its config, capacity, step summary, raw requests."""
     backends = []
     for r in results:
-        entry: dict[str, Any] = _json_safe({"backend": r.backend, "config": r.config, "capacity": r.capacity,
+        config, capacity = dict(r.config), dict(r.capacity)
+        if not is_paged(r.backend):  # as in the rows: null where a contiguous cache has no such setting
+            config.update({k: None for k in PAGED_ONLY_COLUMNS if k in config})
+            capacity.update({k: None for k in ("page_size",) if k in capacity})
+        entry: dict[str, Any] = _json_safe({"backend": r.backend, "config": config, "capacity": capacity,
                                             "steps": steps_summary(r.steps)})
         if include_samples:  # finite floats and ints already: skip the (slow, per-value) _json_safe walk
             entry["requests"] = [_request_json(q) for q in r.requests]
