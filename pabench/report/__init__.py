@@ -2,8 +2,9 @@
 
 from pabench.report.compare import check_regressions, compare_table, parse_tolerance
 from pabench.report.export import read_results, result_row, results_frame, sweep_frame, write_csv, write_json
-from pabench.report.tables import capacity_line, run_table, summary_line, sweep_summary, sweep_table
+from pabench.report.fit import Column, FitTable
+from pabench.report.tables import capacity_line, prefix_line, run_table, summary_line, sweep_summary, sweep_table
 
-__all__ = ["capacity_line", "check_regressions", "compare_table", "parse_tolerance", "read_results", "result_row",
-           "results_frame", "run_table", "summary_line", "sweep_frame", "sweep_summary", "sweep_table", "write_csv",
-           "write_json"]
+__all__ = ["Column", "FitTable", "capacity_line", "check_regressions", "compare_table", "parse_tolerance",
+           "prefix_line", "read_results", "result_row", "results_frame", "run_table", "summary_line", "sweep_frame",
+           "sweep_summary", "sweep_table", "write_csv", "write_json"]

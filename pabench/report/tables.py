@@ -5,6 +5,7 @@ capacity lines, the workload presets. Everything here returns tables or strings;
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from pabench.backends import is_paged
 from pabench.bench.metrics import Result, Stats, is_missing
 from pabench.bench.sweep import SWEEP_COLUMNS
 from pabench.bench.workloads import WorkloadSpec
+from pabench.report.fit import Column, FitTable
 from pabench.units import format_bytes
 
 
@@ -37,27 +39,27 @@ def cell(value: Any) -> str:
 
 # ---- terminal ---------------------------------------------------------------------------------------------
 
-def run_table(results: list[Result]) -> Group:
-    """Two compact tables, one row per backend: serving (throughput, latency, concurrency) and KV memory."""
-    serving = Table(box=box.SIMPLE_HEAD, header_style="bold", title="serving", title_justify="left")
-    memory = Table(box=box.SIMPLE_HEAD, header_style="bold", title="KV memory (token-level, mean over steps)",
-                   title_justify="left")
-    for t in (serving, memory):
-        t.add_column("backend", justify="left", style="bold", no_wrap=True)
-    for header in ("out tok/s", "req/s", "TTFT p50", "TTFT p99", "TPOT p50", "E2E p50", "batch mean/max",
-                   "preempt", "wall"):
-        serving.add_column(header, justify="right", no_wrap=True)
-    for header in ("waste %", "used %", "slack %", "idle %", "peak reserved", "saved by sharing", "prefix hit %"):
-        memory.add_column(header, justify="right", no_wrap=True)
-    for r in results:
-        serving.add_row(r.backend, _num(r.output_tok_s), _num(r.req_s, 2), _ms(r.ttft_s.p50), _ms(r.ttft_s.p99),
-                        _ms(r.tpot_s.p50), f"{_num(r.e2e_s.p50, 2)} s",
-                        f"{_num(r.concurrency.mean)} / {r.peak_concurrency}", str(r.num_preemptions),
-                        f"{_num(r.wall_s, 1)} s")
-        memory.add_row(r.backend, _num(r.mean_waste_pct), _num(r.mean_used_pct), _num(r.mean_slack_pct),
-                       _num(r.mean_idle_pct), format_bytes(r.peak_reserved_bytes), format_bytes(r.peak_saved_bytes),
-                       _num(100 * r.prefix_hit_rate))
-    return Group(serving, memory)
+def run_table(results: list[Result], width: int | None = None) -> Group:
+    """Two tables, one row per backend: serving (throughput, latency, concurrency) and KV memory. Each fits
+    `width` (default: the console's) by splitting its columns over stacked tables, never by cutting a cell."""
+    backend = [Column("backend", [r.backend for r in results], "left", "bold")]
+    serving = [("out tok/s", lambda r: _num(r.output_tok_s)), ("req/s", lambda r: _num(r.req_s, 2)),
+               ("batch mean/max", lambda r: f"{_num(r.concurrency.mean)} / {r.peak_concurrency}"),
+               ("preempt", lambda r: str(r.num_preemptions)), ("wall", lambda r: f"{_num(r.wall_s, 1)} s"),
+               ("TTFT p50", lambda r: _ms(r.ttft_s.p50)), ("TTFT p99", lambda r: _ms(r.ttft_s.p99)),
+               ("TPOT p50", lambda r: _ms(r.tpot_s.p50)), ("E2E p50", lambda r: f"{_num(r.e2e_s.p50, 2)} s")]
+    memory = [("waste %", lambda r: _num(r.mean_waste_pct)), ("used %", lambda r: _num(r.mean_used_pct)),
+              ("slack %", lambda r: _num(r.mean_slack_pct)), ("idle %", lambda r: _num(r.mean_idle_pct)),
+              ("peak reserved", lambda r: format_bytes(r.peak_reserved_bytes)),
+              ("saved by sharing", lambda r: format_bytes(r.peak_saved_bytes)),
+              # a contiguous cache has no prefix cache: n/a, not 0.0
+              ("prefix hit %", lambda r: _num(100 * r.prefix_hit_rate) if is_paged(r.backend) else "n/a")]
+
+    def columns(specs: list[tuple[str, Callable[[Result], str]]]) -> list[Column]:
+        return [Column(header, [fn(r) for r in results]) for header, fn in specs]
+
+    return Group(FitTable(backend, columns(serving), title="serving", width=width),
+                 FitTable(backend, columns(memory), title="KV memory (token-level, mean over steps)", width=width))
 
 
 def _ms(seconds: float) -> str:
@@ -65,30 +67,55 @@ def _ms(seconds: float) -> str:
 
 
 def summary_line(results: list[Result]) -> str:
-    """'paged served 3.12× the output tokens/s of contiguous-max (and 1.41× contiguous-oracle), with ...'."""
+    """'paged served 3.12× the output tokens/s of contiguous-max (and 0.92× contiguous-oracle: slower), with ...':
+    every baseline paged lost to is marked slower. A `prefix_line` follows on a second line when that pair ran."""
     paged = next((r for r in results if is_paged(r.backend)), None)
     others = [r for r in results if not is_paged(r.backend)]
+    prefix = prefix_line(results)
+    tail = f"\n{prefix}" if prefix else ""
     if paged is None or not others:
         best = max(results, key=lambda r: -math.inf if is_missing(r.output_tok_s) else r.output_tok_s,
                    default=None)
         if best is None:
             return "no results"
         return (f"only {', '.join(r.backend for r in results)} ran: best {best.backend} "
-                f"at {_num(best.output_tok_s)} output tok/s (nothing to compare paged against)")
+                f"at {_num(best.output_tok_s)} output tok/s (nothing to compare paged against)" + tail)
 
-    def ratio(other: Result) -> str:
-        if is_missing(paged.output_tok_s) or is_missing(other.output_tok_s) or other.output_tok_s <= 0:
-            return "n/a×"
-        return f"{paged.output_tok_s / other.output_tok_s:.2f}×"
+    def versus(other: Result) -> tuple[str, str]:
+        """('2.10×', ''), or ('0.72×', ': slower') when paged lost to `other`."""
+        value = _ratio(paged.output_tok_s, other.output_tok_s)
+        return ("n/a×", "") if value is None else (f"{value:.2f}×", ": slower" if value < 1 else "")
 
     first, rest = others[0], others[1:]
-    line = f"{paged.backend} served {ratio(first)} the output tokens/s of {first.backend}"
+    ratio, slower = versus(first)
+    line = f"{paged.backend} served {ratio} the output tokens/s of {first.backend}{slower}"
     if rest:
-        line += " (and " + ", ".join(f"{ratio(o)} {o.backend}" for o in rest) + ")"
-    if not any(is_missing(v) for v in (paged.output_tok_s, first.output_tok_s)) \
-            and paged.output_tok_s < first.output_tok_s:
-        line += ", i.e. it was slower"
-    return line + f", with {_num(paged.mean_waste_pct)}% KV waste vs {_num(first.mean_waste_pct)}% for {first.backend}."
+        phrases = []
+        for other in rest:
+            other_ratio, other_slower = versus(other)
+            phrases.append(f"{other_ratio} {other.backend}{other_slower}")
+        line += f" (and {', '.join(phrases)})"
+    return (line + f", with {_num(paged.mean_waste_pct)}% KV waste vs {_num(first.mean_waste_pct)}% for "
+            f"{first.backend}." + tail)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None when either is missing or b is not positive."""
+    return None if is_missing(a) or is_missing(b) or b <= 0 else a / b
+
+
+def prefix_line(results: list[Result]) -> str | None:
+    """When both `paged+prefix` and `paged-noprefix` ran: what prefix caching bought (throughput ratio, prompt
+    tokens served from the cache, bytes saved by sharing); None otherwise."""
+    by_name = {r.backend: r for r in results}
+    on, off = by_name.get("paged+prefix"), by_name.get("paged-noprefix")
+    if on is None or off is None:
+        return None
+    value = _ratio(on.output_tok_s, off.output_tok_s)
+    speed = "n/a×" if value is None else f"{value:.2f}×" + (" (slower)" if value < 1 else "")
+    return (f"prefix caching: paged+prefix served {speed} the output tokens/s of paged-noprefix, with "
+            f"{_num(100 * on.prefix_hit_rate)}% of prompt tokens from the cache and "
+            f"{format_bytes(on.peak_saved_bytes)} saved by sharing at peak (vs {format_bytes(off.peak_saved_bytes)}).")
 
 
 def capacity_line(capacity: dict[str, Any]) -> str:
@@ -161,8 +188,8 @@ _TABLE_METRICS = (("output_tok_per_s", "out tok/s", 1), ("ttft_p50_ms", "TTFT p5
 
 
 def _sweep_cell(column: str, value: Any, digits: int = 1) -> str:
-    """A table cell: '–' for missing, budgets in MiB, counts as integers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A table cell: '–' for missing (None, NaN or pandas' NA), budgets in MiB, counts as integers."""
+    if value is None or pd.isna(value):
         return "–"
     if column == "sweep_kv_budget_bytes":
         return format_bytes(value, exact=True)
@@ -173,20 +200,17 @@ def _sweep_cell(column: str, value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def sweep_table(frame: pd.DataFrame) -> Table:
-    """Compact rich table: swept values, backend, throughput, latency, waste, preemptions, wall time."""
+def sweep_table(frame: pd.DataFrame, width: int | None = None) -> FitTable:
+    """Swept values and backend, then throughput, latency, waste, preemptions, wall time; split over stacked
+    tables (swept values and backend repeated) where `width` (default: the console's) is too narrow."""
     swept = [c for c in SWEEP_COLUMNS if c in frame.columns]
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for column in swept:
-        table.add_column(column.removeprefix("sweep_").replace("_bytes", "").replace("_", " "), justify="right")
-    table.add_column("backend", style="bold")
-    metrics = [m for m in _TABLE_METRICS if m[0] in frame.columns]
-    for _, header, _ in metrics:
-        table.add_column(header, justify="right")
-    for _, row in frame.iterrows():
-        table.add_row(*[_sweep_cell(c, row[c]) for c in swept], str(row["backend"]),
-                      *[_sweep_cell(c, row[c], digits) for c, _, digits in metrics])
-    return table
+    rows = [row for _, row in frame.iterrows()]
+    keys = [Column(c.removeprefix("sweep_").replace("_bytes", "").replace("_", " "),
+                   [_sweep_cell(c, row[c]) for row in rows]) for c in swept]
+    keys.append(Column("backend", [str(row["backend"]) for row in rows], "left", "bold"))
+    values = [Column(header, [_sweep_cell(c, row[c], digits) for row in rows])
+              for c, header, digits in _TABLE_METRICS if c in frame.columns]
+    return FitTable(keys, values, width=width)
 
 
 def sweep_summary(frame: pd.DataFrame) -> str:
