@@ -35,7 +35,7 @@ class RunConfig:
     page_size: int = 16
     kv_budget_bytes: int | None = None
     num_pages: int | None = None
-    prefix_caching: bool = True
+    prefix_caching: bool | None = None  # None = on; an explicit value must agree with paged+prefix/paged-noprefix
     watermark: float = 0.04  # paged: fraction of pages admission leaves free for running sequences to grow
     max_num_seqs: int | None = None  # 32 on CPU, 256 on CUDA
     max_batched_tokens: int = 8192
@@ -70,6 +70,13 @@ class RunConfig:
             raise ConfigError(f"rate must be > 0 requests/s, got {self.rate}")
         if not self.backends:
             raise ConfigError("no backend given")
+        forced = {"paged+prefix": True, "paged-noprefix": False}
+        clash = [b for b in self.backends if b in forced and self.prefix_caching is not None
+                 and forced[b] != self.prefix_caching]
+        if clash:
+            flag = "--prefix-caching" if self.prefix_caching else "--no-prefix-caching"
+            raise ConfigError(f"{flag} contradicts backend {clash[0]}, which sets prefix caching "
+                              f"{'on' if forced[clash[0]] else 'off'} itself; drop the flag or the backend")
 
     def resolve(self) -> "RunConfig":
         """Fill the device-dependent defaults."""
@@ -183,7 +190,8 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
            "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": facts["prefix_caching"], "watermark": facts["watermark"],
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
-           "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text()}
+           "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text(),
+           "interrupted": False}  # set on every finished run when Ctrl-C cut the benchmark short
     out.update(c.extra)
     return out
 
@@ -224,7 +232,7 @@ def _build_backend(p: Prepared, backend_name: str, layout=None):
 
     c = p.config
     return make_backend(backend_name, layout or p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
-                        enable_prefix_caching=c.prefix_caching, max_num_seqs=c.max_num_seqs,
+                        enable_prefix_caching=c.prefix_caching is not False, max_num_seqs=c.max_num_seqs,
                         max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
 
 
@@ -258,13 +266,26 @@ def _warmup(p: Prepared, backend, sched) -> None:
 
 @dataclass(frozen=True)
 class BackendFailure:
-    """A backend that failed while running (after the up-front checks passed): its name and a one-line reason."""
+    """A backend that failed while running (after the up-front checks passed): its name and a one-line reason.
+    `interrupted` marks the run cut short by Ctrl-C: `backend` names what was running or not yet run."""
 
     backend: str
     message: str
+    interrupted: bool = False
 
     def __str__(self) -> str:
-        return f"{self.backend} failed: {self.message}"
+        return f"{self.backend} {'interrupted' if self.interrupted else 'failed'}: {self.message}"
+
+
+def interrupted_runs(failures: list) -> list[str]:
+    """The runs a Ctrl-C cut short or kept from starting (empty when the run was not interrupted)."""
+    return [f.backend for f in failures if getattr(f, "interrupted", False)]
+
+
+def mark_interrupted(records: list) -> None:
+    """Flag the finished runs of an interrupted benchmark: each is whole, but the comparison is not."""
+    for record in records:
+        record.config["interrupted"] = True
 
 
 def as_failure(name: str, error: Exception) -> BackendFailure:
@@ -278,6 +299,9 @@ def as_failure(name: str, error: Exception) -> BackendFailure:
 def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepared: Prepared | None = None):
     """Run every backend of `cfg`; returns (results, records, prepared, failures).
 
+    Ctrl-C stops the run: the backends that finished are returned (their config marked `interrupted`), the one
+    running and those not started are `BackendFailure(..., interrupted=True)` entries in `failures`.
+
     Input errors surface before anything runs (`prepare` checks them). A backend that fails at run time (a pabench
     error, or the device running out of memory) lands in `failures` and the other backends still run, so a
     long GPU run keeps what finished. Any other exception is a bug and propagates.
@@ -286,9 +310,14 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
 
     p = prepared or prepare(cfg)
     records, failures = [], []
-    for name in p.config.backends:
+    for i, name in enumerate(p.config.backends):
         try:
             records.append(run_backend(p, name, on_progress))
+        except KeyboardInterrupt:  # keep what finished; the caller writes it marked and exits 130
+            failures += [BackendFailure(n, "not finished (Ctrl-C)", interrupted=True) for n in p.config.backends[i:]]
+            mark_interrupted(records)
+            gc.collect()
+            break
         except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
             failures.append(as_failure(name, error))
             gc.collect()
