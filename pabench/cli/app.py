@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from typing import Annotated, Callable
 
 import typer
 
@@ -20,21 +20,57 @@ workloads_app = typer.Typer(help="List the workload presets, or show one.", invo
 app.add_typer(workloads_app, name="workloads")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import pabench
+
+        print(f"pabench {pabench.__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False) -> None:
+    """Measure what a paged KV cache buys over a contiguous one, on your own GPU or CPU."""
+
+
+def _hide_bool_metavars() -> None:
+    """Typer >= 0.2x prints `<bool>` beside every on/off flag (`--progress/--no-progress <bool>`), which reads
+    as if the flag took a value: show nothing for flags, as click does."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "pabench_flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.pabench_flags_hidden = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_bool_metavars()
+
+
 def print_error(message: str) -> None:
     print(f"pabench: error: {message}", file=sys.stderr)
 
 
 def fail_runs(failures: list, finished: bool) -> None:
     """Runs that failed at run time, one line each, then exit 1. With nothing `finished` there is nothing to
-    show or write: the first failure is raised (one line, exit 1), the others printed before it."""
+    show or write: the first failure is raised (one line, exit 1), the others printed before it. A Ctrl-C
+    (interrupted entries) exits 130 with one line saying what did not finish."""
     if not failures:
         return
-    if not finished:
-        for f in failures[1:]:
-            print_error(str(f))
-        raise ConfigError(str(failures[0]))
+    cut = [f.backend for f in failures if getattr(f, "interrupted", False)]
     for f in failures:
-        print_error(str(f))
+        if not getattr(f, "interrupted", False):
+            print_error(str(f))
+    if cut:
+        kept = "the finished runs were written, marked interrupted" if finished else "no result file was written"
+        print_error(f"interrupted before {', '.join(cut)} finished; {kept}")
+        raise typer.Exit(130)
     raise typer.Exit(1)
 
 
@@ -64,11 +100,13 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
-def out_console():
-    """Results console. Not a terminal (pipe, file, tests): 140 columns so tables are never truncated."""
+def out_console(outputs: tuple = ()):
+    """Results console. Not a terminal (pipe, file, tests): 140 columns so tables are never truncated. When
+    one of `outputs` is `-` (an export to stdout), the tables go to stderr so stdout holds only the export."""
     from rich.console import Console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    stream = sys.stderr if any(str(o) == "-" for o in outputs if o is not None) else sys.stdout
+    return Console(highlight=False, file=stream, width=None if stream.isatty() else 140)
 
 
 def err_console():

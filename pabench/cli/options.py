@@ -34,8 +34,10 @@ AttnImpl = Annotated[str, typer.Option(
 CudaGraphs = Annotated[Optional[bool], typer.Option(
     "--cuda-graphs/--no-cuda-graphs", help="Replay decode steps as CUDA graphs (default: on with CUDA).",
     rich_help_panel=RUN)]
-PrefixCaching = Annotated[bool, typer.Option(
-    "--prefix-caching/--no-prefix-caching", help="Share full prompt pages by content hash (paged backend).",
+PrefixCaching = Annotated[Optional[bool], typer.Option(
+    "--prefix-caching/--no-prefix-caching",
+    help="Share full prompt pages by content hash (paged backend; default on). paged+prefix and paged-noprefix "
+         "set it per backend, so giving this flag with one of them that says the opposite is an error.",
     rich_help_panel=MEM)]
 Watermark = Annotated[float, typer.Option(
     help="Paged: fraction of pages admission leaves free for running sequences to grow into (fewer preemptions).",
