@@ -5,9 +5,10 @@ Every page is in exactly one of three places:
   * the prefix cache's LRU: free, but still holding a registered full page (reused on a hit, evicted
     oldest first when no fresh page is left);
   * used (ref_count > 0): in the page tables of one or more sequences.
-Every call is O(pages it touches), and memory is O(pages in use or cached), not O(pool): pages materialise on
-first use and fresh ids come from a counter (core/free_pages.py). Only `check_invariants()` scans the live pages. Failure is all-or-nothing:
-each mutating call checks first (`OutOfPagesError`, `SequenceStateError`), then mutates.
+Every call is O(pages it touches), and memory is O(pages in use or cached), not O(pool): pages materialise
+on first use and fresh ids come from a counter (core/free_pages.py). Only `check_invariants()` scans (the live
+pages). Failure is all-or-nothing: each mutating call checks first (`OutOfPagesError`, `SequenceStateError`),
+then mutates.
 
 Caveat: prefix hits may reference pages registered at `allocate` time, before their K/V is computed, so a
 backend must write a batch's K/V before attention reads it (true for one-shot prefill per layer).
