@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pabench.kernelbench.table import kernel_summary
+from pabench.report.kernels import kernel_summary
 from pabench.kernelbench.run import (NAMED_CASES, CaseSpec, KernelBenchConfig, case_lengths, copy_bandwidth_gbps,
                                  make_decode_data, paginate, run_kernel_bench, shrink_for_cpu, time_us)
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,

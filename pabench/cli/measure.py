@@ -217,22 +217,23 @@ def kernels(
         "--cuda-graphs/--no-cuda-graphs",
         help="CUDA: time replays of each call captured in a CUDA graph (device time, no Python or launch overhead; "
              "for launch-bound cases like d).")] = False,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
-    json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="Write one row per (case, impl, page size).")] = None,
+    json: Annotated[Optional[str], typer.Option("--json", help="Write the rows as JSON.")] = None,
 ) -> None:
     """Time decode attention: paged (Triton) vs contiguous (same kernel family) vs SDPA, in GB/s and % of copy
     bandwidth."""
-    from pabench.atomic import atomic_write_text
-    from pabench.kernelbench.table import kernel_summary, kernel_table
+    from pabench.atomic import atomic_write_text, check_outputs
+    from pabench.report.kernels import kernel_summary, kernel_table
     from pabench.kernelbench.run import KernelBenchConfig, run_kernel_bench
 
     cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
                             page_sizes=int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,
                             num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device,
                             cuda_graphs=cuda_graphs)
+    check_outputs({"--csv": csv, "--json": json})  # before the timing runs
     err = err_console()
     rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
-    out = out_console()
+    out = out_console((csv, json))
     out.print(kernel_table(rows))
     for line in kernel_summary(rows):
         out.print(line)

@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from pabench.errors import ConfigError
-from pabench.kernelbench.table import kernel_summary, kernel_table
+from pabench.report.kernels import kernel_summary, kernel_table
 from pabench.kernelbench.run import NAMED_CASES, KernelBenchConfig, case_lengths, run_kernel_bench, shrink_for_cpu
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from fixtures.runs import BACKENDS, BASELINE_CSV, make_run, make_runs
 from pabench.bench.metrics import build_result
-from pabench.kernelbench.table import kernel_table
+from pabench.report.kernels import kernel_table
 from pabench.report.compare import check_regressions, compare_table
 from pabench.report.export import read_results
 from pabench.report.tables import prefix_line, run_table, summary_line, sweep_table
@@ -105,8 +105,6 @@ def test_check_table_at_80_columns():
     assert_whole(render(check_regressions(base, base, 0.10)[1], 80), 80)
 
 
-@pytest.mark.xfail(reason="kernelbench/table.py's kernel_table cuts cells at 80 columns (reported to the lead)",
-                   strict=False)
 def test_kernel_table_at_80_columns():
     frame = pd.read_csv(ROOT / "results" / "gpu" / "kernels" / "kernels.csv").head(8)
     rows = [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
