@@ -2,10 +2,11 @@
 
 from pabench.bench.metrics import PERCENTILES, Result, Stats, build_result
 from pabench.bench.presets import list_presets, load_workload
+from pabench.bench.repeat import Repeated, run_repeated
 from pabench.bench.runner import RunConfig, prepare, run_benchmark
 from pabench.bench.sweep import SweepGrid, run_sweep
 from pabench.bench.workloads import LengthDist, Request, SharedPrefix, WorkloadSpec, generate
 
-__all__ = ["PERCENTILES", "LengthDist", "Request", "Result", "RunConfig", "SharedPrefix", "Stats", "SweepGrid",
-           "WorkloadSpec", "build_result", "generate", "list_presets", "load_workload", "prepare", "run_benchmark",
-           "run_sweep"]
+__all__ = ["PERCENTILES", "LengthDist", "Repeated", "Request", "Result", "RunConfig", "SharedPrefix", "Stats",
+           "SweepGrid", "WorkloadSpec", "build_result", "generate", "list_presets", "load_workload", "prepare",
+           "run_benchmark", "run_repeated", "run_sweep"]
