@@ -187,7 +187,8 @@ def test_check_regressions():
 
     slower = base.copy()
     slower.loc[slower["backend"] == "paged", "output_tok_per_s"] *= 0.8  # -20% throughput
-    regressions, table = check_regressions(slower, base, 0.10)
+    assert check_regressions(slower, base, 0.10)[0] == []  # timing only when asked
+    regressions, table = check_regressions(slower, base, 0.10, timing=True)
     assert [(r.run, r.metric) for r in regressions] == [("paged", "output_tok_per_s")]
     assert regressions[0].change == pytest.approx(0.2) and "20.0% worse" in str(regressions[0])
     assert "REGRESSION" in _render(table) and "1 regression(s)" in _render(table)
@@ -195,10 +196,10 @@ def test_check_regressions():
     latency = base.copy()
     latency["ttft_p50_ms"] *= 1.05  # +5% latency, within 10%
     latency["output_tok_per_s"] *= 1.5  # faster is never a regression
-    assert check_regressions(latency, base, 0.10)[0] == []
+    assert check_regressions(latency, base, 0.10, timing=True)[0] == []
     latency["tpot_p99_ms"] *= 1.2
-    assert {r.metric for r in check_regressions(latency, base, 0.10)[0]} == {"tpot_p99_ms"}
-    assert len(check_regressions(latency, base, 0.10)[0]) == 4  # every backend
+    assert {r.metric for r in check_regressions(latency, base, 0.10, timing=True)[0]} == {"tpot_p99_ms"}
+    assert len(check_regressions(latency, base, 0.10, timing=True)[0]) == 4  # every backend
 
 
 def test_check_missing_backend_and_zero_baseline():
