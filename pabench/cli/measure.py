@@ -41,6 +41,10 @@ def run(
     attn_impl: opt.AttnImpl = "auto",
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = False,
+    repeat: Annotated[int, typer.Option(
+        min=1, help="Run each backend N times on the same workload: timing metrics are the median, with a "
+                    "<metric>_spread_pct column (what `check --timing` allows for); the rest must be identical.",
+        rich_help_panel=opt.RUN)] = 1,
     csv: Annotated[Optional[Path], typer.Option(
         "--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
     json: Annotated[Optional[Path], typer.Option(
@@ -71,8 +75,11 @@ def run(
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
               f"max_model_len {c.max_model_len}")
     out.print(capacity_line(_capacity(p)))
-    results, _, _, failures = with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p),
-                                             len(c.backends) * len(p.requests), progress)
+    if repeat > 1:
+        results, failures = _run_repeated(cfg, p, repeat, progress)
+    else:
+        results, _, _, failures = with_progress(lambda cb: run_benchmark(cfg, cb, prepared=p),
+                                                 len(c.backends) * len(p.requests), progress)
     if not results:  # every backend failed: nothing to show or write
         fail_runs(failures, finished=False)
     out.print(run_table(results))
@@ -98,6 +105,34 @@ def _capacity(p) -> dict:
     pages = pages_for_budget(p.layout, c.page_size, p.kv_budget_bytes)
     return {**paged_capacity(p.layout, c.page_size, pages, c.max_model_len),
             "bytes_per_token": p.layout.bytes_per_token}
+
+
+def _run_repeated(cfg, p, repeats: int, progress: bool) -> tuple[list, list]:
+    """`run --repeat N`: bench/repeat.py under the progress bar (one task per backend and repeat), then one line
+    per backend whose deterministic metrics did not reproduce, and the throughput spread."""
+    from pabench.bench.repeat import run_repeated, spread_column
+
+    err = err_console()
+
+    def work(cb):
+        def on_repeat(i: int, n: int) -> None:
+            state["repeat"] = f"{i}/{n}"
+            if progress:
+                err.print(f"repeat {i}/{n}")
+
+        state = {"repeat": ""}
+        per_repeat = (lambda name, done, total: cb(f"{name} {state['repeat']}", done, total)) if cb else None
+        return run_repeated(cfg, repeats, prepared=p, on_progress=per_repeat, on_repeat=on_repeat)
+
+    done = with_progress(work, len(p.config.backends) * len(p.requests) * repeats, progress)
+    for backend, columns in done.varied.items():
+        err.print(f"[yellow]note:[/] {backend}: {', '.join(columns)} differed across the {repeats} repeats "
+                  "(deterministic for a seed with burst arrivals; the export has the median and a spread)",
+                  soft_wrap=True)
+    spreads = ", ".join(f"{r.backend} {r.config.get(spread_column('output_tok_per_s'), float('nan')):.1f}%"
+                        for r in done.results)
+    err.print(f"median of {repeats} repeats; output tok/s spread (max-min)/median: {spreads}", soft_wrap=True)
+    return done.results, done.failures
 
 
 # ---------------------------------------------------------------------------------------------- sweep
