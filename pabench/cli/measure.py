@@ -31,7 +31,7 @@ def run(
         rich_help_panel=MEM)] = None,
     num_pages: Annotated[Optional[int], typer.Option(
         help="KV budget as a number of pages instead of bytes.", rich_help_panel=MEM)] = None,
-    prefix_caching: opt.PrefixCaching = True,
+    prefix_caching: opt.PrefixCaching = None,
     watermark: opt.Watermark = 0.04,
     max_num_seqs: Annotated[Optional[int], typer.Option(
         help="Most sequences in a batch. Default: 32 on CPU, 256 on CUDA.", rich_help_panel=SCHED)] = None,
@@ -45,18 +45,19 @@ def run(
         min=1, help="Run each backend N times on the same workload: timing metrics are the median, with a "
                     "<metric>_spread_pct column (what `check --timing` allows for); the rest must be identical.",
         rich_help_panel=opt.RUN)] = 1,
-    csv: Annotated[Optional[Path], typer.Option(
-        "--csv", help="Write one row per backend here.", rich_help_panel=OUT)] = None,
-    json: Annotated[Optional[Path], typer.Option(
-        "--json", help="Write results plus raw per-request samples here.", rich_help_panel=OUT)] = None,
+    csv: Annotated[Optional[str], typer.Option(
+        "--csv", help="Write one row per backend here (- for stdout).", rich_help_panel=OUT)] = None,
+    json: Annotated[Optional[str], typer.Option(
+        "--json", help="Write results plus raw per-request samples here (- for stdout).", rich_help_panel=OUT)] = None,
     progress: opt.Progress = True,
 ) -> None:
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
+    from pabench.atomic import check_outputs
     from pabench.backends import parse_backends
     from pabench.report.export import write_json
     from pabench.report.export import write_csv
     from pabench.report.tables import capacity_line, run_table, summary_line
-    from pabench.bench.runner import RunConfig, prepare, run_benchmark
+    from pabench.bench.runner import RunConfig, interrupted_runs, prepare, run_benchmark
     from pabench.units import parse_size
 
     cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
@@ -66,10 +67,11 @@ def run(
                     max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
                     min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
                     cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
+    check_outputs({"--csv": csv, "--json": json})  # before the run: a bad path must not cost the whole run
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
         p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
-    out = out_console()
+    out = out_console((csv, json))
     c = p.config
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
@@ -84,6 +86,9 @@ def run(
         fail_runs(failures, finished=False)
     out.print(run_table(results))
     out.print(summary_line(results))
+    if interrupted_runs(failures):
+        out.print(f"[yellow]interrupted:[/] {', '.join(interrupted_runs(failures))} did not finish; the rows above "
+                  "are whole runs, but the comparison is incomplete")
     for r in results:
         if r.num_preemptions > 0.25 * max(1, r.num_requests):
             err.print(f"[yellow]note:[/] {r.backend} preempted {r.num_preemptions} sequences for {r.num_requests} "
@@ -158,16 +163,17 @@ def sweep(
     num_requests: opt.NumRequests = None,
     seed: opt.Seed = None,
     max_model_len: opt.MaxModelLen = None,
-    prefix_caching: opt.PrefixCaching = True,
+    prefix_caching: opt.PrefixCaching = None,
     min_prefill_seqs: opt.MinPrefillSeqs = 1,
     attn_impl: opt.AttnImpl = "auto",
     watermark: opt.Watermark = 0.04,
     max_batched_tokens: opt.MaxBatchedTokens = 8192,
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = False,
-    csv: Annotated[Path, typer.Option(
-        "--csv", help="The tidy CSV: one row per (point, backend).", rich_help_panel=OUT)] = Path("results/sweep.csv"),
-    json: Annotated[Optional[Path], typer.Option(
+    csv: Annotated[str, typer.Option(
+        "--csv", help="The tidy CSV: one row per (point, backend) (- for stdout).",
+        rich_help_panel=OUT)] = "results/sweep.csv",
+    json: Annotated[Optional[str], typer.Option(
         "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
         rich_help_panel=OUT)] = None,
     progress: opt.Progress = True,
@@ -177,7 +183,7 @@ def sweep(
     Contiguous backends do not depend on the page size: they run once per point of the other parameters,
     with an empty sweep_page_size.
     """
-    from pabench.atomic import atomic_write_text
+    from pabench.atomic import atomic_write_text, check_outputs
     from pabench.backends import parse_backends
     from pabench.bench.runner import RunConfig
     from pabench.bench.sweep import SweepGrid
@@ -195,12 +201,13 @@ def sweep(
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
                      async_scheduling=async_scheduling)
+    check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []
     results = _sweep_with_progress(grid, base, progress, failures)
     frame = sweep_frame(results, grid.swept)
     if frame.empty:  # every run failed: nothing to show or write
         fail_runs(failures, finished=False)
-    out = out_console()
+    out = out_console((csv, json))
     out.print(sweep_table(frame))
     out.print(sweep_summary(frame))
     err_console().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
