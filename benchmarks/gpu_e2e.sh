@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end GPU evidence for pabench (issue 5). Run on a CUDA machine from the repo root:
 #   OUT=results/gpu/e2e STAGES="tests smoke sharegpt prefix parallel graphs sweep" bash benchmarks/gpu_e2e.sh
-# Extra stages: "equal4" (issue 15's equal-batch paged vs oracle, 4 layers at 4 GiB), "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
+# Extra stages: "guards" (issue 14's size checks and /dev/null write-through on CUDA), "equal4" (issue 15's equal-batch paged vs oracle, 4 layers at 4 GiB), "budget2" (sharegpt at 2 GiB; BUDGET2_BACKENDS, BUDGET2_TAG), "hostbench" (host_bench.py on CUDA),
 # "async" / "async2" (paged and contiguous-oracle with --async-scheduling at BUDGET / 2 GiB; ASYNC2_BACKENDS, ASYNC2_TAG),
 # "probe" (prefill attention cold/warm per SDPA backend), "order" / "order_torch" (paged first,
 # oracle second, same 300 requests: with pabench's prefill defaults / with torch's own SDPA choice and a
@@ -75,6 +75,18 @@ want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --
 want equal4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 \
     --kv-budget 4GiB --max-num-seqs 256 --max-model-len 2048 --no-progress --backend paged,contiguous-oracle \
     --csv "$OUT/equal4.csv" --json "$OUT/equal4.json"
+# Issue 14's guards on a real CUDA box (a throwaway machine, as root): budgets past the GPU's memory are one line,
+# and exports to /dev/null and /dev/stdout (a pipe here) are written through, leaving both what they were.
+if want guards; then
+    run $PY -m pabench run --kv-budget 1TiB --no-progress
+    run $PY -m pabench run --kv-budget 100TiB --no-progress
+    run $PY -m pabench run --num-pages 1000000000000 --no-progress
+    run $PY -m pabench run --max-model-len 100000000 --no-progress
+    log "before: /dev/null is a $(stat -c %F /dev/null), /dev/stdout -> $(readlink -f /dev/stdout)"
+    run $PY -m pabench run --model llama-3-8b --layers 2 --num-requests 16 --no-progress --backend paged,contiguous-oracle \
+        --csv /dev/null --json /dev/stdout
+    log "after: /dev/null is a $(stat -c %F /dev/null) ($(stat -c %t,%T /dev/null)), /dev/stdout is a $(stat -L -c %F /dev/stdout)"
+fi
 want sweep && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 4 --num-requests 200 \
     --page-sizes 8,16,32,64,128 --backend paged,contiguous-max,contiguous-oracle --max-model-len 2048 --no-progress \
     --dtype bf16 --kv-budgets 1GiB --min-prefill-seqs "$MIN_PREFILL" --csv "$OUT/sweep_page_size.csv" \
