@@ -66,13 +66,13 @@ def check_output_path(path: str | os.PathLike[str], option: str = "output") -> N
     where = f"{option} {text}"
     if text.endswith(os.sep):
         raise ConfigError(f"{where}: names a directory; give a file name inside it")
-    real = os.path.realpath(text)  # a symlink's target is what gets written
-    st = _stat(real)
+    st = _stat(text)  # follows symlinks, /proc's magic ones (/dev/stdout -> pipe:[123]) included
+    real = os.path.realpath(text)  # a symlink's target is what gets replaced
     if st is not None and output_kind(st) == "refuse":
         hint = "; give a file name inside it" if stat.S_ISDIR(st.st_mode) else ""
         raise ConfigError(f"{where}: is {_what(st)}{hint}")
     if st is not None and output_kind(st) == "stream":
-        if not os.access(real, os.W_OK):
+        if not os.access(text, os.W_OK):
             raise ConfigError(f"{where}: not writable")
         return
     parent = os.path.dirname(real)
@@ -90,9 +90,8 @@ def _identity(text: str) -> tuple:
     """What two output paths must not share: stdout, the same existing file, or the same path to be created."""
     if text == STDOUT:
         return ("stdout",)
-    real = os.path.realpath(text)
-    st = _stat(real)
-    return ("file", st.st_dev, st.st_ino) if st is not None else ("path", real)
+    st = _stat(text)
+    return ("file", st.st_dev, st.st_ino) if st is not None else ("path", os.path.realpath(text))
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike[str] | None],
@@ -106,7 +105,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike[str] | None],
             continue
         check_output_path(path, option)
         text = os.fspath(path)
-        st = _stat(os.path.realpath(text)) if text != STDOUT else None
+        st = _stat(text) if text != STDOUT else None
         if st is not None and stat.S_ISCHR(st.st_mode):
             continue  # /dev/null twice is harmless
         key = _identity(text)
@@ -171,9 +170,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return Path(STDOUT)
-    real = os.path.realpath(text)
-    st = _stat(real)
+    st = _stat(text)
     kind = output_kind(st)
+    # A stream is opened by the given name (/dev/stdout's target, pipe:[123], is no path); a file is replaced
+    # at its symlink-resolved path, so the link survives and its target gets the new bytes.
+    real = text if kind == "stream" else os.path.realpath(text)
     try:
         if kind == "refuse":
             raise OutputError(f"cannot write {text}: it is {_what(st)}")

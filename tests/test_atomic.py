@@ -164,3 +164,19 @@ def test_check_outputs_refuses_overwriting_an_input(tmp_path):
     (tmp_path / "r.csv").write_text("backend\n")
     with pytest.raises(ConfigError, match="would overwrite its input"):
         check_outputs({"--output": tmp_path / "r.csv"}, {"input 1": tmp_path / "r.csv"})
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_link_to_a_pipe_is_written_through(tmp_path):
+    """/dev/stdout is a link to /proc/self/fd/1, whose target (pipe:[123]) is no path: open it by its name."""
+    read_end, write_end = os.pipe()
+    link = tmp_path / "stdout"
+    link.symlink_to(f"/proc/self/fd/{write_end}")  # what /dev/stdout is when stdout is a pipe
+    try:
+        check_outputs({"--json": link})
+        atomic_write_text(link, "{}\n")
+        os.close(write_end)
+        assert os.read(read_end, 100) == b"{}\n"
+    finally:
+        os.close(read_end)
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["stdout"]
