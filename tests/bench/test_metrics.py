@@ -85,7 +85,7 @@ def test_empty_run_gives_nan_not_an_error():
 
 def test_metric_row_units_in_names():
     row = metric_row(build_result(make_run()))
-    for name in ("output_tok_per_s", "ttft_p99_ms", "tpot_p50_ms", "itl_mean_ms", "e2e_p50_s", "mean_waste_pct",
+    for name in ("output_tok_per_s", "ttft_p99_ms", "tpot_p50_ms", "itl_mean_ms", "e2e_p50_ms", "mean_waste_pct",
                  "peak_reserved_bytes", "host_pct", "decode_step_p50_ms", "prefix_hit_pct", "wall_s"):
         assert name in row
     assert row["ttft_p50_ms"] == pytest.approx(1500.0) and row["prefix_hit_pct"] == 25.0
