@@ -18,6 +18,7 @@ from rich.table import Table
 from pabench.bench.metrics import is_missing
 from pabench.bench.repeat import LEGACY_NAMES, TIMING_METRICS, spread_column
 from pabench.errors import ConfigError
+from pabench.report.fit import Column, FitTable
 from pabench.report.pairing import pair_runs
 from pabench.report.tables import cell
 
@@ -163,7 +164,7 @@ def _tolerance(metric: str, max_regression: float, before: pd.Series, now: pd.Se
 def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regression: float,
                       metrics: tuple[str, ...] | None = None, *, timing: bool = False,
                       allow_config_mismatch: bool = False,
-                      names: tuple[str, str] = ("current", "baseline")) -> tuple[list[Regression], Table]:
+                      names: tuple[str, str] = ("current", "baseline")) -> tuple[list[Regression], FitTable]:
     """Direction-aware check of `current` against `baseline`, run by run on the full configuration.
 
     Deterministic metrics must not get worse at all; timing metrics (with `timing`, or named in `metrics`) may
@@ -177,18 +178,15 @@ def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regress
                         mismatch="allow" if allow_config_mismatch else "error")
     regressions = [Regression(ALL_RUNS, m, None, None, math.inf) for m in chosen if m not in current.columns]
     present = [m for m in chosen if m in current.columns]
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for header, justify in (("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
-                            ("change", "right"), ("allowed", "right"), ("status", "left")):
-        table.add_column(header, justify=justify)
+    lines: list[tuple[str, ...]] = []  # (run, metric, baseline, current, change, allowed, status)
     for r in regressions:
-        table.add_row(ALL_RUNS, r.metric, "", "no column", "", "", "[red]MISSING[/]", end_section=True)
+        lines.append((ALL_RUNS, r.metric, "", "no column", "", "", "[red]MISSING[/]"))
     for pair in pairing.pairs:
         if pair.current is None:
             regressions.append(Regression(pair.run, "(run)", None, None, math.inf))
-            table.add_row(pair.run, "(all)", "", "missing", "", "", "[red]MISSING[/]", end_section=True)
+            lines.append((pair.run, "(all)", "", "missing", "", "", "[red]MISSING[/]"))
             continue
-        for i, metric in enumerate(present):
+        for metric in present:
             b = _number(pair.baseline[metric], names[1], metric, pair.run)
             c = _number(pair.current[metric], names[0], metric, pair.run)
             if b is None:  # nothing to hold it to (e.g. device time on a CPU run)
@@ -200,12 +198,15 @@ def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regress
                 regressions.append(Regression(pair.run, metric, b, c, worse))
             change = "–" if c is None else "n/a" if b == 0 else f"{(c - b) / abs(b):+.1%}"
             status = "[red]REGRESSION[/]" if bad else "[green]ok[/]" if worse <= EXACT else "[green]ok (noise)[/]"
-            table.add_row(pair.run if i == 0 else "", metric, cell(b), "–" if c is None else cell(c), change,
-                          "exact" if allowed == EXACT else f"{allowed:.1%}", status,
-                          end_section=i == len(present) - 1)
+            lines.append((pair.run, metric, cell(b), "–" if c is None else cell(c), change,
+                          "exact" if allowed == EXACT else f"{allowed:.1%}", status))
     for run, _ in pairing.extra:  # not a regression: nothing to hold it to
-        table.add_row(run, "(all)", "missing", "", "", "", "new", end_section=True)
+        lines.append((run, "(all)", "missing", "", "", "", "new"))
     timed = [m for m in chosen if m in TIMING_METRICS]
     rule = "deterministic metrics exact" + (f"; timing within max({max_regression:.1%}, spread)" if timed else "")
-    table.title = f"{len(regressions)} regression(s): {rule}"
+    headers = ("run", "metric", "baseline", "current", "change", "allowed", "status")
+    columns = [Column(h, [line[i] for line in lines], justify="left" if h in ("run", "metric", "status") else "right")
+               for i, h in enumerate(headers)]
+    # a FitTable: at 80 columns the values stack under repeated run/metric keys instead of being cut to "…"
+    table = FitTable(columns[:2], columns[2:], title=f"{len(regressions)} regression(s): {rule}")
     return regressions, table

@@ -98,8 +98,6 @@ def test_compare_table_at_80_columns():
     assert_whole(render(compare_table(base, slower), 80), 80)
 
 
-@pytest.mark.xfail(reason="report/compare.py's check table cuts metric names at 80 columns (reported to the lead)",
-                   strict=False)
 def test_check_table_at_80_columns():
     base = read_results(BASELINE_CSV)
     assert_whole(render(check_regressions(base, base, 0.10)[1], 80), 80)
