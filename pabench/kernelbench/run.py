@@ -141,13 +141,15 @@ def shrink_for_cpu(spec: CaseSpec, lens: list[int], keep_batch: bool = False,
 
 
 def check_case_memory(lens: list[int], num_kv_heads: int, head_dim: int, elem: int, available: int,
-                      where: str) -> None:
+                      where: str, batch: int | None = None) -> None:
     """Refuse a case whose K/V copies cannot fit: the slab and a page pool (drawn in fp32, then cast) plus the
-    padded copy SDPA reads."""
+    padded copy SDPA reads. `batch` given: `lens` is one length standing for `batch` sequences of it."""
     row = num_kv_heads * head_dim
-    need = 2 * sum(lens) * row * (4 + elem) * 2 + 2 * len(lens) * max(lens) * row * elem
+    num_seqs = len(lens) if batch is None else batch
+    total = sum(lens) if batch is None else batch * lens[0]
+    need = 2 * total * row * (4 + elem) * 2 + 2 * num_seqs * max(lens) * row * elem
     if need > available:
-        raise ConfigError(f"batch {len(lens)} x context {max(lens)} needs ~{format_bytes(need)} of K/V copies > "
+        raise ConfigError(f"batch {num_seqs} x context {max(lens)} needs ~{format_bytes(need)} of K/V copies > "
                           f"{format_bytes(available)} {where}; lower --batch or --context")
 
 
@@ -223,6 +225,14 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     impls = cfg.impls or default_impls(device)
     shapes = {}  # case -> (lengths, note), every case sized and checked against memory before anything runs
     for case, spec in cfg.cases().items():
+        # first from the shape alone (batch x context tokens at least), so a huge one is refused before a
+        # list of `batch` lengths is even drawn; then exactly, from the lengths
+        cpu = device.type != "cuda"
+        keep_batch, keep_context = cfg.explicit()
+        batch = spec.batch if not cpu or keep_batch else min(spec.batch, CPU_MAX_BATCH)
+        context = spec.context if not cpu or keep_context else min(spec.context, CPU_MAX_CONTEXT)
+        check_case_memory([context], cfg.num_kv_heads, cfg.head_dim, torch.finfo(dtype).bits // 8,
+                          *_free_memory(device), batch=batch)
         lens, note = case_lengths(spec, cfg.seed), ""
         if device.type != "cuda":
             lens, note = shrink_for_cpu(spec, lens, *cfg.explicit())

@@ -109,3 +109,19 @@ def test_custom_defaults_are_none_until_filled():
     assert KernelBenchConfig(case="custom", batch=3).explicit() == (True, False)
     with pytest.raises(ConfigError, match="shape the custom case"):
         KernelBenchConfig(case="b", context=10)
+
+
+def test_a_huge_explicit_case_is_refused_before_its_lengths_are_drawn(monkeypatch):
+    """--batch 10**8 used to build a 10**8-element list (70 s) before the memory check refused it."""
+    from typer.testing import CliRunner
+
+    import pabench.kernelbench.run as kernel_run
+    from pabench.cli import app
+
+    def never(*args, **kwargs):
+        raise AssertionError("lengths drawn before the shape was checked")
+
+    monkeypatch.setattr(kernel_run, "case_lengths", never)
+    res = CliRunner().invoke(app, ["kernels", "--device", "cpu", "--batch", "100000000", "--context", "100000000"])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().startswith("pabench: error: batch 100000000 x context 100000000 needs")
