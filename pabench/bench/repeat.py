@@ -104,7 +104,7 @@ def run_repeated(cfg, repeats: int, prepared=None, on_progress=None, on_repeat: 
     """Run every backend of `cfg` `repeats` times on one prepared workload (`prepare` runs once) and aggregate.
 
     on_progress: the runner's per-request callback; on_repeat(i, repeats) is called before repeat i (from 1)."""
-    from pabench.bench.runner import prepare, run_benchmark
+    from pabench.bench.runner import interrupted_runs, prepare, run_benchmark
     from pabench.errors import ConfigError
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
@@ -119,6 +119,8 @@ def run_repeated(cfg, repeats: int, prepared=None, on_progress=None, on_repeat: 
         for r in results:
             by_backend.setdefault(r.backend, []).append(r)
         failures.extend(f for f in failed if f not in failures)
+        if interrupted_runs(failed):  # Ctrl-C: no further repeat; what finished is kept, marked
+            break
     merged, varied = [], {}
     for name in p.config.backends:
         if name in by_backend:
@@ -126,4 +128,7 @@ def run_repeated(cfg, repeats: int, prepared=None, on_progress=None, on_repeat: 
             merged.append(result)
             if columns:
                 varied[name] = columns
+    if interrupted_runs(failures):  # fewer repeats than asked, or backends missing: the comparison is cut short
+        for result in merged:
+            result.config["interrupted"] = True
     return Repeated(merged, failures, varied)

@@ -227,3 +227,22 @@ def test_sigint_exit_code_is_130_not_a_traceback_when_nothing_ran():
                           timeout=120)
     assert done.returncode == 130 and done.stderr.strip() == "pabench: error: interrupted; no result file was written"
 
+
+
+def test_ctrl_c_during_repeats_stops_them_and_keeps_what_finished(tmp_path, monkeypatch):
+    import pabench.bench.runner as runner_module
+
+    real, calls = runner_module.run_backend, []
+
+    def run_backend(p, name, on_progress=None):
+        calls.append(name)
+        if len(calls) == 3:  # repeat 2's first backend
+            raise KeyboardInterrupt
+        return real(p, name, on_progress)
+
+    monkeypatch.setattr(runner_module, "run_backend", run_backend)
+    res = invoke("run", *SMALL, "--backend", "paged,contiguous-oracle", "--repeat", "3", "--csv", tmp_path / "r.csv")
+    assert res.exit_code == 130, res.output
+    assert len(calls) == 3  # no third repeat after the Ctrl-C
+    frame = pd.read_csv(tmp_path / "r.csv")
+    assert list(frame["backend"]) == ["paged", "contiguous-oracle"] and frame["interrupted"].all()
