@@ -104,7 +104,7 @@ def run_repeated(cfg, repeats: int, prepared=None, on_progress=None, on_repeat: 
     """Run every backend of `cfg` `repeats` times on one prepared workload (`prepare` runs once) and aggregate.
 
     on_progress: the runner's per-request callback; on_repeat(i, repeats) is called before repeat i (from 1)."""
-    from pabench.bench.runner import interrupted_runs, prepare, run_benchmark
+    from pabench.bench.runner import interrupted_runs, mark_interrupted, prepare, run_benchmark
     from pabench.errors import ConfigError
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
@@ -129,6 +129,5 @@ def run_repeated(cfg, repeats: int, prepared=None, on_progress=None, on_repeat: 
             if columns:
                 varied[name] = columns
     if interrupted_runs(failures):  # fewer repeats than asked, or backends missing: the comparison is cut short
-        for result in merged:
-            result.config["interrupted"] = True
+        mark_interrupted(merged)
     return Repeated(merged, failures, varied)

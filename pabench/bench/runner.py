@@ -283,7 +283,8 @@ def interrupted_runs(failures: list) -> list[str]:
 
 
 def mark_interrupted(records: list) -> None:
-    """Flag the finished runs of an interrupted benchmark: each is whole, but the comparison is not."""
+    """Flag the finished runs (records or results: anything with a `config`) of an interrupted benchmark: each
+    is whole, but the comparison is not."""
     for record in records:
         record.config["interrupted"] = True
 

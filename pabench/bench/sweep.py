@@ -137,7 +137,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
     when no list is given, the first one is raised after every other run has finished. Ctrl-C stops the sweep
     and returns the finished runs (config marked `interrupted`), with an interrupted entry in `failures`."""
     from pabench.bench.metrics import build_result
-    from pabench.bench.runner import BackendFailure, as_failure, prepare, run_backend
+    from pabench.bench.runner import BackendFailure, as_failure, mark_interrupted, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
@@ -168,8 +168,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
                 if failures is None:  # no list to report the cut into: the caller gets the interrupt
                     raise
                 failed.append(BackendFailure(label, "not finished (Ctrl-C)", interrupted=True))
-                for result in results:
-                    result.config["interrupted"] = True
+                mark_interrupted(results)
                 return results
             except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
                 failed.append(as_failure(label, error))
