@@ -73,6 +73,9 @@ def write_kv_reference(
     for cache, new in ((k_cache, k), (v_cache, v)):
         if cache.dim() == 3:
             cache.index_copy_(0, slots, new.to(cache.dtype))  # [num_slots, H, D]
+        elif cache.stride(0) == cache.shape[1] * cache.stride(1):  # pages end to end: one row per slot
+            # index_copy_ over the flattened pool is one pass; a two-index put costs ~2.5x on the CPU
+            cache.view(-1, *cache.shape[2:]).index_copy_(0, slots, new.to(cache.dtype))  # [P * page, H, D]
         else:  # any strides: index (page, offset) directly instead of relying on a flattened view
             page_size = cache.shape[1]
             cache[slots // page_size, slots % page_size] = new.to(cache.dtype)  # [num_tokens, H, D]
