@@ -1,7 +1,9 @@
 """Where paging's cost goes at equal batch (issue 15): paged vs contiguous-oracle on the same requests and batches.
 
     PYTHONPATH=. python3 benchmarks/paged_cost.py [--layers 4] [--kv-budget 4GiB] [--variants default,async]
-        [--profile] [--out DIR]
+        [--rounds N --alternate] [--profile] [--micro 50,300] [--decode-sweep] [--out DIR]
+
+On the CPU (tiny model, issue 15's target 5): `--kv-budget 256MiB --rounds 5 --alternate`.
 
 For each variant (engine flags), the backends run alternately, `--rounds` times each, on one prepared workload
 (one model, one request list), and the script prints per backend: output tok/s, prefill and decode device time
@@ -30,6 +32,7 @@ from pabench.units import parse_size  # noqa: E402
 
 VARIANTS = {
     "default": {},
+    "sync": {"async_scheduling": False},
     "async": {"async_scheduling": True},
     "noprefix": {"prefix_caching": False},
     "async-noprefix": {"async_scheduling": True, "prefix_caching": False},
@@ -165,11 +168,11 @@ def micro(p, lengths: list[int], reps: int = 15) -> None:
     then the KV write alone (device time by do_bench where CUDA is, host enqueue per call everywhere)."""
     import torch
 
-    from pabench.bench.runner import _build_backend, _scheduler_config
+    from pabench.bench.runner import build_backend, scheduler_config
     from pabench.core import Sequence
     from pabench.engine.scheduler import SeqState
 
-    engines = {b: Engine(p.model, _build_backend(p, b), _scheduler_config(p)) for b in p.config.backends}
+    engines = {b: Engine(p.model, build_backend(p, b), scheduler_config(p)) for b in p.config.backends}
     vocab = p.model.config.vocab_size
     for length in lengths:
         rows: dict[str, list[tuple[float, float, float]]] = {b: [] for b in engines}
@@ -217,6 +220,56 @@ def micro(p, lengths: list[int], reps: int = 15) -> None:
             e.backend.release(seq)
 
 
+def decode_sweep(p, batch: int = 256, seed: int = 0) -> None:
+    """The decode kernel alone at the run's full-batch shape (the lengths of `batch` requests part-way through
+    their outputs, the block table as wide as max_model_len), paged vs contiguous per tiling, graph replays."""
+    import random
+
+    import torch
+    import triton
+
+    from pabench import kernels
+    from pabench.kernelbench.data import make_decode_data, paginate
+    from pabench.kernels.decode import DecodeConfig
+
+    rng = random.Random(seed)
+    reqs = p.requests[:batch]
+    lens = [len(r.prompt_token_ids) + rng.randint(1, r.output_len) for r in reqs]
+    lay = p.layout
+    hq = p.model.config.num_q_heads
+    data = make_decode_data(lens, hq, lay.num_kv_heads, lay.head_dim, lay.torch_dtype, lay.device, seed=seed)
+    k_cache, v_cache, table = paginate(data, p.config.page_size)
+    width = -(-p.config.max_model_len // p.config.page_size)
+    wide = torch.full((len(lens), width), 0, dtype=torch.int32, device=lay.device)  # [B, max_pages] as the engine's
+    wide[:, :table.shape[1]] = table
+    configs = [None] + [DecodeConfig(block_n=bn, num_stages=st, items_per_sm=it, prefetch_pages=pf)
+                        for bn in (32, 64) for st in (2, 3, 4) for it in (8, 16) for pf in (False, True)]
+    ref = kernels.contiguous_decode_attention(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens,
+                                              impl="triton", check_values=False)  # [B, Hq, D]
+    print(f"decode sweep: batch {len(lens)}, mean len {statistics.fmean(lens):.0f}, table width {width}", flush=True)
+    rows = []
+    for cfg in configs:
+        def paged():
+            return kernels.paged_decode_attention(data.q, k_cache, v_cache, wide, data.seq_lens, impl="triton",
+                                                  check_values=False, config=cfg)
+
+        def contiguous():
+            return kernels.contiguous_decode_attention(data.q, data.k_slab, data.v_slab, data.seq_starts,
+                                                       data.seq_lens, impl="triton", check_values=False, config=cfg)
+
+        err = max((paged() - ref).abs().max().item(), (contiguous() - ref).abs().max().item())
+        bench = getattr(triton.testing, "do_bench_cudagraph", None) or triton.testing.do_bench
+        tp, tc = bench(paged, rep=50) * 1e3, bench(contiguous, rep=50) * 1e3  # ms -> us
+        name = "heuristic" if cfg is None else f"bn{cfg.block_n} st{cfg.num_stages} it{cfg.items_per_sm} pf{int(cfg.prefetch_pages)}"
+        rows.append((name, tp, tc, err))
+        print(f"  {name:22s} paged {tp:7.1f} us  contiguous {tc:7.1f} us  p/c {tp / tc:.3f}  max err {err:.2e}",
+              flush=True)
+    best_c = min(r[2] for r in rows)
+    best_p = min(rows, key=lambda r: r[1])
+    print(f"decode sweep: best paged {best_p[0]} {best_p[1]:.1f} us = {best_p[1] / best_c:.3f} x best contiguous "
+          f"{best_c:.1f} us; heuristic {rows[0][1]:.1f} / {rows[0][2]:.1f} us", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="sharegpt-like")
@@ -229,8 +282,10 @@ def main() -> None:
     ap.add_argument("--backends", default="paged,contiguous-oracle")
     ap.add_argument("--variants", default="default")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--alternate", action="store_true", help="reverse the backend order every other round")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--micro", default="", help="comma list of prompt lengths for the one-step prefill micro-benchmark")
+    ap.add_argument("--decode-sweep", action="store_true", help="time the decode kernel alone per tiling (CUDA)")
     ap.add_argument("--out", default="/tmp/paged_cost")
     args = ap.parse_args()
     out_dir = Path(args.out)
@@ -245,12 +300,15 @@ def main() -> None:
     p = prepare(base)
     if args.micro:
         micro(p, [int(x) for x in args.micro.split(",")])
+    if args.decode_sweep and cuda:
+        decode_sweep(p, p.config.max_num_seqs)
     results = {}
     for variant in filter(None, args.variants.split(",")):
         cfg = replace(p.config, **VARIANTS[variant])
         pv = replace(p, config=cfg)
         for rnd in range(args.rounds):
-            for backend in cfg.backends:
+            order = cfg.backends[::-1] if args.alternate and rnd % 2 else cfg.backends
+            for backend in order:
                 enqueue: list[float] = []
                 allocs: list[int] = []
                 pauses = GcPauses()
@@ -274,7 +332,8 @@ def main() -> None:
                 ratios = [x[key] / y[key] for x, y in zip(a, b) if y[key]]
                 if ratios:
                     print(f"[{variant}] {names[0]} / {names[1]} {key}: "
-                          + " ".join(f"{r:.3f}" for r in ratios), flush=True)
+                          + " ".join(f"{r:.3f}" for r in ratios) + f" (median {statistics.median(ratios):.3f})",
+                          flush=True)
     (out_dir / "paged_cost.json").write_text(json.dumps(results, indent=1))
     if args.profile:
         for backend in p.config.backends:

@@ -46,7 +46,9 @@ class RunConfig:
     rate: float | None = None  # override: Poisson arrivals at this many requests/s
     attn_impl: str = "auto"
     cuda_graphs: bool | None = None  # replay decode steps as CUDA graphs (default on CUDA)
-    async_scheduling: bool = False  # schedule decode step t+1 while the device runs step t (engine/pipelined.py)
+    # schedule decode step t+1 while the device runs step t (engine/pipelined.py); None = on with CUDA (as vLLM
+    # since v0.11.1, PR #27614), off on the CPU, where host and "device" are the same cores and nothing overlaps
+    async_scheduling: bool | None = None
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
@@ -105,6 +107,7 @@ class RunConfig:
             max_model_len=self.max_model_len or (2048 if cuda else 1024),
             warmup=True if self.warmup is None else self.warmup,
             cuda_graphs=cuda if self.cuda_graphs is None else self.cuda_graphs,
+            async_scheduling=cuda if self.async_scheduling is None else self.async_scheduling,
         )
 
 
@@ -199,10 +202,10 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
 def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):
     """Serve the prepared requests through one backend; returns its `RunRecord`."""
     c = p.config
-    sched = _scheduler_config(p)
+    sched = scheduler_config(p)
     if c.warmup:
-        _warmup(p, _build_backend(p, backend_name), sched)
-    backend = _build_backend(p, backend_name)
+        _warmup(p, build_backend(p, backend_name), sched)
+    backend = build_backend(p, backend_name)
     engine = _engine_class(c)(p.model, backend, sched, cuda_graphs=c.cuda_graphs)
     progress = (lambda done, total: on_progress(backend_name, done, total)) if on_progress else None
     record = engine.run(p.requests, run_config_dict(p, backend), on_progress=progress, realtime=c.realtime)
@@ -219,7 +222,8 @@ def _engine_class(c: RunConfig) -> type:
     return PipelinedEngine if c.async_scheduling else Engine
 
 
-def _scheduler_config(p: Prepared):
+def scheduler_config(p: Prepared):
+    """The scheduler limits of a prepared run (what every backend's engine gets)."""
     from pabench.engine.scheduler import SchedulerConfig
 
     c = p.config
@@ -227,7 +231,8 @@ def _scheduler_config(p: Prepared):
                            max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
 
 
-def _build_backend(p: Prepared, backend_name: str, layout=None):
+def build_backend(p: Prepared, backend_name: str, layout=None):
+    """A fresh KV cache `backend_name` for a prepared run (its budget, page size and limits)."""
     from pabench.backends import make_backend
 
     c = p.config
@@ -241,10 +246,10 @@ def check_all_fit(p: Prepared) -> None:
     one request under some backend) then fails in seconds, before any backend has spent minutes on a GPU."""
     from pabench.engine.scheduler import check_request_fits
 
-    sched = _scheduler_config(p)
+    sched = scheduler_config(p)
     shapes_only = replace(p.layout, device="meta")  # same capacity, no KV pool allocated for a check
     for name in p.config.backends:
-        backend = _build_backend(p, name, shapes_only)
+        backend = build_backend(p, name, shapes_only)
         for r in p.requests:
             check_request_fits(backend, sched, r)
 

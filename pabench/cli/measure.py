@@ -40,7 +40,7 @@ def run(
     min_prefill_seqs: opt.MinPrefillSeqs = 1,
     attn_impl: opt.AttnImpl = "auto",
     cuda_graphs: opt.CudaGraphs = None,
-    async_scheduling: opt.AsyncScheduling = False,
+    async_scheduling: opt.AsyncScheduling = None,
     repeat: Annotated[int, typer.Option(
         min=1, help="Run each backend N times on the same workload: timing metrics are the median, with a "
                     "<metric>_spread_pct column (what `check --timing` allows for); the rest must be identical.",
@@ -169,7 +169,7 @@ def sweep(
     watermark: opt.Watermark = 0.04,
     max_batched_tokens: opt.MaxBatchedTokens = 8192,
     cuda_graphs: opt.CudaGraphs = None,
-    async_scheduling: opt.AsyncScheduling = False,
+    async_scheduling: opt.AsyncScheduling = None,
     csv: Annotated[str, typer.Option(
         "--csv", help="The tidy CSV: one row per (point, backend) (- for stdout).",
         rich_help_panel=OUT)] = "results/sweep.csv",

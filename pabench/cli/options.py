@@ -48,9 +48,9 @@ MaxBatchedTokens = Annotated[int, typer.Option(help="Most prompt tokens in one p
 MinPrefillSeqs = Annotated[int, typer.Option(
     help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at "
          "once, as vLLM).", rich_help_panel=SCHED)]
-AsyncScheduling = Annotated[bool, typer.Option(
+AsyncScheduling = Annotated[Optional[bool], typer.Option(
     "--async-scheduling/--no-async-scheduling",
     help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time "
-         "(experimental; same tokens and schedule).", rich_help_panel=SCHED)]
+         "(same tokens and schedule). Default: on with CUDA (as vLLM), off on the CPU.", rich_help_panel=SCHED)]
 Progress = Annotated[bool, typer.Option(
     "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)]

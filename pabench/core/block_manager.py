@@ -6,9 +6,11 @@ Every page is in exactly one of three places:
     oldest first when no fresh page is left);
   * used (ref_count > 0): in the page tables of one or more sequences.
 Every call is O(pages it touches), and memory is O(pages in use or cached), not O(pool): pages materialise
-on first use and fresh ids come from a counter (core/free_pages.py). Only `check_invariants()` scans (the live
-pages). Failure is all-or-nothing: each mutating call checks first (`OutOfPagesError`, `SequenceStateError`),
-then mutates.
+on first use and fresh ids come from a counter (core/free_pages.py). A decode token landing in its sequence's
+own last page touches no page: that page's fill is read from its table (`_tails`) until it closes, is shared
+or freed, so a decode step costs one integer test per sequence plus O(pages opened or copied). Only
+`check_invariants()` scans (the live pages). Failure is all-or-nothing: each mutating call checks first
+(`OutOfPagesError`, `SequenceStateError`), then mutates.
 
 Caveat: prefix hits may reference pages registered at `allocate` time, before their K/V is computed, so a
 backend must write a batch's K/V before attention reads it (true for one-shot prefill per layer).
@@ -46,6 +48,8 @@ class BlockManager:
         # Kept up to date by every mutation, so memory accounting is O(1) per step instead of a pass over tables:
         self._num_filled_slots = 0  # sum of num_tokens over used pages (shared pages once)
         self._num_page_refs = 0  # sum of ref_count over pages = total length of all page tables
+        # Exclusive last pages whose `Page.num_tokens` is stale: their fill is their table's (`_fill`).
+        self._tails: dict[int, PageTable] = {}
 
     # ---- sizes and counters ------------------------------------------------------------------------
     @property
@@ -107,7 +111,10 @@ class BlockManager:
         """Read-only snapshot of one page."""
         if not isinstance(page_id, int) or not 0 <= page_id < self._num_pages:
             raise ConfigError(f"page_id must be in 0..{self._num_pages - 1}, got {page_id!r}")
-        return self._pages.peek(page_id).frozen()
+        snapshot = self._pages.peek(page_id).frozen()
+        if page_id in self._tails:  # the page's fill follows its table
+            object.__setattr__(snapshot, "num_tokens", self._tails[page_id].last_page_tokens)
+        return snapshot
 
     def pages_needed(self, num_tokens: int) -> int:
         """Pages that hold `num_tokens` tokens: ceil(num_tokens / page_size)."""
@@ -151,6 +158,8 @@ class BlockManager:
                 tokens = page_token_ids(seq.token_ids, index, self._page_size)
                 parent = self._prefix_cache.register(page, parent, tokens)
             table.append(page.page_id)
+        table._num_tokens = seq.num_tokens
+        self._tails[table[-1]] = table  # a fresh page (hits never reach the last token): its fill is the table's
         seq.page_table = table
         self._num_page_refs += len(table)
         seq.num_cached_tokens = len(hit_ids) * self._page_size
@@ -161,8 +170,9 @@ class BlockManager:
     # ---- decode ------------------------------------------------------------------------------------
     def can_append(self, seq: Sequence) -> bool:
         """Whether the pool can give a slot to the newest token (or, if it already has one, to the next)."""
-        covered, last = self._coverage(seq)
-        return self._append_cost(covered, last) <= self.num_free_pages
+        covered = self._coverage(seq)  # a fresh page is needed to open a page, or to copy a shared last one
+        needs_page = covered % self._page_size == 0 or self._pages[seq.page_table[-1]].ref_count > 1
+        return not needs_page or self.num_free_pages > 0
 
     def append_slot(self, seq: Sequence) -> tuple[int, int] | None:
         """Make the page table cover `seq.num_tokens` (call once after each `seq.append_token`).
@@ -171,63 +181,81 @@ class BlockManager:
         (copy-on-write: the backend copies the page's K/V), else None. With prefix caching, a page filled
         during decode is hashed and registered when the next page opens (its K/V is computed by then).
         """
-        covered, last = self._coverage(seq)
-        if covered == seq.num_tokens:
+        covered = self._coverage(seq)
+        if covered == len(seq._token_ids):
             return None  # already covered
-        if last.ref_count == 1 and last.num_tokens < self._page_size:  # (3), the common case: no pool change
-            last.num_tokens += 1
+        table = seq.page_table
+        if covered % self._page_size and not table._shared_tail:  # (3), the common case: room in its own last page
+            table._num_tokens = covered + 1
+            self._num_filled_slots += 1
+            return None
+        return self._grow_tail(seq, table, covered)
+
+    def _grow_tail(self, seq: Sequence, table: PageTable, covered: int) -> tuple[int, int] | None:
+        """`append_slot` for a checked table that covers all but the newest token, when that token opens a page
+        (1) or lands in a last page that may be shared (2)."""
+        ps = self._page_size
+        last = self._pages[table._page_ids[-1]]
+        if covered % ps and last.ref_count == 1:  # flagged shared, but its sharers are gone: (3) from now on
+            table._shared_tail = False
+            self._tails[last.page_id] = table
+            table._num_tokens = covered + 1
             self._num_filled_slots += 1
             return None
         if not self.num_free_pages:  # (1) and (2) need exactly one fresh page
             raise OutOfPagesError(1, 0, f"append_slot seq {seq.seq_id}")
-        table = seq.page_table
-        if covered % self._page_size == 0:  # (1) the new token opens a new page
+        if covered % ps == 0:  # (1) the new token opens a new page
+            self._settle_tail(table)  # the closed page's fill is final: keep it on the page
             if self._enable_prefix_caching and last.content_hash is None:
                 self._register_decoded_page(seq, len(table) - 1)
-            page = self._pages[self._take_free_page()]
+            page_id = self._take_free_page()
+            page = self._pages[page_id]
             page.ref_count, page.num_tokens = 1, 1
-            table.append(page.page_id)
+            table._page_ids.append(page_id)
+            self._tails[page_id] = table
+            table._num_tokens, table._shared_tail = covered + 1, False
             self._num_filled_slots += 1
             self._num_page_refs += 1
             return None
-        # (2) the last page has room but is shared (the case (3) test above failed on ref_count): copy-on-write
+        # (2) the last page has room but is shared: copy-on-write (a shared page's num_tokens is exact, see fork)
         page = self._pages[self._take_free_page()]
         page.ref_count, page.num_tokens = 1, last.num_tokens + 1
         last.ref_count -= 1  # still used: it was shared
         table.replace_last(page.page_id)
+        self._tails[page.page_id] = table
+        table._num_tokens, table._shared_tail = covered + 1, False
         self._num_filled_slots += page.num_tokens
         self.num_cow_copies += 1
         return last.page_id, page.page_id
 
     def append_slots(self, seqs: list[Sequence],
                      start: int = 0) -> tuple[int, list[tuple[int, tuple[int, int] | None]]]:
-        """`append_slot` for `seqs[start:]` in order, the hot path of a decode step: `(stop, changed)`.
-
-        `stop` is the index of the first sequence that needed a page when none was free (`len(seqs)` if none
-        did; it and those after it are untouched). `changed` lists `(index, copy)` for each sequence whose page
-        table changed (a new page, or a copy-on-write `copy`); the other sequences just filled their last page.
-        """
-        pages, page_size, changed, num_filled = self._pages, self._page_size, [], 0
-        for i in range(start, len(seqs)):
-            seq = seqs[i]
-            # This loop runs once per sequence per decode step, so it reads the table's and the sequence's lists
-            # directly (core-internal; no method calls; the saving is in benchmarks/NOTES.md).
-            page_ids = seq.page_table._page_ids
-            last = pages[page_ids[-1]]
-            if (last.ref_count == 1 and last.num_tokens < page_size
-                    and len(seq._token_ids) == (len(page_ids) - 1) * page_size + last.num_tokens + 1):
-                last.num_tokens += 1  # the common case, as in append_slot (3)
-                num_filled += 1
-                continue
-            num_pages = len(page_ids)
-            try:
-                copy = self.append_slot(seq)  # every other case, with its checks
-            except OutOfPagesError:
-                self._num_filled_slots += num_filled
-                return i, changed
-            if copy is not None or len(page_ids) != num_pages:
-                changed.append((i, copy))
-        self._num_filled_slots += num_filled
+        """`append_slot` for `seqs[start:]` in order, the hot path of a decode step: `(stop, changed)`. `stop`: the
+        first sequence that needed a page when none was free (it and those after it untouched), else `len(seqs)`;
+        `changed`: `(index, copy)` per table that changed (a new page, or a copy-on-write `copy`)."""
+        page_size, changed, num_filled = self._page_size, [], 0
+        try:
+            for i in range(start, len(seqs)):
+                seq = seqs[i]
+                # Once per sequence per decode step: the test of append_slot (3) on the table's own fields, no
+                # Page touched, no method called (core-internal; the saving is in benchmarks/NOTES.md).
+                table = seq.page_table
+                if table is not None and table._page_ids and table._num_tokens == len(seq._token_ids) - 1:
+                    covered = table._num_tokens
+                    if covered % page_size and not table._shared_tail:
+                        table._num_tokens = covered + 1
+                        num_filled += 1
+                        continue
+                    try:
+                        copy = self._grow_tail(seq, table, covered)  # a new page, or a shared last page
+                    except OutOfPagesError:
+                        return i, changed
+                    if copy is not None or not covered % page_size:  # a copy, or a page opened
+                        changed.append((i, copy))
+                else:
+                    self.append_slot(seq)  # no table, or not one token behind: its checks raise or do nothing
+        finally:
+            self._num_filled_slots += num_filled
         return len(seqs), changed
 
     # ---- sharing and release -----------------------------------------------------------------------
@@ -239,9 +267,12 @@ class BlockManager:
         if child.token_ids != parent.token_ids:
             raise SequenceStateError(f"child {child.seq_id} must have the parent's tokens (use parent.fork())")
         self._check_table(parent)
-        for page_id in parent.page_table:
+        table = parent.page_table
+        for page_id in table:
             self._pages[page_id].ref_count += 1
-        child.page_table = parent.page_table.copy()
+        self._settle_tail(table)  # a shared page keeps its own fill
+        table._shared_tail = True
+        child.page_table = table.copy()
         self._num_page_refs += len(child.page_table)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
@@ -251,6 +282,7 @@ class BlockManager:
         if seq.page_table is None:
             raise SequenceStateError(f"sequence {seq.seq_id} holds no pages (freed twice, or never allocated)")
         self._check_table(seq)
+        self._settle_tail(seq.page_table)
         for page_id in reversed(seq.page_table.page_ids):
             page = self._pages[page_id]
             page.ref_count -= 1
@@ -292,22 +324,27 @@ class BlockManager:
         num_hit_cached = sum(1 for page_id in hit_ids if self._pages[page_id].ref_count == 0)
         return num_new - (self.num_free_pages - num_hit_cached)
 
-    def _coverage(self, seq: Sequence) -> tuple[int, Page]:
-        """Tokens the table covers and its last page; raises unless coverage lags by 0 or 1 token."""
+    def _fill(self, page: Page) -> int:
+        """Tokens in `page` now: its own count, or its table's for an exclusive last page (`_tails`)."""
+        table = self._tails.get(page.page_id)
+        return page.num_tokens if table is None else table.last_page_tokens
+
+    def _settle_tail(self, table: PageTable) -> None:
+        """Write the fill of `table`'s last page back to the page, which stops following the table."""
+        page_id = table._page_ids[-1] if table._page_ids else None
+        if page_id is not None and self._tails.get(page_id) is table:
+            self._pages[page_id].num_tokens = self._tails.pop(page_id).last_page_tokens
+
+    def _coverage(self, seq: Sequence) -> int:
+        """Tokens the table covers; raises unless coverage lags by 0 or 1 token."""
         table = seq.page_table
-        num_pages = 0 if table is None else len(table)
-        if not num_pages:
+        if table is None or not table._page_ids:
             raise SequenceStateError(f"sequence {seq.seq_id} has no page table; allocate it first")
-        last = self._pages[table[-1]]
-        covered = (num_pages - 1) * self._page_size + last.num_tokens
-        if not 0 <= seq.num_tokens - covered <= 1:
+        covered = table._num_tokens
+        if not 0 <= len(seq._token_ids) - covered <= 1:
             raise SequenceStateError(f"sequence {seq.seq_id} has {seq.num_tokens} tokens but its table covers "
                                      f"{covered}: call append_slot once per appended token")
-        return covered, last
-
-    def _append_cost(self, covered: int, last: Page) -> int:
-        """Fresh pages needed for one token beyond `covered`: 1 for a new page or a CoW copy, else 0."""
-        return 1 if covered % self._page_size == 0 or last.ref_count > 1 else 0
+        return covered
 
     def _take_free_page(self) -> int:
         """A page to overwrite: a fresh one, else evict the least recently freed cached page."""
@@ -319,13 +356,14 @@ class BlockManager:
 
     def _register_decoded_page(self, seq: Sequence, index: int) -> None:
         """Hash logical page `index` of `seq`, filled during decode, if its chain of hashes is unbroken."""
+        page_ids, ps = seq.page_table._page_ids, self._page_size
         parent = None
         if index > 0:
-            parent = self._pages[seq.page_table[index - 1]].content_hash
+            parent = self._pages[page_ids[index - 1]].content_hash
             if parent is None:
                 return  # an unhashed predecessor: no lookup could ever reach this page
-        tokens = page_token_ids(seq.token_ids, index, self._page_size)
-        self._prefix_cache.register(self._pages[seq.page_table[index]], parent, tokens)
+        tokens = tuple(seq._token_ids[index * ps:(index + 1) * ps])  # page_token_ids, inlined on the decode path
+        self._prefix_cache.register(self._pages[page_ids[index]], parent, tokens)
 
     def check_invariants(self) -> None:
         """Debug: scan the live pages and the returned ids and assert the bookkeeping is consistent (tests only).
@@ -338,17 +376,20 @@ class BlockManager:
             assert page_id not in self._pages, f"a fresh page keeps state: {self._pages[page_id]}"
             assert self._fresh.was_taken(page_id), f"page {page_id} is returned but was never handed out"
         used = []
+        for page_id, table in self._tails.items():  # each follows the one table it ends, unshared, in use
+            assert table._page_ids[-1:] == [page_id] and not table._shared_tail, f"bad tail {page_id}: {table}"
+            assert self._pages.peek(page_id).ref_count >= 1 and 0 < table.last_page_tokens <= self._page_size
         for page_id, page in self._pages.items():
             assert page.page_id == page_id and self._fresh.was_taken(page_id), f"live page never handed out: {page}"
             assert page.ref_count >= 0, f"negative ref_count: {page}"
-            assert 0 <= page.num_tokens <= self._page_size, f"num_tokens out of range: {page}"
+            assert 0 <= self._fill(page) <= self._page_size, f"num_tokens out of range: {page}"
             assert (page_id in cached) == (page.ref_count == 0), f"page is neither free nor used, or both: {page}"
             assert page.content_hash is None or self._enable_prefix_caching, f"hash without caching: {page}"
             if page.ref_count > 0:
                 used.append(page)
         assert cached <= self._pages.keys(), "a cached page has no state"
         self._prefix_cache.check_invariants()
-        assert self._num_filled_slots == sum(page.num_tokens for page in used), "filled-slot counter drifted"
+        assert self._num_filled_slots == sum(self._fill(page) for page in used), "filled-slot counter drifted"
         assert self._num_page_refs == sum(page.ref_count for page in used), "page-ref counter drifted"
         assert len(returned) + len(cached) + len(used) == self._fresh.num_taken, "a page was lost or counted twice"
         assert self.num_free_pages + self.num_used_pages == self._num_pages

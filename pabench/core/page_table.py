@@ -3,7 +3,9 @@
 Token at position p lives in logical page p // page_size, at offset p % page_size; the table turns the
 logical page into a physical one, which gives the token's *slot* in the page pool:
     slot(p) = page_ids[p // page_size] * page_size + p % page_size
-Only the `BlockManager` mutates a table (`append`, `replace_last`, `clear`); everyone else reads.
+Only the `BlockManager` mutates a table (`append`, `replace_last`, `clear`, and its token count); everyone
+else reads. The table also counts the tokens it covers (vLLM v0's block table does too): the last page's fill
+follows from it, so a decode step that only fills last pages touches no `Page` at all (core/block_manager.py).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from pabench.errors import ConfigError, SequenceStateError
 class PageTable:
     """Logical page index -> physical page id, for one sequence."""
 
-    __slots__ = ("_page_ids", "_page_size")
+    __slots__ = ("_page_ids", "_page_size", "_num_tokens", "_shared_tail")
 
     def __init__(self, page_size: int) -> None:
         if not isinstance(page_size, int) or page_size <= 0:
             raise ConfigError(f"page_size must be a positive int, got {page_size!r}")
         self._page_size = page_size
         self._page_ids: list[int] = []
+        self._num_tokens = 0  # tokens that have a slot: (len - 1) * page_size < _num_tokens <= len * page_size
+        self._shared_tail = False  # the last page may be shared (a fork): the next token checks copy-on-write
 
     # ---- reading -------------------------------------------------------------------------------
     @property
@@ -39,6 +43,16 @@ class PageTable:
     def num_slots(self) -> int:
         """Token slots the table covers: len(table) * page_size."""
         return len(self._page_ids) * self._page_size
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens that have a slot (positions 0..num_tokens-1); the rest of the last page is free."""
+        return self._num_tokens
+
+    @property
+    def last_page_tokens(self) -> int:
+        """Tokens in the last page (0 for an empty table)."""
+        return self._num_tokens - (len(self._page_ids) - 1) * self._page_size if self._page_ids else 0
 
     def __len__(self) -> int:
         return len(self._page_ids)
@@ -80,11 +94,15 @@ class PageTable:
     def clear(self) -> None:
         """Forget every page (the manager has already released them)."""
         self._page_ids.clear()
+        self._num_tokens = 0
+        self._shared_tail = False
 
     def copy(self) -> PageTable:
-        """A new table with the same page ids (fork: both then point at the same pages)."""
+        """A new table with the same page ids and token count (fork: both then point at the same pages)."""
         twin = PageTable(self._page_size)
         twin._page_ids = list(self._page_ids)
+        twin._num_tokens = self._num_tokens
+        twin._shared_tail = self._shared_tail
         return twin
 
     def __eq__(self, other: object) -> bool:
@@ -95,4 +113,4 @@ class PageTable:
     __hash__ = None  # mutable
 
     def __repr__(self) -> str:
-        return f"PageTable(page_size={self._page_size}, page_ids={self._page_ids})"
+        return f"PageTable(page_size={self._page_size}, page_ids={self._page_ids}, num_tokens={self._num_tokens})"

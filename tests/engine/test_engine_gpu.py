@@ -54,7 +54,8 @@ def sync_and_async(workload: str, backend: str, overrides: dict, **base):
     """One backend served by the synchronous engine and by --async-scheduling, same prepared model and requests."""
     from dataclasses import replace
 
-    cfg = RunConfig(**{"workload": workload, "num_requests": 16, "warmup": False, **base, **overrides})
+    cfg = RunConfig(**{"workload": workload, "num_requests": 16, "warmup": False, "async_scheduling": False, **base,
+                       **overrides})  # explicit: on CUDA the default is async
     p = prepare(cfg)
     sync = run_backend(p, backend)
     piped = run_backend(prepare(replace(cfg, async_scheduling=True), model=p.model), backend)
