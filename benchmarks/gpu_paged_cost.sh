@@ -15,6 +15,24 @@ for stage in ${STAGES:-diag}; do
             --profile --out "$OUT/diag" 2>&1 | tee "$OUT/diag.txt" ;;
     diag2) python3 benchmarks/paged_cost.py --decode-sweep --variants default,sync --rounds 2 --alternate \
             --out "$OUT/diag2" 2>&1 | tee "$OUT/diag2.txt" ;;
+    equal4)  # targets 1 and 2: the command at 4 and 1 GiB, each order twice (4 GiB) / once (1 GiB)
+      E="--workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 --max-num-seqs 256 --max-model-len 2048"
+      for run in a b c d; do
+        case $run in a|c) B=paged,contiguous-oracle ;; *) B=contiguous-oracle,paged ;; esac
+        python3 -m pabench run $E --kv-budget 4GiB --backend $B --no-progress \
+          --csv "$OUT/equal4_$run.csv" --json "$OUT/equal4_$run.json" 2>&1 | tee "$OUT/equal4_$run.txt"
+      done
+      for run in a b; do
+        case $run in a) B=paged,contiguous-oracle ;; *) B=contiguous-oracle,paged ;; esac
+        python3 -m pabench run $E --kv-budget 1GiB --backend $B --no-progress \
+          --csv "$OUT/budget1_$run.csv" --json "$OUT/budget1_$run.json" 2>&1 | tee "$OUT/budget1_$run.txt"
+      done ;;
+    full32)  # target 3: all 32 layers at 16 GiB (host over device at the peak batch) and 2 GiB
+      E="--workload sharegpt-like --model llama-3-8b --dtype bf16 --max-num-seqs 256 --max-model-len 2048"
+      python3 -m pabench run $E --kv-budget 16GiB --min-prefill-seqs 8 --backend paged,contiguous-oracle \
+        --no-progress --csv "$OUT/full32_16gib.csv" --json "$OUT/full32_16gib.json" 2>&1 | tee "$OUT/full32_16gib.txt"
+      python3 -m pabench run $E --kv-budget 2GiB --backend paged,contiguous-oracle \
+        --no-progress --csv "$OUT/full32_2gib.csv" --json "$OUT/full32_2gib.json" 2>&1 | tee "$OUT/full32_2gib.txt" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

@@ -202,17 +202,20 @@ class BlockManager:
             table._num_tokens = covered + 1
             self._num_filled_slots += 1
             return None
-        if not self.num_free_pages:  # (1) and (2) need exactly one fresh page
+        if not (self._fresh or self._prefix_cache):  # (1) and (2) need exactly one fresh page
             raise OutOfPagesError(1, 0, f"append_slot seq {seq.seq_id}")
-        if covered % ps == 0:  # (1) the new token opens a new page
-            self._settle_tail(table)  # the closed page's fill is final: keep it on the page
+        page_ids, tails = table._page_ids, self._tails
+        if covered % ps == 0:  # (1) the new token opens a new page; the closed one's fill is final, on the page
+            if tails.get(last.page_id) is table:
+                del tails[last.page_id]
+                last.num_tokens = ps
             if self._enable_prefix_caching and last.content_hash is None:
-                self._register_decoded_page(seq, len(table) - 1)
+                self._prefix_cache.register_decoded(page_ids, seq._token_ids, len(page_ids) - 1)
             page_id = self._take_free_page()
             page = self._pages[page_id]
             page.ref_count, page.num_tokens = 1, 1
-            table._page_ids.append(page_id)
-            self._tails[page_id] = table
+            page_ids.append(page_id)
+            tails[page_id] = table
             table._num_tokens, table._shared_tail = covered + 1, False
             self._num_filled_slots += 1
             self._num_page_refs += 1
@@ -353,17 +356,6 @@ class BlockManager:
         page_id = self._prefix_cache.evict()
         self._pages[page_id].forget_content()
         return page_id
-
-    def _register_decoded_page(self, seq: Sequence, index: int) -> None:
-        """Hash logical page `index` of `seq`, filled during decode, if its chain of hashes is unbroken."""
-        page_ids, ps = seq.page_table._page_ids, self._page_size
-        parent = None
-        if index > 0:
-            parent = self._pages[page_ids[index - 1]].content_hash
-            if parent is None:
-                return  # an unhashed predecessor: no lookup could ever reach this page
-        tokens = tuple(seq._token_ids[index * ps:(index + 1) * ps])  # page_token_ids, inlined on the decode path
-        self._prefix_cache.register(self._pages[page_ids[index]], parent, tokens)
 
     def check_invariants(self) -> None:
         """Debug: scan the live pages and the returned ids and assert the bookkeeping is consistent (tests only).

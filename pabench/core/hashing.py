@@ -83,6 +83,17 @@ class PrefixCache:
         self._hash_to_page.setdefault(content_hash, page.page_id)
         return content_hash
 
+    def register_decoded(self, page_ids: list[int], token_ids: list[int], index: int) -> None:
+        """Hash logical page `index` of a sequence (its `page_ids`, its `token_ids`), filled during decode, if its
+        chain of hashes is unbroken (an unhashed predecessor means no lookup could ever reach it)."""
+        parent = None
+        if index > 0:
+            parent = self._pages[page_ids[index - 1]].content_hash
+            if parent is None:
+                return
+        ps = self._page_size
+        self.register(self._pages[page_ids[index]], parent, tuple(token_ids[index * ps:(index + 1) * ps]))
+
     def is_registered(self, page: Page) -> bool:
         """True when `page` is the one page a hit on its hash would return."""
         return page.content_hash is not None and self._hash_to_page.get(page.content_hash) == page.page_id
