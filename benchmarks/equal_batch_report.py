@@ -1,0 +1,64 @@
+"""Issue 15's ratios from `pabench run --json` files: paged / contiguous-oracle per file, and their median.
+
+    python3 benchmarks/equal_batch_report.py results/gpu/e2e/s9-3-equal-batch/equal4_*.json
+
+Per file (one `pabench run` with both backends): output tok/s, mean prefill device time per step, mean decode
+device time per step, and host time per decode step at the largest batch bucket (`steps.decode_by_batch`, the
+batches both backends ran). Both backends must have run the same batches (asserted: same mean decode batch).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+KEYS = ("output_tok_s", "prefill_device_ms", "decode_device_ms", "peak_host_ms")
+
+
+def backend_numbers(doc: dict) -> dict:
+    """The four numbers of one backend's entry in a `pabench run --json` file."""
+    steps = doc["steps"]
+    prefill = steps["prefill_steps"]["device_ms"]
+    decode = steps["by_kind"]["decode"]
+    peak = steps["decode_by_batch"][-1]
+    out_tokens = sum(r["num_output_tokens"] for r in doc["requests"])
+    wall = doc["wall_s"] if "wall_s" in doc else None
+    return {"output_tok_s": out_tokens / wall if wall else None,
+            "prefill_device_ms": statistics.fmean(prefill), "decode_device_ms": 1e3 * decode["device_s"]["mean"],
+            "peak_host_ms": peak["host_ms"], "mean_batch": decode["num_seqs"]["mean"],
+            "peak_batch": f"{peak['batch_min']}-{peak['batch_max']}"}
+
+
+def file_ratios(path: Path) -> dict:
+    """paged / contiguous-oracle for each number of one file (tok/s from the file's summary rows)."""
+    data = json.loads(path.read_text())
+    nums = {b["backend"]: backend_numbers(b) for b in data["backends"]}
+    rows = {r["backend"]: r for r in data["rows"]}
+    for name, row in rows.items():
+        nums[name]["output_tok_s"] = row["output_tok_per_s"]
+    paged, oracle = nums["paged"], nums["contiguous-oracle"]
+    first = data["backends"][0]["backend"]
+    return {"file": path.name, "first": first, "mean_batch": (paged["mean_batch"], oracle["mean_batch"]),
+            "paged": paged, "oracle": oracle, **{k: paged[k] / oracle[k] for k in KEYS}}
+
+
+def report(paths: list[Path]) -> dict:
+    """Every file's ratios, and the median of each ratio over the files."""
+    files = [file_ratios(p) for p in paths]
+    return {"files": files, "median": {k: statistics.median(f[k] for f in files) for k in KEYS}}
+
+
+def main() -> None:
+    result = report([Path(p) for p in sys.argv[1:]])
+    for f in result["files"]:
+        print(f"{f['file']:16s} first {f['first']:18s} batch {f['mean_batch'][0]:.1f}/{f['mean_batch'][1]:.1f}  "
+              + "  ".join(f"{k} {f[k]:.3f}" for k in KEYS)
+              + f"  (peak bucket {f['paged']['peak_batch']}: host {f['paged']['peak_host_ms']:.3f} / "
+                f"{f['oracle']['peak_host_ms']:.3f} ms)")
+    print("median           " + "  ".join(f"{k} {v:.3f}" for k, v in result["median"].items()))
+
+
+if __name__ == "__main__":
+    main()
