@@ -6,6 +6,7 @@ Shared by the eager engine and the CUDA-graph capture, so neither imports the ot
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.core import Sequence
@@ -21,8 +22,12 @@ def prefill_attn(backend: KVCacheBackend, batch: PrefillBatch) -> AttentionFn:
     """Attention of a packed prefill batch: write the new tokens' K/V, then one varlen attention per layer."""
 
     def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        rows, n = q.shape[0], batch.cu_q[-1]
+        if rows != n:  # a padded step (engine/padding.py): pad rows are neither written nor attended
+            q, k, v = q[:n], k[:n], v[:n]  # [n, H, D] each
         backend.write_kv(layer, batch.slots, k, v)
-        return backend.prefill_attention(layer, q, k, v, batch)
+        out = backend.prefill_attention(layer, q, k, v, batch)  # [n, Hq, D]
+        return out if rows == n else F.pad(out, (0, 0, 0, 0, 0, rows - n))  # [rows, Hq, D]
 
     return attn
 

@@ -21,6 +21,7 @@ from pabench.core import Sequence
 from pabench.errors import ConfigError
 from pabench.engine.attention import decode_attn, decode_token_fields, prefill_attn
 from pabench.engine.model import DecoderModel
+from pabench.engine.padding import ROW_BUCKET, TOKEN_BUCKET, bucket
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
 from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, SeqState, check_request_fits
 
@@ -39,6 +40,7 @@ class Engine:
         self._seq_ids = itertools.count()
         self.device = model.device
         self.graphs = None
+        self.pad_prefill = self.device.type == "cuda"  # prefill shape buckets (engine/padding.py)
         self._timer = DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
         # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
         # sampled into `sampled` at the previous step's rows.
@@ -180,15 +182,22 @@ class Engine:
         starts = np.asarray([st.seq.num_cached_tokens for st in states], dtype=np.int64)  # [n] first new position
         # position of packed row r of sequence i: starts[i] + (r - cu_q[i])
         pos = np.arange(cu_q[-1], dtype=np.int64) + np.repeat(starts - cu_q[:-1], np.diff(cu_q))  # [T]
+        rows = cu_q[1:] - 1  # [n] each sequence's last new token
+        n = len(states)
+        if self.pad_prefill:  # shape buckets (engine/padding.py): pad rows are token 0 at position 0
+            pad = bucket(len(ids), TOKEN_BUCKET) - len(ids)
+            ids.extend([0] * pad)
+            pos = np.concatenate([pos, np.zeros(pad, dtype=np.int64)])  # [T_pad]
+            rows = np.concatenate([rows, np.full(bucket(n, ROW_BUCKET) - n, rows[-1])])  # [n_pad]
         dev = self.device
-        input_ids = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(dev, non_blocking=True)  # [T]
-        positions = torch.from_numpy(pos).to(dev, non_blocking=True)  # [T]
-        last_rows = torch.from_numpy(cu_q[1:] - 1).to(dev, non_blocking=True)  # [n]
+        input_ids = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(dev, non_blocking=True)  # [T_pad]
+        positions = torch.from_numpy(pos).to(dev, non_blocking=True)  # [T_pad]
+        last_rows = torch.from_numpy(rows).to(dev, non_blocking=True)  # [n_pad]
         host = time.perf_counter() - h0
 
         with timer:
             logits = self.model.forward(input_ids, positions, prefill_attn(self.backend, batch),
-                                        logits_rows=last_rows)  # [n, vocab]
+                                        logits_rows=last_rows)[:n]  # [n, vocab]
         k = 1 + max(st.num_forks for st in states)
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
