@@ -180,3 +180,53 @@ def test_host_row_matches_s4_1_decode_by_batch():
                                    full["paged"]["device_ms"], full["paged"]["schedule_ms"], full["paged"]["stage_ms"],
                                    full["paged"]["bookkeeping_ms"], full["contiguous-oracle"]["host_over_device_pct"])):
         same(text, value)
+
+
+def _equal_batch_report():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("equal_batch_report", ROOT / "benchmarks" / "equal_batch_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def near(cell: str, value: float) -> None:
+    """`cell` is `value` to the cell's precision (half a unit of its last digit: format and round() may differ)."""
+    assert abs(number(cell) - value) <= 0.5 * 10 ** -decimals(cell) + 1e-9, (cell, value)
+
+
+def test_equal_batch_table_matches_s9_6():
+    report = _equal_batch_report()
+    rows = table("| file | budget | ran first | paged tok/s |")
+    assert len(rows) == 6
+    for cells in rows:
+        f = report.file_ratios(E2E / "s9-6-buckets" / f"{cells[0].strip('`')}.json")
+        assert cells[2] == f["first"]
+        near(cells[3], f["paged"]["output_tok_s"])
+        near(cells[4], f["oracle"]["output_tok_s"])
+        near(cells[5], f["output_tok_s"])
+        paged_batch, oracle_batch = (number(x) for x in cells[6].split("/"))
+        near(f"{paged_batch}", f["mean_batch"][0])
+        near(cells[7], f["prefill_device_ms"])
+        near(cells[8], f["decode_device_ms"])
+        if cells[9] != "—":
+            near(cells[9], f["peak_host_ms"])
+
+
+def test_full32_table_matches_s9_7():
+    rows = table("| 32 layers, default engine |")
+    assert len(rows) == 2
+    for cells in rows:
+        path = E2E / "s9-7-full32-buckets" / f"full32_{cells[0].replace(' ', '').lower()}.csv"
+        paged, oracle = row_of(path, "paged"), row_of(path, "contiguous-oracle")
+        assert bool(paged["async_scheduling"]) and bool(oracle["async_scheduling"])
+        near(cells[1], paged["output_tok_per_s"])
+        near(cells[2], oracle["output_tok_per_s"])
+        near(cells[3], paged["output_tok_per_s"] / oracle["output_tok_per_s"])
+        host = cells[4].split("/")
+        near(host[0], paged["host_over_device_peak_batch_pct"])
+        near(host[1], oracle["host_over_device_peak_batch_pct"])
+        waste = cells[5].split("/")
+        near(waste[0], paged["mean_waste_pct"])
+        near(waste[1], oracle["mean_waste_pct"])

@@ -31,7 +31,8 @@ def test_incremental_staging_in_cuda_graphs_matches_rebuilding_every_step(monkey
     from pabench.backends.staging import StagedBatch
 
     cfg = RunConfig(workload="default", model="llama-3-8b", layers=2, device="cuda", dtype="bf16",
-                    num_requests=24, kv_budget_bytes=1 << 30, warmup=False, cuda_graphs=True)
+                    num_requests=24, kv_budget_bytes=1 << 30, warmup=False, cuda_graphs=True,
+                    async_scheduling=False)  # a forced host rebuild reads tokens async scheduling has not read yet
     p = prepare(cfg)
     incremental = run_backend(p, "paged")
     monkeypatch.setattr(StagedBatch, "_plan", lambda self, seqs: None)
