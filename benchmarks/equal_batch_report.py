@@ -1,6 +1,6 @@
 """Issue 15's ratios from `pabench run --json` files: paged / contiguous-oracle per file, and their median.
 
-    python3 benchmarks/equal_batch_report.py results/gpu/e2e/s9-3-equal-batch/equal4_*.json
+    python3 benchmarks/equal_batch_report.py [--min-ratio 0.95] results/gpu/e2e/s9-6-buckets/equal4_*.json
 
 Per file (one `pabench run` with both backends): output tok/s, mean prefill device time per step, mean decode
 device time per step, and host time per decode step at the largest batch bucket (`steps.decode_by_batch`, the
@@ -51,13 +51,19 @@ def report(paths: list[Path]) -> dict:
 
 
 def main() -> None:
-    result = report([Path(p) for p in sys.argv[1:]])
+    args = sys.argv[1:]
+    min_ratio = None
+    if args[:1] == ["--min-ratio"]:
+        min_ratio, args = float(args[1]), args[2:]
+    result = report([Path(p) for p in args])
     for f in result["files"]:
         print(f"{f['file']:16s} first {f['first']:18s} batch {f['mean_batch'][0]:.1f}/{f['mean_batch'][1]:.1f}  "
               + "  ".join(f"{k} {f[k]:.3f}" for k in KEYS)
               + f"  (peak bucket {f['paged']['peak_batch']}: host {f['paged']['peak_host_ms']:.3f} / "
                 f"{f['oracle']['peak_host_ms']:.3f} ms)")
     print("median           " + "  ".join(f"{k} {v:.3f}" for k, v in result["median"].items()))
+    if min_ratio is not None and result["median"]["output_tok_s"] < min_ratio:  # the suite's guard
+        sys.exit(f"paged / oracle output tok/s {result['median']['output_tok_s']:.3f} < {min_ratio} at equal batch")
 
 
 if __name__ == "__main__":

@@ -72,9 +72,15 @@ want graphs && run $PY -m pabench run --workload sharegpt-like "${COMMON[@]}" --
 # Page-size sweep for the plots (4 layers of llama-3-8b to fit the lease; same shapes per layer).
 # Issue 15's equal-batch check: 4 layers of llama-3-8b at 4 GiB, where paged and contiguous-oracle run the same
 # batches; the paged / oracle ratio is what paging's own implementation costs (target >= 0.98).
-want equal4 && run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 \
-    --kv-budget 4GiB --max-num-seqs 256 --max-model-len 2048 --no-progress --backend paged,contiguous-oracle \
-    --csv "$OUT/equal4.csv" --json "$OUT/equal4.json"
+if want equal4; then  # both backend orders; the report fails the stage when paging costs more than 5% at equal batch
+    run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 \
+        --kv-budget 4GiB --max-num-seqs 256 --max-model-len 2048 --no-progress --backend paged,contiguous-oracle \
+        --csv "$OUT/equal4.csv" --json "$OUT/equal4.json"
+    run $PY -m pabench run --workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 \
+        --kv-budget 4GiB --max-num-seqs 256 --max-model-len 2048 --no-progress --backend contiguous-oracle,paged \
+        --csv "$OUT/equal4_reversed.csv" --json "$OUT/equal4_reversed.json"
+    run $PY benchmarks/equal_batch_report.py --min-ratio 0.95 "$OUT/equal4.json" "$OUT/equal4_reversed.json"
+fi
 # Issue 14's guards on a real CUDA box (a throwaway machine, as root): budgets past the GPU's memory are one line,
 # and exports to /dev/null and /dev/stdout (a pipe here) are written through, leaving both what they were.
 if want guards; then
