@@ -119,14 +119,15 @@ class PagedBackend:
     def grow_many(self, seqs: list[Sequence], start: int = 0) -> int:
         """Grow `seqs[start:]` in order; record only the block-table entries that changed (new pages, copies)."""
         stop, changed = self.block_manager.append_slots(seqs, start)
+        set_entry = self.table.set_entry
         for i, copy in changed:
             seq = seqs[i]
-            table = seq.page_table
             if copy is not None:
                 src, dst = copy
                 self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
                 self.v_pool[:, dst].copy_(self.v_pool[:, src])
-            self.table.set_entry(seq.seq_id, len(table) - 1, table[len(table) - 1])  # a new last page, or its copy
+            n = seq.num_pages
+            set_entry(seq.seq_id, n - 1, seq.page_table[n - 1])  # a new last page, or its copy
         return stop
 
     def fork(self, parent: Sequence, child: Sequence) -> None:

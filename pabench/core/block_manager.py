@@ -202,7 +202,8 @@ class BlockManager:
             table._num_tokens = covered + 1
             self._num_filled_slots += 1
             return None
-        if not (self._fresh or self._prefix_cache):  # (1) and (2) need exactly one fresh page
+        page_id = self._take_free_page()  # (1) and (2) need exactly one page; None: none left, nothing changed
+        if page_id is None:
             raise OutOfPagesError(1, 0, f"append_slot seq {seq.seq_id}")
         page_ids, tails = table._page_ids, self._tails
         if covered % ps == 0:  # (1) the new token opens a new page; the closed one's fill is final, on the page
@@ -211,7 +212,6 @@ class BlockManager:
                 last.num_tokens = ps
             if self._enable_prefix_caching and last.content_hash is None:
                 self._prefix_cache.register_decoded(page_ids, seq._token_ids, len(page_ids) - 1)
-            page_id = self._take_free_page()
             page = self._pages[page_id]
             page.ref_count, page.num_tokens = 1, 1
             page_ids.append(page_id)
@@ -221,7 +221,7 @@ class BlockManager:
             self._num_page_refs += 1
             return None
         # (2) the last page has room but is shared: copy-on-write (a shared page's num_tokens is exact, see fork)
-        page = self._pages[self._take_free_page()]
+        page = self._pages[page_id]
         page.ref_count, page.num_tokens = 1, last.num_tokens + 1
         last.ref_count -= 1  # still used: it was shared
         table.replace_last(page.page_id)
@@ -349,10 +349,12 @@ class BlockManager:
                                      f"{covered}: call append_slot once per appended token")
         return covered
 
-    def _take_free_page(self) -> int:
-        """A page to overwrite: a fresh one, else evict the least recently freed cached page."""
+    def _take_free_page(self) -> int | None:
+        """A page to overwrite: a fresh one, else evict the least recently freed cached page; None if neither."""
         if self._fresh:
             return self._fresh.take()
+        if not self._prefix_cache:
+            return None
         page_id = self._prefix_cache.evict()
         self._pages[page_id].forget_content()
         return page_id
