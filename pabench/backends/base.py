@@ -197,11 +197,12 @@ class KVCacheBackend(Protocol):
         """What the budget holds: bytes, pages/slots, tokens, sequences at max_model_len."""
         ...
 
-    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
-        """Could a sequence of `total_tokens` (with `num_forks` siblings) run if this cache were empty?"""
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0, together: bool = False) -> bool:
+        """Could a sequence of `total_tokens` (with `num_forks` siblings, all resident at once when `together`: beams)
+        run if this cache were empty?"""
         ...
 
     def describe(self) -> dict:
         """The cache's own settings and counters for the report: page_size, prefix_caching, watermark,
-        prefix_hit_rate, num_cow_copies (contiguous caches: token granularity, no sharing)."""
+        prefix_hit_rate, num_cow_copies, kv_copied_bytes (contiguous caches: token granularity, no sharing)."""
         ...

@@ -69,6 +69,7 @@ class ContiguousBackend:
         self._start: dict[int, int] = {}  # seq_id -> first slot of its extent
         self._reserved: dict[int, int] = {}  # seq_id -> extent length
         self._live: dict[int, Sequence] = {}
+        self.kv_copied_bytes = 0  # K/V bytes copied into forked children's regions, every layer
         self._fork_regions: dict[int, list[int]] = {}  # parent seq_id -> regions reserved for forks still to come
         self._reserved_total = 0
         # Tokens with a slot in use: all of a sequence's tokens at admission, then one more per grow (a just-sampled
@@ -149,6 +150,7 @@ class ContiguousBackend:
         ps, cs, n = self._start[parent.seq_id], self._start[child.seq_id], parent.num_computed_tokens
         self.k_slab[:, cs:cs + n].copy_(self.k_slab[:, ps:ps + n])  # [L, n, H, D]
         self.v_slab[:, cs:cs + n].copy_(self.v_slab[:, ps:ps + n])
+        self.kv_copied_bytes += n * self.layout.bytes_per_token
 
     def release(self, seq: Sequence) -> None:
         if seq.seq_id not in self._start:
@@ -221,10 +223,10 @@ class ContiguousBackend:
                 "page_size": 1, "num_tokens": self.num_slots,
                 "max_len_seqs": self.num_slots // self.max_model_len, "max_model_len": self.max_model_len}
 
-    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
-        """Every sample's reservation at once: siblings reserve up front, all or nothing."""
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0, together: bool = False) -> bool:
+        """Every sample's (or beam's) reservation at once: siblings reserve up front, all or nothing."""
         return reservation(self.policy, total_tokens, self.max_model_len) * (1 + num_forks) <= self.num_slots
 
     def describe(self) -> dict:
         return {"page_size": 1, "prefix_caching": False, "watermark": 0.0, "prefix_hit_rate": 0.0,
-                "num_cow_copies": 0}
+                "num_cow_copies": 0, "kv_copied_bytes": self.kv_copied_bytes}

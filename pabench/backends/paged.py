@@ -86,6 +86,7 @@ class PagedBackend:
         # The decode batch's (block-table row, length) per sequence; padding rows read the padding row, length 1.
         self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev)
         self._live: dict[int, Sequence] = {}
+        self.kv_copied_bytes = 0  # K/V bytes copied on write, every layer
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
 
     # ------------------------------------------------------------------ admission and growth
@@ -124,6 +125,7 @@ class PagedBackend:
             seq = seqs[i]
             if copy is not None:
                 src, dst = copy
+                self.kv_copied_bytes += self.page_size * self.layout.bytes_per_token
                 self.k_pool[:, dst].copy_(self.k_pool[:, src])  # [L, page_size, H, D] copy-on-write, every layer
                 self.v_pool[:, dst].copy_(self.v_pool[:, src])
             n = seq.num_pages
@@ -223,12 +225,13 @@ class PagedBackend:
     def capacity(self) -> dict:
         return paged_capacity(self.layout, self.page_size, self.num_pages, self.max_model_len)
 
-    def fits_when_empty(self, total_tokens: int, num_forks: int = 0) -> bool:
-        """One sample must fit: its siblings can be preempted and recomputed while it runs."""
-        return -(-total_tokens // self.page_size) <= self.num_pages
+    def fits_when_empty(self, total_tokens: int, num_forks: int = 0, together: bool = False) -> bool:
+        """One sample must fit: its siblings can be preempted and recomputed while it runs. Beams (`together`) run
+        side by side: each may hold its own copy of every page (a bound; sharing makes it smaller)."""
+        return -(-total_tokens // self.page_size) * (1 + num_forks if together else 1) <= self.num_pages
 
     def describe(self) -> dict:
         bm = self.block_manager
         return {"page_size": self.page_size, "prefix_caching": self.enable_prefix_caching,
                 "watermark": self.watermark, "prefix_hit_rate": bm.prefix_hit_rate,
-                "num_cow_copies": bm.num_cow_copies}
+                "num_cow_copies": bm.num_cow_copies, "kv_copied_bytes": self.kv_copied_bytes}

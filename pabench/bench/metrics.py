@@ -80,6 +80,9 @@ class Result:
     num_preemptions: int
     prefix_hit_rate: float
     num_cow_copies: int
+    kv_copied_bytes: int
+    num_forks: int
+    num_pruned: int
     # memory
     kv_budget_bytes: int
     peak_reserved_bytes: int
@@ -160,6 +163,9 @@ def build_result(run: RunRecord) -> Result:
         num_preemptions=run.num_preemptions,
         prefix_hit_rate=run.prefix_hit_rate,
         num_cow_copies=run.num_cow_copies,
+        kv_copied_bytes=run.kv_copied_bytes,
+        num_forks=run.num_forks,
+        num_pruned=run.num_pruned,
         kv_budget_bytes=budget,
         peak_reserved_bytes=max((s.memory.reserved_bytes for s in run.steps), default=0),
         mean_waste_pct=_mean([m.waste_pct for m in working if m.reserved_bytes > 0]),
@@ -199,6 +205,9 @@ def metric_row(result: Result) -> dict[str, float | int]:
         "num_preemptions": result.num_preemptions,
         "prefix_hit_pct": 100.0 * result.prefix_hit_rate,
         "num_cow_copies": result.num_cow_copies,
+        "kv_copied_bytes": result.kv_copied_bytes,
+        "num_forks": result.num_forks,
+        "num_pruned": result.num_pruned,
         "kv_budget_bytes": result.kv_budget_bytes,
         "peak_reserved_bytes": result.peak_reserved_bytes,
         "mean_waste_pct": result.mean_waste_pct,

@@ -39,8 +39,8 @@ def _take(table: dict[str, Any], key: str, kind: type, where: str, path: str, de
     return value
 
 
-_TOP_KEYS = ("name", "description", "num_requests", "arrival", "rate", "burstiness", "num_samples", "seed",
-             "prompt", "output", "shared_prefix")
+_TOP_KEYS = ("name", "description", "num_requests", "arrival", "rate", "burstiness", "num_samples", "beam_width",
+             "length_penalty", "seed", "prompt", "output", "shared_prefix")
 _DIST_KEYS = ("kind", "mean", "range_ratio", "std", "sigma", "min", "max")
 _PREFIX_KEYS = ("num_prefixes", "length")
 
@@ -86,6 +86,8 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
     rate = _take(table, "rate", float, source, "", None)
     burstiness = _take(table, "burstiness", float, source, "", 1.0)
     num_samples = _take(table, "num_samples", int, source, "", 1)
+    beam_width = _take(table, "beam_width", int, source, "", 1)
+    length_penalty = _take(table, "length_penalty", float, source, "", 1.0)
     seed = _take(table, "seed", int, source, "", 0)
     prompt = _length_dist(_take(table, "prompt", dict, source, ""), source, "prompt")
     output = _length_dist(_take(table, "output", dict, source, ""), source, "output")
@@ -98,7 +100,8 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
         shared_prefix = _nested(SharedPrefix, source, "shared_prefix", **kwargs)
     return WorkloadSpec(name=name, description=description, num_requests=num_requests, arrival=arrival,
                         prompt=prompt, output=output, rate=rate, burstiness=burstiness,
-                        shared_prefix=shared_prefix, num_samples=num_samples, seed=seed, source=source)
+                        shared_prefix=shared_prefix, num_samples=num_samples, beam_width=beam_width,
+                        length_penalty=length_penalty, seed=seed, source=source)
 
 
 def load_workload(name_or_path: str) -> WorkloadSpec:

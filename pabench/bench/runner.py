@@ -49,6 +49,7 @@ class RunConfig:
     # schedule decode step t+1 while the device runs step t (engine/pipelined.py); None = on with CUDA (as vLLM
     # since v0.11.1, PR #27614), off on the CPU, where host and "device" are the same cores and nothing overlaps
     async_scheduling: bool | None = None
+    beam_width: int | None = None  # override the workload's beam_width (1 = greedy)
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
@@ -68,6 +69,8 @@ class RunConfig:
         check_page_size(self.page_size)
         if not 0.0 <= self.watermark < 1.0:
             raise ConfigError(f"--watermark must be a fraction in [0, 1), got {self.watermark}")
+        if self.beam_width is not None and self.beam_width < 1:
+            raise ConfigError(f"--beam-width must be >= 1, got {self.beam_width}")
         if self.rate is not None and self.rate <= 0:
             raise ConfigError(f"rate must be > 0 requests/s, got {self.rate}")
         if not self.backends:
@@ -140,10 +143,21 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     from pabench.bench.presets import load_workload
     from pabench.bench.workloads import generate
 
+    spec = load_workload(cfg.workload)
+    if cfg.beam_width is not None:
+        try:
+            spec = replace(spec, beam_width=cfg.beam_width)
+        except ConfigError as error:
+            raise ConfigError(f"--beam-width: {str(error).split(': ', 2)[-1]}") from None
+    if spec.beam_width > 1:  # beams change each step's sequences on the host: the eager, synchronous loop
+        for flag, value in (("--cuda-graphs", cfg.cuda_graphs), ("--async-scheduling", cfg.async_scheduling)):
+            if value:
+                raise ConfigError(f"beam search runs the synchronous engine with eager decode steps for now; "
+                                  f"drop {flag}")
+        cfg = replace(cfg, cuda_graphs=False, async_scheduling=False)
     cfg = cfg.resolve()
     parse_backends(",".join(cfg.backends))
     mcfg = ModelConfig.from_name(cfg.model, cfg.layers)
-    spec = load_workload(cfg.workload)
     if cfg.rate is not None:
         spec = replace(spec, arrival="poisson", rate=cfg.rate)
     requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
@@ -194,6 +208,7 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
            "prefix_caching": facts["prefix_caching"], "watermark": facts["watermark"],
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
            "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text(),
+           "beam_width": p.spec.beam_width,
            "interrupted": False}  # set on every finished run when Ctrl-C cut the benchmark short
     out.update(c.extra)
     return out

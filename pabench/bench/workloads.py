@@ -146,6 +146,8 @@ class WorkloadSpec:
     burstiness: float = 1.0
     shared_prefix: SharedPrefix | None = None
     num_samples: int = 1
+    beam_width: int = 1  # > 1: beam search (vLLM's BeamSearchParams.beam_width); 1: greedy
+    length_penalty: float = 1.0  # beam search's final score: cum_logprob / num_tokens ** length_penalty
     seed: int = 0
     source: str = ""  # file the spec came from, for error messages
 
@@ -166,6 +168,13 @@ class WorkloadSpec:
             raise self.error("burstiness", f"must be > 0 (got {self.burstiness})")
         if self.num_samples < 1:
             raise self.error("num_samples", f"must be >= 1 (got {self.num_samples})")
+        if self.beam_width < 1:
+            raise self.error("beam_width", f"must be >= 1 (got {self.beam_width})")
+        if self.beam_width > 1 and self.num_samples > 1:
+            raise self.error("beam_width", f"beam search ({self.beam_width} beams) and parallel sampling "
+                                           f"({self.num_samples} samples) in one request: choose one")
+        if not math.isfinite(self.length_penalty):
+            raise self.error("length_penalty", f"must be a finite number (got {self.length_penalty})")
         try:
             check_seed(self.seed)
         except ConfigError:
@@ -194,10 +203,20 @@ class Request:
     output_len: int
     num_samples: int = 1
     prefix_id: int | None = None  # which shared system prompt the prompt starts with
+    beam_width: int = 1  # > 1: beam search over this many beams (engine/beam.py)
+    length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.prompt_token_ids or self.output_len < 1 or self.num_samples < 1:
-            raise ConfigError(f"request {self.request_id}: needs a prompt, output_len >= 1 and num_samples >= 1")
+        if not self.prompt_token_ids or self.output_len < 1 or self.num_samples < 1 or self.beam_width < 1:
+            raise ConfigError(f"request {self.request_id}: needs a prompt, output_len >= 1, num_samples >= 1 and "
+                              "beam_width >= 1")
+        if self.beam_width > 1 and self.num_samples > 1:
+            raise ConfigError(f"request {self.request_id}: beam search and parallel sampling in one request")
+
+    @property
+    def num_seqs(self) -> int:
+        """Sequences the request runs side by side: its samples, or its beams."""
+        return max(self.num_samples, self.beam_width)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -259,5 +278,6 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
         prompt = own if prefix_ids[i] is None else prefixes[prefix_ids[i]] + own
         requests.append(Request(request_id=i, arrival_s=float(arrivals[i]), prompt_token_ids=tuple(prompt),
                                 output_len=int(output_lens[i]), num_samples=spec.num_samples,
-                                prefix_id=prefix_ids[i]))
+                                prefix_id=prefix_ids[i], beam_width=spec.beam_width,
+                                length_penalty=spec.length_penalty))
     return requests

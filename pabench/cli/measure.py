@@ -41,6 +41,7 @@ def run(
     attn_impl: opt.AttnImpl = "auto",
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = None,
+    beam_width: opt.BeamWidth = None,
     repeat: Annotated[int, typer.Option(
         min=1, help="Run each backend N times on the same workload: timing metrics are the median, with a "
                     "<metric>_spread_pct column (what `check --timing` allows for); the rest must be identical.",
@@ -66,7 +67,7 @@ def run(
                     prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs,
                     max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
                     min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
-                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling)
+                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling, beam_width=beam_width)
     check_outputs({"--csv": csv, "--json": json})  # before the run: a bad path must not cost the whole run
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
@@ -170,6 +171,7 @@ def sweep(
     max_batched_tokens: opt.MaxBatchedTokens = 8192,
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = None,
+    beam_width: opt.BeamWidth = None,
     csv: Annotated[str, typer.Option(
         "--csv", help="The tidy CSV: one row per (point, backend) (- for stdout).",
         rich_help_panel=OUT)] = "results/sweep.csv",
@@ -200,7 +202,7 @@ def sweep(
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
-                     async_scheduling=async_scheduling)
+                     async_scheduling=async_scheduling, beam_width=beam_width)
     check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []
     results = _sweep_with_progress(grid, base, progress, failures)

@@ -52,5 +52,8 @@ AsyncScheduling = Annotated[Optional[bool], typer.Option(
     "--async-scheduling/--no-async-scheduling",
     help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time "
          "(same tokens and schedule). Default: on with CUDA (as vLLM), off on the CPU.", rich_help_panel=SCHED)]
+BeamWidth = Annotated[Optional[int], typer.Option(
+    help="Beam search over this many beams per request (vLLM's beam_width; overrides the workload's beam_width; "
+         "1 = greedy). Beams share pages and fork / prune every step.", rich_help_panel=SCHED)]
 Progress = Annotated[bool, typer.Option(
     "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)]

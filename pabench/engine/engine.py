@@ -17,8 +17,9 @@ import torch
 
 from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.backends.staging import StagedBatch
-from pabench.core import Sequence
+from pabench.core import Sequence, SequenceStatus
 from pabench.errors import ConfigError
+from pabench.engine import beam as beam_search
 from pabench.engine.attention import decode_attn, decode_token_fields, prefill_attn
 from pabench.engine.model import DecoderModel
 from pabench.engine.padding import ROW_BUCKET, TOKEN_BUCKET, bucket
@@ -40,6 +41,8 @@ class Engine:
         self._seq_ids = itertools.count()
         self.device = model.device
         self.graphs = None
+        self._beam_topk: tuple[list, list] | None = None  # this decode step's top log-probabilities, with beams
+        self._prefill_logprobs: list[list[float]] = []  # this prefill step's top-k log-probabilities, with beams
         self.pad_prefill = self.device.type == "cuda"  # prefill shape buckets (engine/padding.py)
         self._timer = DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
         # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
@@ -75,6 +78,8 @@ class Engine:
         pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         for r in pending:
             check_request_fits(self.backend, self.config, r)
+            if getattr(r, "beam_width", 1) > 1 and self.graphs is not None:
+                raise ConfigError("beam search runs eager decode steps for now: drop --cuda-graphs")
         record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
                            capacity=self.backend.capacity())
         return RunState(pending=pending, total=len(pending), record=record, on_progress=on_progress, realtime=realtime)
@@ -89,7 +94,7 @@ class Engine:
             st = self._new_state(r)
             run.groups[r.request_id] = [st]
             run.arrivals[r.request_id] = r.arrival_s if run.realtime else now
-            run.remaining[r.request_id] = r.num_samples
+            run.remaining[r.request_id] = max(r.num_samples, getattr(r, "beam_width", 1))
             self.scheduler.add(st)
         if idle and not self.scheduler.has_work:
             time.sleep(max(0.0, run.pending[0].arrival_s - run.clock()))
@@ -101,6 +106,8 @@ class Engine:
         for st in finished:
             run.remaining[st.request_id] -= 1
             if run.remaining[st.request_id] == 0:
+                if st.beam is not None:  # the request's output is its best beam
+                    run.groups[st.request_id] = [best_beam(run.groups[st.request_id])]
                 run.record.requests.append(self._request_record(run.groups[st.request_id],
                                                                 run.arrivals[st.request_id]))
                 run.done += 1
@@ -114,6 +121,10 @@ class Engine:
         facts = self.backend.describe()
         record.prefix_hit_rate = facts["prefix_hit_rate"]
         record.num_cow_copies = facts["num_cow_copies"]
+        record.kv_copied_bytes = facts.get("kv_copied_bytes", 0)
+        beams = {id(g): g for sts in run.groups.values() for g in (st.beam for st in sts) if g is not None}
+        record.num_forks = sum(g.num_forks for g in beams.values())
+        record.num_pruned = sum(g.num_pruned for g in beams.values())
         record.requests.sort(key=lambda r: r.request_id)
         record.output_token_ids = {
             rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in run.groups.items()
@@ -124,6 +135,9 @@ class Engine:
     def _execute(self, step: ScheduledStep, groups: dict, clock: Callable[[], float], h0: float, sched_s: float,
                  record: RunRecord) -> list[SeqState]:
         states = step.states
+        for st in step.preempted:  # a beam search preempted as a whole restarts from this root
+            if st.beam is not None:
+                groups[st.request_id] = [st]
         num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
                         else len(states))
         timer = self._timer
@@ -136,22 +150,29 @@ class Engine:
         finished: list[SeqState] = []
         new_states: list[SeqState] = []
         append = self._append
-        if step.kind == "decode":  # the per-token hot path: one token per sequence
+        if step.kind == "decode" and self._beam_topk is not None:  # some sequences are beams
+            self._decode_beams(states, sampled, groups, t_tokens, finished, new_states)
+        elif step.kind == "decode":  # the per-token hot path: one token per sequence
             for st, token in zip(states, sampled):
                 append(st, token, t_tokens, finished)
         else:  # prefill: the top-k tokens of each sequence (k > 1 when it forks)
-            for st, toks in zip(states, sampled):
+            for row, (st, toks) in enumerate(zip(states, sampled)):
                 seq = st.seq
                 if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
                     seq.num_computed_tokens = seq.num_tokens
                     for j in range(1, st.num_forks + 1):
                         child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
-                                         st.output_len, token_times=list(st.token_times))
+                                         st.output_len, token_times=list(st.token_times), beam=st.beam)
                         self.backend.fork(seq, child.seq)
+                        if st.beam is not None:  # the first beam step: the prompt's top-k tokens, one per beam
+                            st.beam.cum_logprobs[child.seq.seq_id] = self._prefill_logprobs[row][j]
+                            st.beam.num_forks += 1
                         append(child, toks[j], t_tokens, finished)
                         new_states.append(child)
                         groups[st.request_id].append(child)
                     st.num_forks = 0
+                if st.beam is not None:
+                    st.beam.cum_logprobs[seq.seq_id] = self._prefill_logprobs[row][0]
                 append(st, toks[0], t_tokens, finished)
         self.scheduler.running.extend(new_states)
         self.scheduler.finish(finished)
@@ -199,15 +220,23 @@ class Engine:
             logits = self.model.forward(input_ids, positions, prefill_attn(self.backend, batch),
                                         logits_rows=last_rows)[:n]  # [n, vocab]
         k = 1 + max(st.num_forks for st in states)
+        if any(st.beam is not None for st in states):  # beams start from the prompt's top-k log-probabilities
+            values, indices = logits.float().log_softmax(-1).topk(k, dim=-1)  # [n, k] each
+            self._prefill_logprobs = values.tolist()
+            return indices.tolist(), host
         top = logits.topk(k, dim=-1).indices.tolist() if k > 1 else logits.argmax(-1)[:, None].tolist()
         return top, host
 
     def _decode(self, states: list[SeqState], timer: "DeviceTimer") -> tuple[list[int], float]:
-        tokens, host = self._launch_decode([st.seq for st in states], timer)
+        self._beam_topk = None
+        width = max((st.beam.width for st in states if st.beam is not None), default=0)
+        tokens, host = self._launch_decode([st.seq for st in states], timer, 2 * width)
         return tokens.tolist(), host  # waits for the device
 
-    def _launch_decode(self, seqs: list[Sequence], timer: "DeviceTimer") -> tuple[torch.Tensor, float]:
-        """Stage and queue one decode step; the sampled tokens `[n]` on the device, and the host staging time."""
+    def _launch_decode(self, seqs: list[Sequence], timer: "DeviceTimer",
+                       num_candidates: int = 0) -> tuple[torch.Tensor, float]:
+        """Stage and queue one decode step; the sampled tokens `[n]` on the device, and the host staging time.
+        `num_candidates` > 0 (beams in the batch): also each row's top log-probabilities, in `_beam_topk`."""
         if self.graphs is not None:  # staging inputs is host work; replay + token copy is the device's
             return self.graphs.launch(seqs, timer)
         h0 = time.perf_counter()
@@ -221,12 +250,76 @@ class Engine:
             logits = self.model.forward(self.inputs.keys[:n], self.inputs.counters[:n],
                                         decode_attn(self.backend, slots))  # [B, vocab]
             self.sampled[:n].copy_(logits.argmax(-1))
+            if num_candidates:
+                values, indices = logits.float().log_softmax(-1).topk(num_candidates, dim=-1)  # [B, 2W] each
+                self._beam_topk = (values.tolist(), indices.tolist())
         return self.sampled[:n], host
 
     # ------------------------------------------------------------------ helpers
     def _new_state(self, r) -> SeqState:
         seq = Sequence(next(self._seq_ids), list(r.prompt_token_ids))
-        return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len, num_forks=r.num_samples - 1)
+        width = getattr(r, "beam_width", 1)
+        group = beam_search.BeamGroup(r.request_id, width, getattr(r, "length_penalty", 1.0)) if width > 1 else None
+        return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len,
+                        num_forks=max(r.num_samples, width) - 1, beam=group)
+
+    def _decode_beams(self, states: list[SeqState], sampled: list[int], groups: dict, t: float,
+                      finished: list[SeqState], new_states: list[SeqState]) -> None:
+        """A decode step with beams: plain sequences take their token; each beam search keeps its best `width`
+        extensions: a beam chosen k times forks k - 1 children (pages shared), a beam chosen 0 times is pruned."""
+        values, indices = self._beam_topk
+        by_group: dict[int, list[int]] = {}
+        for row, st in enumerate(states):
+            if st.beam is None:
+                self._append(st, sampled[row], t, finished)
+            else:
+                by_group.setdefault(id(st.beam), []).append(row)
+        pruned: set[int] = set()
+        for rows in by_group.values():
+            beams = [states[row] for row in rows]  # beam index = order in the batch (admission, then forks)
+            group = beams[0].beam
+            k = 2 * group.width
+            choices = beam_search.select([group.cum_logprobs[st.seq.seq_id] for st in beams],
+                                         [values[row][:k] for row in rows], [indices[row][:k] for row in rows],
+                                         group.width)
+            chosen = {c.beam for c in choices}
+            for b, st in enumerate(beams):
+                st.seq.num_computed_tokens = st.seq.num_tokens  # this step computed every beam's last token
+                if b not in chosen:  # pruned first: its memory (pages, a region, a table row) serves the forks
+                    self.backend.release(st.seq)
+                    st.seq.status = SequenceStatus.FINISHED
+                    del group.cum_logprobs[st.seq.seq_id]
+                    groups[st.request_id].remove(st)
+                    pruned.add(id(st))
+                    group.num_pruned += 1
+            continued: set[int] = set()
+            extend = []
+            for c in choices:
+                parent = beams[c.beam]
+                if c.beam in continued:  # chosen again: a child shares the parent's tokens and pages
+                    child = SeqState(parent.seq.fork(next(self._seq_ids)), parent.request_id,
+                                     max(x.sample_index for x in groups[parent.request_id]) + 1,
+                                     parent.num_prompt_tokens, parent.output_len,
+                                     token_times=list(parent.token_times), beam=group)  # before its token
+                    self.backend.fork(parent.seq, child.seq)
+                    group.num_forks += 1
+                    groups[parent.request_id].append(child)
+                    new_states.append(child)
+                    extend.append((child, c))
+                else:
+                    continued.add(c.beam)
+                    extend.append((parent, c))
+            for st, c in extend:
+                group.cum_logprobs[st.seq.seq_id] = c.cum_logprob
+                self._append(st, c.token, t, finished)
+        if pruned:
+            self.scheduler.running = [st for st in self.scheduler.running if id(st) not in pruned]
+        self._sync_sampled(states, pruned)
+
+    def _sync_sampled(self, states: list[SeqState], pruned: set[int]) -> None:
+        """Kept rows of the next step read their input token from `sampled` (argmax): a beam's token differs."""
+        tokens = [st.seq.last_token_id if id(st) not in pruned else 0 for st in states]
+        self.sampled[:len(tokens)].copy_(torch.tensor(tokens, dtype=torch.int64))
 
     def _request_record(self, sts: list[SeqState], arrival: float) -> RequestRecord:
         times = tuple(tuple(st.token_times) for st in sorted(sts, key=lambda s: s.sample_index))
@@ -236,6 +329,14 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def best_beam(beams: list[SeqState]) -> SeqState:
+    """The beam a beam search returns: the best length-penalised score (vLLM's), ties to the lower sample index."""
+    group = beams[0].beam
+    return max(sorted(beams, key=lambda st: st.sample_index),
+               key=lambda st: beam_search.score(group.cum_logprobs[st.seq.seq_id], st.seq.num_tokens,
+                                                group.length_penalty))
 
 
 @dataclass

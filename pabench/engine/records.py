@@ -57,5 +57,8 @@ class RunRecord:
     num_preemptions: int = 0
     prefix_hit_rate: float = 0.0  # prompt tokens served from cache / prompt tokens queried
     num_cow_copies: int = 0
+    kv_copied_bytes: int = 0  # K/V bytes copied: copy-on-write pages (paged), forked regions (contiguous)
+    num_forks: int = 0  # beams forked (beam search)
+    num_pruned: int = 0  # beams pruned (beam search)
     capacity: dict[str, Any] = field(default_factory=dict)  # what the budget holds: pages, tokens, max-length seqs
     output_token_ids: dict[int, tuple[tuple[int, ...], ...]] = field(default_factory=dict)  # request -> samples' tokens

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pabench.backends.base import KVCacheBackend
 from pabench.core import Sequence, SequenceStatus
+from pabench.engine.beam import BeamGroup
 from pabench.errors import ConfigError
 
 
@@ -50,6 +51,7 @@ class SeqState:
     num_forks: int = 0  # children to fork right after this sequence's first prefill (parallel sampling)
     token_times: list[float] = field(default_factory=list)
     num_preemptions: int = 0
+    beam: BeamGroup | None = None  # the request's beam search, when it is one of its beams (engine/beam.py)
 
     @property
     def max_total_tokens(self) -> int:
@@ -132,10 +134,20 @@ class Scheduler:
         seqs = [st.seq for st in running]
         i = self.backend.grow_many(seqs)
         while i < len(running):
-            victim = running.pop()  # the most recently admitted
-            seqs.pop()
-            self._preempt(victim)
-            preempted.append(victim)
+            victim = running[-1]  # the most recently admitted
+            if victim.beam is None:
+                running.pop()
+                seqs.pop()
+                self._preempt(victim)
+                preempted.append(victim)
+            else:  # beams step together: the whole beam search goes, and restarts from its prompt later
+                beams = [k for k, st in enumerate(running) if st.beam is victim.beam]
+                i -= sum(1 for k in beams if k < i)  # grown already, now gone: the rest shift down
+                gone = set(beams)
+                members = [running[k] for k in beams]
+                running[:] = [st for k, st in enumerate(running) if k not in gone]
+                seqs = [st.seq for st in running]
+                preempted.append(self._restart_beams(members))
             i = self.backend.grow_many(seqs, i)
         if preempted and not self.running:
             raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
@@ -143,6 +155,22 @@ class Scheduler:
         for victim in preempted:  # victims popped newest first: appendleft restores admission order
             self.waiting.appendleft(victim)
         return preempted
+
+    def _restart_beams(self, members: list[SeqState]) -> SeqState:
+        """Release every beam of a request and make a fresh root from its prompt (beam search is deterministic, so
+        it finds the same beams again; cumulative log-probabilities start over)."""
+        for st in members:
+            self.backend.release(st.seq)
+            st.seq.status = SequenceStatus.FINISHED
+        first = min(members, key=lambda st: st.sample_index)
+        group = first.beam
+        group.cum_logprobs.clear()
+        root = SeqState(Sequence(first.seq.seq_id, first.seq.token_ids[:first.num_prompt_tokens]), first.request_id,
+                        0, first.num_prompt_tokens, first.output_len, num_forks=group.width - 1,
+                        num_preemptions=first.num_preemptions + 1, beam=group)
+        group.restarts += 1
+        self.num_preemptions += len(members)
+        return root
 
     def _preempt(self, st: SeqState) -> None:
         self.backend.release(st.seq)
@@ -166,9 +194,12 @@ def check_request_fits(backend: KVCacheBackend, config: SchedulerConfig, r) -> N
     total = len(r.prompt_token_ids) + r.output_len
     if total > config.max_model_len:
         raise ConfigError(f"request {r.request_id} needs {total} tokens > max_model_len {config.max_model_len}")
-    if r.num_samples > config.max_num_seqs:
-        raise ConfigError(f"request {r.request_id} asks for {r.num_samples} samples > max_num_seqs "
-                          f"{config.max_num_seqs} (its samples run side by side)")
-    if not backend.fits_when_empty(total, r.num_samples - 1):
+    width = getattr(r, "beam_width", 1)
+    what = f"{width} beams" if width > 1 else f"{r.num_samples} samples"
+    n = max(r.num_samples, width)
+    if n > config.max_num_seqs:
+        raise ConfigError(f"request {r.request_id} asks for {what} > max_num_seqs {config.max_num_seqs} "
+                          "(they run side by side)")
+    if not backend.fits_when_empty(total, n - 1, together=width > 1):
         raise ConfigError(f"the KV budget of {backend.name} cannot hold request {r.request_id} "
-                          f"({total} tokens x {r.num_samples} sample(s)) even when empty")
+                          f"({total} tokens x {what}) even when empty")

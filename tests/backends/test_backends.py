@@ -206,15 +206,17 @@ def test_backends_answer_their_own_questions():
                          max_model_len=64, watermark=0.1)
     assert paged.is_paged and paged.fits_when_empty(64) and not paged.fits_when_empty(65)
     assert paged.fits_when_empty(64, num_forks=3)  # siblings can be preempted: one sample must fit
+    assert not paged.fits_when_empty(64, num_forks=3, together=True)  # beams run side by side
+    assert paged.fits_when_empty(16, num_forks=3, together=True)
     assert paged.describe() == {"page_size": 4, "prefix_caching": True, "watermark": 0.1, "prefix_hit_rate": 0.0,
-                                "num_cow_copies": 0}
+                                "num_cow_copies": 0, "kv_copied_bytes": 0}
     assert make_backend("paged-noprefix", LAYOUT, kv_budget_bytes=16 * 4 * BPT).describe()["prefix_caching"] is False
     oracle = make_backend("contiguous-oracle", LAYOUT, kv_budget_bytes=64 * BPT, max_num_seqs=4, max_model_len=64)
     assert not oracle.is_paged and oracle.fits_when_empty(32, num_forks=1) and not oracle.fits_when_empty(33, 1)
     whole = make_backend("contiguous-max", LAYOUT, kv_budget_bytes=64 * BPT, max_num_seqs=4, max_model_len=64)
     assert whole.fits_when_empty(1) and not whole.fits_when_empty(1, num_forks=1)  # max reserves 64 per sample
     assert whole.describe() == {"page_size": 1, "prefix_caching": False, "watermark": 0.0, "prefix_hit_rate": 0.0,
-                                "num_cow_copies": 0}
+                                "num_cow_copies": 0, "kv_copied_bytes": 0}
 
 
 def test_is_paged_reads_backend_names_as_exports_hold_them():
