@@ -6,7 +6,8 @@ from pabench.backends.base import KVCacheBackend, KVLayout
 from pabench.errors import ConfigError
 
 BACKENDS = ("paged", "contiguous-max", "contiguous-pow2", "contiguous-oracle")
-EXTRA_BACKENDS = ("paged+prefix", "paged-noprefix")  # force prefix caching on/off in one run
+EXTRA_BACKENDS = ("paged+prefix", "paged-noprefix", "paged-reprefill")  # prefix caching forced on/off; vLLM v1 beams
+BEAM_BACKENDS = ("paged-reprefill",)  # join `all` when the workload runs beam search
 
 
 def is_paged(name: str) -> bool:
@@ -36,11 +37,14 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
     if is_paged(name):
         from pabench.backends.paged import PagedBackend
 
-        prefix = {"paged": enable_prefix_caching, "paged+prefix": True, "paged-noprefix": False}[name]
+        prefix = {"paged": enable_prefix_caching, "paged+prefix": True, "paged-noprefix": False,
+                  "paged-reprefill": True}[name]
         backend = PagedBackend(layout, page_size=page_size, kv_budget_bytes=kv_budget_bytes,
                                enable_prefix_caching=prefix, max_num_seqs=max_num_seqs,
                                max_model_len=max_model_len, attn_impl=attn_impl, watermark=watermark)
         backend.name = name
+        # beams as vLLM v1 runs them: every beam step re-admits each beam, served by the prefix cache
+        backend.reprefill_beams = name == "paged-reprefill"
         return backend
     if name.startswith("contiguous-"):
         from pabench.backends.contiguous import ContiguousBackend
@@ -50,4 +54,4 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS + EXTRA_BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "KVCacheBackend", "KVLayout", "is_paged", "make_backend", "parse_backends"]
+__all__ = ["BACKENDS", "BEAM_BACKENDS", "KVCacheBackend", "KVLayout", "is_paged", "make_backend", "parse_backends"]

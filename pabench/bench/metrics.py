@@ -83,6 +83,7 @@ class Result:
     kv_copied_bytes: int
     num_forks: int
     num_pruned: int
+    recomputed_tokens: int  # prefill tokens whose K/V had been computed before (preemption, beam restarts)
     # memory
     kv_budget_bytes: int
     peak_reserved_bytes: int
@@ -92,6 +93,7 @@ class Result:
     mean_used_pct: float  # of budget
     peak_saved_bytes: int
     mean_saved_bytes: float
+    saved_pct: float  # the vLLM paper's sharing metric: saved / (reserved + saved), mean over steps that share
     # host overhead
     host_frac: float  # sum(host_s) / sum(step_s) over decode steps
     decode_step_s: Stats
@@ -174,6 +176,9 @@ def build_result(run: RunRecord) -> Result:
         mean_used_pct=_mean([m.used_pct for m in working]),
         peak_saved_bytes=max((s.memory.saved_bytes for s in run.steps), default=0),
         mean_saved_bytes=_mean([m.saved_bytes for m in working]),
+        saved_pct=_mean([100.0 * m.saved_bytes / (m.reserved_bytes + m.saved_bytes) for m in working
+                         if m.reserved_bytes]),
+        recomputed_tokens=run.recomputed_tokens,
         host_frac=sum(s.host_s for s in decode) / decode_step_total if decode_step_total > 0 else NAN,
         decode_step_s=Stats.from_samples(s.step_s for s in decode),
         decode_device_s=Stats.from_samples(s.device_s for s in decode if s.device_s > 0),
@@ -216,6 +221,8 @@ def metric_row(result: Result) -> dict[str, float | int]:
         "mean_used_pct": result.mean_used_pct,
         "peak_saved_bytes": result.peak_saved_bytes,
         "mean_saved_bytes": result.mean_saved_bytes,
+        "saved_pct": result.saved_pct,
+        "recomputed_tokens": result.recomputed_tokens,
         "host_pct": 100.0 * result.host_frac,
         **result.decode_step_s.as_dict("decode_step", "ms", 1e3),
         **result.decode_device_s.as_dict("decode_device", "ms", 1e3),

@@ -155,6 +155,10 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
                 raise ConfigError(f"beam search runs the synchronous engine with eager decode steps for now; "
                                   f"drop {flag}")
         cfg = replace(cfg, cuda_graphs=False, async_scheduling=False)
+        from pabench.backends import BACKENDS, BEAM_BACKENDS
+
+        if tuple(cfg.backends) == BACKENDS:  # --backend all: and vLLM v1's way of holding beams
+            cfg = replace(cfg, backends=BACKENDS + BEAM_BACKENDS)
     cfg = cfg.resolve()
     parse_backends(",".join(cfg.backends))
     mcfg = ModelConfig.from_name(cfg.model, cfg.layers)

@@ -52,6 +52,10 @@ class BeamGroup:
     num_forks: int = 0
     num_pruned: int = 0
     restarts: int = 0  # preempted as a whole and started over from the prompt
+    # paged-reprefill (vLLM v1): each round's beams are separate requests; their (state, logprobs, tokens) wait here
+    # until all `round_size` of them are prefilled
+    pending: list = field(default_factory=list)
+    round_size: int = 1
 
     def __post_init__(self) -> None:
         if self.width < 2:

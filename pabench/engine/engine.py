@@ -17,9 +17,10 @@ import torch
 
 from pabench.backends.base import KVCacheBackend, PrefillBatch
 from pabench.backends.staging import StagedBatch
-from pabench.core import Sequence, SequenceStatus
+from pabench.core import Sequence
 from pabench.errors import ConfigError
 from pabench.engine import beam as beam_search
+from pabench.engine.beam_steps import BeamSteps, best_beam
 from pabench.engine.attention import decode_attn, decode_token_fields, prefill_attn
 from pabench.engine.model import DecoderModel
 from pabench.engine.padding import ROW_BUCKET, TOKEN_BUCKET, bucket
@@ -29,7 +30,7 @@ from pabench.engine.scheduler import ScheduledStep, Scheduler, SchedulerConfig, 
 ProgressFn = Callable[[int, int], None]  # (finished requests, total requests)
 
 
-class Engine:
+class Engine(BeamSteps):
     """Serves a list of requests through one backend with continuous batching."""
 
     def __init__(self, model: DecoderModel, backend: KVCacheBackend, config: SchedulerConfig,
@@ -43,6 +44,7 @@ class Engine:
         self.graphs = None
         self._beam_topk: tuple[list, list] | None = None  # this decode step's top log-probabilities, with beams
         self._prefill_logprobs: list[list[float]] = []  # this prefill step's top-k log-probabilities, with beams
+        self.reprefill_beams = getattr(backend, "reprefill_beams", False)  # vLLM v1's beams (paged-reprefill)
         self.pad_prefill = self.device.type == "cuda"  # prefill shape buckets (engine/padding.py)
         self._timer = DeviceTimer(self.device)  # one pair of CUDA events, re-recorded every step
         # Eager decode inputs (newest token id, position) per sequence, restaged incrementally from the tokens
@@ -140,6 +142,9 @@ class Engine:
                 groups[st.request_id] = [st]
         num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
                         else len(states))
+        if step.kind == "prefill":  # a sequence back from preemption computes its tokens again
+            record.recomputed_tokens += sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states
+                                            if s.num_preemptions)
         timer = self._timer
         if step.kind == "prefill":
             sampled, host_prep = self._prefill(states, timer)
@@ -155,9 +160,13 @@ class Engine:
         elif step.kind == "decode":  # the per-token hot path: one token per sequence
             for st, token in zip(states, sampled):
                 append(st, token, t_tokens, finished)
-        else:  # prefill: the top-k tokens of each sequence (k > 1 when it forks)
+        reprefilled: list[tuple[int, SeqState]] = []
+        if step.kind == "prefill":  # the top-k tokens of each sequence (k > 1 when it forks)
             for row, (st, toks) in enumerate(zip(states, sampled)):
                 seq = st.seq
+                if st.beam is not None and self.reprefill_beams:  # vLLM v1's beams: every step is a new request
+                    reprefilled.append((row, st))
+                    continue
                 if st.num_forks:  # parallel sampling: children share the prompt, each takes the next-best token
                     seq.num_computed_tokens = seq.num_tokens
                     for j in range(1, st.num_forks + 1):
@@ -174,8 +183,12 @@ class Engine:
                 if st.beam is not None:
                     st.beam.cum_logprobs[seq.seq_id] = self._prefill_logprobs[row][0]
                 append(st, toks[0], t_tokens, finished)
+        unheld: list[SeqState] = []  # finished without holding memory (a last reprefill round's beams)
+        if step.kind == "prefill" and reprefilled:
+            self._reprefill_beams(reprefilled, sampled, groups, t_tokens, unheld, record)
         self.scheduler.running.extend(new_states)
         self.scheduler.finish(finished)
+        finished.extend(unheld)
         post_s = time.perf_counter() - h1
         step_s = time.perf_counter() - h0
         record.steps.append(StepSample(
@@ -220,6 +233,8 @@ class Engine:
             logits = self.model.forward(input_ids, positions, prefill_attn(self.backend, batch),
                                         logits_rows=last_rows)[:n]  # [n, vocab]
         k = 1 + max(st.num_forks for st in states)
+        if self.reprefill_beams:
+            k = max([k] + [2 * st.beam.width for st in states if st.beam is not None])
         if any(st.beam is not None for st in states):  # beams start from the prompt's top-k log-probabilities
             values, indices = logits.float().log_softmax(-1).topk(k, dim=-1)  # [n, k] each
             self._prefill_logprobs = values.tolist()
@@ -260,66 +275,8 @@ class Engine:
         seq = Sequence(next(self._seq_ids), list(r.prompt_token_ids))
         width = getattr(r, "beam_width", 1)
         group = beam_search.BeamGroup(r.request_id, width, getattr(r, "length_penalty", 1.0)) if width > 1 else None
-        return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len,
-                        num_forks=max(r.num_samples, width) - 1, beam=group)
-
-    def _decode_beams(self, states: list[SeqState], sampled: list[int], groups: dict, t: float,
-                      finished: list[SeqState], new_states: list[SeqState]) -> None:
-        """A decode step with beams: plain sequences take their token; each beam search keeps its best `width`
-        extensions: a beam chosen k times forks k - 1 children (pages shared), a beam chosen 0 times is pruned."""
-        values, indices = self._beam_topk
-        by_group: dict[int, list[int]] = {}
-        for row, st in enumerate(states):
-            if st.beam is None:
-                self._append(st, sampled[row], t, finished)
-            else:
-                by_group.setdefault(id(st.beam), []).append(row)
-        pruned: set[int] = set()
-        for rows in by_group.values():
-            beams = [states[row] for row in rows]  # beam index = order in the batch (admission, then forks)
-            group = beams[0].beam
-            k = 2 * group.width
-            choices = beam_search.select([group.cum_logprobs[st.seq.seq_id] for st in beams],
-                                         [values[row][:k] for row in rows], [indices[row][:k] for row in rows],
-                                         group.width)
-            chosen = {c.beam for c in choices}
-            for b, st in enumerate(beams):
-                st.seq.num_computed_tokens = st.seq.num_tokens  # this step computed every beam's last token
-                if b not in chosen:  # pruned first: its memory (pages, a region, a table row) serves the forks
-                    self.backend.release(st.seq)
-                    st.seq.status = SequenceStatus.FINISHED
-                    del group.cum_logprobs[st.seq.seq_id]
-                    groups[st.request_id].remove(st)
-                    pruned.add(id(st))
-                    group.num_pruned += 1
-            continued: set[int] = set()
-            extend = []
-            for c in choices:
-                parent = beams[c.beam]
-                if c.beam in continued:  # chosen again: a child shares the parent's tokens and pages
-                    child = SeqState(parent.seq.fork(next(self._seq_ids)), parent.request_id,
-                                     max(x.sample_index for x in groups[parent.request_id]) + 1,
-                                     parent.num_prompt_tokens, parent.output_len,
-                                     token_times=list(parent.token_times), beam=group)  # before its token
-                    self.backend.fork(parent.seq, child.seq)
-                    group.num_forks += 1
-                    groups[parent.request_id].append(child)
-                    new_states.append(child)
-                    extend.append((child, c))
-                else:
-                    continued.add(c.beam)
-                    extend.append((parent, c))
-            for st, c in extend:
-                group.cum_logprobs[st.seq.seq_id] = c.cum_logprob
-                self._append(st, c.token, t, finished)
-        if pruned:
-            self.scheduler.running = [st for st in self.scheduler.running if id(st) not in pruned]
-        self._sync_sampled(states, pruned)
-
-    def _sync_sampled(self, states: list[SeqState], pruned: set[int]) -> None:
-        """Kept rows of the next step read their input token from `sampled` (argmax): a beam's token differs."""
-        tokens = [st.seq.last_token_id if id(st) not in pruned else 0 for st in states]
-        self.sampled[:len(tokens)].copy_(torch.tensor(tokens, dtype=torch.int64))
+        forks = 0 if group is not None and self.reprefill_beams else max(r.num_samples, width) - 1
+        return SeqState(seq, r.request_id, 0, len(r.prompt_token_ids), r.output_len, num_forks=forks, beam=group)
 
     def _request_record(self, sts: list[SeqState], arrival: float) -> RequestRecord:
         times = tuple(tuple(st.token_times) for st in sorted(sts, key=lambda s: s.sample_index))
@@ -329,14 +286,6 @@ class Engine:
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
-
-
-def best_beam(beams: list[SeqState]) -> SeqState:
-    """The beam a beam search returns: the best length-penalised score (vLLM's), ties to the lower sample index."""
-    group = beams[0].beam
-    return max(sorted(beams, key=lambda st: st.sample_index),
-               key=lambda st: beam_search.score(group.cum_logprobs[st.seq.seq_id], st.seq.num_tokens,
-                                                group.length_penalty))
 
 
 @dataclass

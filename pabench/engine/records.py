@@ -60,5 +60,6 @@ class RunRecord:
     kv_copied_bytes: int = 0  # K/V bytes copied: copy-on-write pages (paged), forked regions (contiguous)
     num_forks: int = 0  # beams forked (beam search)
     num_pruned: int = 0  # beams pruned (beam search)
+    recomputed_tokens: int = 0  # prefill tokens computed again (a preempted sequence's, a restarted beam search's)
     capacity: dict[str, Any] = field(default_factory=dict)  # what the budget holds: pages, tokens, max-length seqs
     output_token_ids: dict[int, tuple[tuple[int, ...], ...]] = field(default_factory=dict)  # request -> samples' tokens

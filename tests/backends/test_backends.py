@@ -222,6 +222,6 @@ def test_backends_answer_their_own_questions():
 def test_is_paged_reads_backend_names_as_exports_hold_them():
     from pabench.backends import BACKENDS, EXTRA_BACKENDS, is_paged
 
-    assert [is_paged(n) for n in BACKENDS + EXTRA_BACKENDS] == [True, False, False, False, True, True]
+    assert [is_paged(n) for n in BACKENDS + EXTRA_BACKENDS] == [True, False, False, False, True, True, True]
     assert all(make_backend(n, LAYOUT, kv_budget_bytes=64 * BPT, max_model_len=64).is_paged == is_paged(n)
                for n in BACKENDS + EXTRA_BACKENDS)

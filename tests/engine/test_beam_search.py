@@ -77,9 +77,10 @@ def test_engine_beams_match_a_reference_without_kv_cache(tmp_path):
     assert record.kv_copied_bytes == record.num_cow_copies * 16 * p.layout.bytes_per_token
 
 
-@pytest.mark.parametrize("overrides", [{}, {"num_pages": 16, "watermark": 0.0}], ids=["roomy", "preempting"])
+@pytest.mark.parametrize("overrides", [{"num_pages": 512}, {"num_pages": 16, "watermark": 0.0}],
+                         ids=["roomy", "preempting"])
 def test_every_cache_serves_the_same_beams(tmp_path, overrides):
-    backends = ("paged", "paged-noprefix", "contiguous-oracle", "contiguous-max")
+    backends = ("paged", "paged-noprefix", "paged-reprefill", "contiguous-oracle", "contiguous-max")
     p = prepare(RunConfig(workload=workload(tmp_path, n=6), backends=backends, warmup=False,
                           max_model_len=64, **overrides))
     records = {b: run_backend(p, b) for b in backends}
@@ -87,10 +88,23 @@ def test_every_cache_serves_the_same_beams(tmp_path, overrides):
     for name, record in records.items():
         assert token_agreement(ref, record)["token_match_pct"] == 100.0, name
         assert len(record.requests) == len(p.requests) and all(r.num_samples == 1 for r in record.requests)
-    if overrides:
+    if overrides["num_pages"] == 16:
         assert records["paged"].num_preemptions > 0  # whole beam searches restarted, same beams found
     oracle = records["contiguous-oracle"]
     assert oracle.kv_copied_bytes > 0 and oracle.num_cow_copies == 0  # a fork copies the parent's whole region
+    reprefill = records["paged-reprefill"]  # vLLM v1: no decode step, no copy; partial pages computed again
+    assert all(s.kind == "prefill" for s in reprefill.steps) and reprefill.kv_copied_bytes == 0
+    assert reprefill.recomputed_tokens > 0 and reprefill.prefix_hit_rate > 0.2  # short beams: few full pages
+    if not ref.num_preemptions and not reprefill.num_preemptions:  # a restart forks and prunes its beams again
+        assert (reprefill.num_forks, reprefill.num_pruned) == (ref.num_forks, ref.num_pruned)
+
+
+def test_backend_all_adds_reprefill_for_beam_workloads(tmp_path):
+    from pabench.backends import BACKENDS
+
+    assert prepare(RunConfig(workload=workload(tmp_path), num_requests=1)).config.backends == BACKENDS + (
+        "paged-reprefill",)
+    assert prepare(RunConfig(workload="default", num_requests=1)).config.backends == BACKENDS
 
 
 def test_cli_beam_width_flag_and_bad_input(tmp_path):
