@@ -184,7 +184,9 @@ class Engine(BeamSteps):
                     st.beam.cum_logprobs[seq.seq_id] = self._prefill_logprobs[row][0]
                 append(st, toks[0], t_tokens, finished)
         unheld: list[SeqState] = []  # finished without holding memory (a last reprefill round's beams)
-        if step.kind == "prefill" and reprefilled:
+        memory = None
+        if step.kind == "prefill" and reprefilled:  # beams hold memory only while prefilled: measure it then
+            memory = self.backend.memory()
             self._reprefill_beams(reprefilled, sampled, groups, t_tokens, unheld, record)
         self.scheduler.running.extend(new_states)
         self.scheduler.finish(finished)
@@ -194,7 +196,7 @@ class Engine(BeamSteps):
         record.steps.append(StepSample(
             time_s=clock(), kind=step.kind, num_seqs=len(states), num_tokens=num_computed,
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
-            host_s=sched_s + host_prep + post_s, step_s=step_s, memory=self.backend.memory(),
+            host_s=sched_s + host_prep + post_s, step_s=step_s, memory=memory or self.backend.memory(),
             device_s=timer.elapsed_s(), host_split_s=(sched_s, host_prep, post_s)))
         return finished
 
