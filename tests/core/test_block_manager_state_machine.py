@@ -145,6 +145,36 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.live[child.seq_id] = child
 
     @precondition(lambda self: self.live)
+    @rule(data=st.data(), tokens=st.lists(ALPHABET, min_size=4, max_size=4), num_children=st.integers(1, 3))
+    def beam_step(self, data, tokens, num_children):
+        """One beam-search step: a beam chosen several times forks, another chosen never is pruned, then every
+        survivor writes one token in one `append_slots` (copy-on-write wherever the last page is shared)."""
+        ids = sorted(self.live)
+        parent = self.live[data.draw(st.sampled_from(ids))]
+        pruned = data.draw(st.sampled_from([None] + [i for i in ids if i != parent.seq_id]))
+        if pruned is not None:
+            self.bm.free(self.live.pop(pruned))  # its pages return before the forks write
+        beams = [parent]
+        for _ in range(num_children):
+            child = parent.fork(self.next_id)
+            self.next_id += 1
+            self.bm.fork(parent, child)
+            self.live[child.seq_id] = child
+            beams.append(child)
+        for seq, token in zip(beams, tokens):
+            seq.append_token(token)
+        stop, changed = self.bm.append_slots(beams)
+        for i, copy in changed:
+            if copy is not None:
+                src, dst = copy
+                self.kv[dst] = list(self.kv[src])
+        for seq in beams[:stop]:
+            self.write(seq, seq.num_tokens - 1)
+            seq.num_computed_tokens = seq.num_tokens
+        for seq in beams[stop:]:
+            self.preempt(seq)
+
+    @precondition(lambda self: self.live)
     @rule(data=st.data())
     def finish(self, data):
         seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
