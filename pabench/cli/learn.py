@@ -9,7 +9,7 @@ import typer
 
 from pabench.cli.app import app, err_console, friendly, out_console, workloads_app
 
-SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "preemption", "fragmentation")
+SCENARIO_NAMES = ("tour", "prefix-sharing", "parallel-sampling", "beam-search", "preemption", "fragmentation")
 
 
 # ---------------------------------------------------------------------------------------------- explain

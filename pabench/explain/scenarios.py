@@ -156,6 +156,38 @@ def parallel_sampling() -> list[Step]:
     return w.steps
 
 
+def beam_search() -> list[Step]:
+    """Width-3 beam search for two steps: a pruned beam returns its pages, a beam chosen twice forks, and the next
+    token copies the shared page; the contiguous cache copies a whole region per fork."""
+    w = Walkthrough(num_pages=16, page_size=4, max_model_len=20)
+    w.arrive(0, tuple(range(11, 21)), max_len=20, num_samples=3)
+    w.step("Three beams, one prompt",
+           "Beam search starts like parallel sampling: seq 0 (A) prefills 10 tokens into 3 pages and its 3 most "
+           "likely next tokens become 3 beams: B and C are forks, every page has ref_count 3. The contiguous "
+           "cache reserves 3 x 20 slots and stores the prompt three times.")
+    w.decode(1)
+    w.step("First beam step", "Each beam writes its own token into the shared, half-filled last page: A and B copy "
+           "it first (copy-on-write), C is then its only owner. The two full pages stay shared by all three.")
+    before = w.blocks.num_free_pages
+    w.finish(1)
+    w.fork(0, 3)
+    w.step("Second beam step: prune and fork",
+           "Of the 6 candidates (2 per beam) the best 3 are two extensions of A and one of C: B is pruned "
+           f"(its own page returns: {w.blocks.num_free_pages - before} more free page(s); the shared prompt pages "
+           "drop to ref_count 2), and A, chosen twice, forks D, which points at all of A's pages (ref_count + 1) at "
+           "no cost. The contiguous cache gives D B's old region and copies A's 11 tokens into it.")
+    w.decode(1, seq_ids=(0, 3, 2))
+    cows = w.pending("cow")
+    w.step("The next token: copy-on-write",
+           f"A and D now write different tokens into the last page they share: A copies it "
+           f"({cows[0].page_ids[0]} -> {cows[0].page_ids[1]}) and writes; D then owns page {cows[0].page_ids[0]} "
+           "alone and writes in place. Paging copied one page of 4 slots; the contiguous cache copied 11 tokens.")
+    for seq_id in (0, 2, 3):
+        w.finish(seq_id)
+    w.step("Done", "The beams finish; every page is back, the full prompt pages stay cached.")
+    return w.steps
+
+
 def preemption() -> list[Step]:
     """Overcommitting the pool: paging admits more, and preempts by recompute when growth runs out of pages."""
     w = Walkthrough(num_pages=12, page_size=4, max_model_len=24)
@@ -213,7 +245,8 @@ def fragmentation() -> list[Step]:
 SCENARIOS: dict[str, tuple[Callable[[], list[Step]], str]] = {
     "tour": (tour, "prefix sharing, fork, copy-on-write, preemption and pages coming back, in one story"),
     "prefix-sharing": (prefix_sharing, "chained page hashes, shared system prompts, cached pages, eviction"),
-    "parallel-sampling": (parallel_sampling, "parallel sampling / beam search: fork and copy-on-write"),
+    "parallel-sampling": (parallel_sampling, "parallel sampling: fork and copy-on-write"),
+    "beam-search": (beam_search, "beam search: a beam pruned, one forked, the next write copied"),
     "preemption": (preemption, "paging overcommits; when pages run out it preempts by recompute"),
     "fragmentation": (fragmentation, "a contiguous slab with free memory but no hole long enough"),
 }

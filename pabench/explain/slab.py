@@ -33,6 +33,25 @@ class ContiguousSlab:
         self._waiting.append(list(seq_ids))
         self._place_waiting(announce_ids=frozenset(seq_ids))
 
+    def fork(self, parent_id: int, child_id: int, num_tokens: int) -> None:
+        """A beam chosen twice: the child needs a region of its own and a copy of the parent's `num_tokens` (if
+        the parent is not placed yet, the child waits with it)."""
+        self._lengths[child_id] = self._lengths[parent_id]
+        if parent_id not in self._starts:
+            for group in self._waiting:
+                if parent_id in group:
+                    group.append(child_id)
+            return
+        start = self.slab.allocate(self._lengths[child_id])
+        if start is None:
+            self._waiting.append([child_id])
+            self._event("admit_fail_contiguous", (child_id,), f"no hole of {self._lengths[child_id]} slots: it waits")
+            return
+        self._starts[child_id] = start
+        self._event("copy_contiguous", (parent_id, child_id),
+                    f"{seq_label(child_id)} gets slots {start}-{start + self._lengths[child_id] - 1} and a copy of "
+                    f"{seq_label(parent_id)}'s {num_tokens} tokens (every layer's K and V)")
+
     def finish(self, seq_id: int) -> None:
         """A sequence ended: its region goes back (or, never placed, it stops waiting); waiting requests retry."""
         if seq_id in self._starts:

@@ -12,7 +12,7 @@ from pabench.core import SequenceStatus
 from pabench.errors import ConfigError
 
 EVENT_KINDS = ("allocate", "prefix_hit", "fork", "cow", "append_page", "evict", "preempt", "free", "finish",
-               "admit_fail", "reserve_contiguous", "admit_fail_contiguous", "release_contiguous")
+               "admit_fail", "reserve_contiguous", "admit_fail_contiguous", "release_contiguous", "copy_contiguous")
 PAGE_STATES = ("free", "cached", "used", "shared")  # cached: free, but still holding a reusable prefix page
 SLAB_POLICIES = ("max", "exact")  # reserve max_model_len tokens, or exactly the request's final length
 

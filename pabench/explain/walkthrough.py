@@ -57,6 +57,20 @@ class Walkthrough:
                            f"{seq_name(child_id)} points at all {seq.num_pages} pages of {seq_name(seq_id)}")
         self.contiguous.arrive(group, max_len)
 
+    def fork(self, parent_id: int, child_id: int) -> None:
+        """A beam chosen twice: `child_id` shares every page of `parent_id` (ref_count + 1, no copy yet); the
+        contiguous cache gives it a region of its own and copies the parent's tokens into it."""
+        parent = self.seqs[parent_id]
+        if child_id in self.seqs or parent.status is not SequenceStatus.RUNNING:
+            raise ConfigError(f"{seq_name(child_id)}: needs an unused id and a running parent")
+        child = parent.fork(child_id)
+        self.blocks.fork(parent, child)
+        self.seqs[child_id], self._max_len[child_id] = child, self._max_len[parent_id]
+        self._running_ids.append(child_id)
+        self._emit("fork", (parent_id, child_id), parent.page_table.page_ids,
+                   f"{seq_name(child_id)} points at all {parent.num_pages} pages of {seq_name(parent_id)}")
+        self.contiguous.fork(parent_id, child_id, parent.num_tokens)
+
     def decode(self, num_tokens: int = 1, seq_ids: SequenceABC[int] | None = None) -> None:
         """Every running sequence (or `seq_ids`) generates `num_tokens` tokens, one round at a time."""
         for _ in range(num_tokens):

@@ -126,6 +126,7 @@ def test_scenarios_are_deterministic(name):
 @pytest.mark.parametrize("name,needed", [
     ("prefix-sharing", ["prefix_hit", "evict"]),
     ("parallel-sampling", ["fork", "fork", "cow", "cow", "append_page"]),
+    ("beam-search", ["fork", "fork", "cow", "cow", "finish", "free", "fork", "copy_contiguous", "cow"]),
     ("preemption", ["admit_fail_contiguous", "preempt", "prefix_hit"]),
     ("fragmentation", ["admit_fail_contiguous", "reserve_contiguous"]),
 ])
@@ -143,6 +144,18 @@ def test_parallel_sampling_copies_only_the_partial_page():
     assert [page(steps[1], i).ref_count for i in (0, 1, 2)] == [3, 3, 1]  # C writes in place after two copies
     i = next(k for k, s in enumerate(steps) if any(e.kind == "finish" and e.seq_ids == (1,) for e in s.events))
     assert [page(steps[i], p).ref_count for p in (0, 1)] == [2, 2]  # dropping B only decrements the shared pages
+
+
+def test_beam_search_prunes_forks_and_copies_on_write():
+    steps = run_scenario("beam-search")
+    fork_step = next(s for s in steps if s.title.startswith("Second beam step"))
+    pruned = next(e for e in fork_step.events if e.kind == "free")
+    assert all(page(fork_step, p).ref_count == 0 for p in pruned.page_ids)  # the pruned beam's own page returns
+    assert [page(fork_step, p).ref_count for p in (0, 1)] == [3, 3]  # A, C and the fork D share the prompt
+    shared_tail = next(e for e in fork_step.events if e.kind == "fork").page_ids[-1]
+    assert page(fork_step, shared_tail).ref_count == 2  # A's last page, now also D's
+    cow = next(e for e in steps[3].events if e.kind == "cow")
+    assert cow.page_ids[0] == shared_tail and page(steps[3], shared_tail).ref_count == 1
 
 
 def test_fragmentation_free_memory_but_no_hole():
