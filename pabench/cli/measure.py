@@ -74,9 +74,11 @@ def run(
         p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
     out = out_console((csv, json))
     c = p.config
+    beams = (f" | beam search, width {p.spec.beam_width} (synchronous engine, eager decode)"
+             if p.spec.beam_width > 1 else "")
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
-              f"max_model_len {c.max_model_len}")
+              f"max_model_len {c.max_model_len}{beams}")
     out.print(capacity_line(_capacity(p)))
     if repeat > 1:
         results, failures = _run_repeated(cfg, p, repeat, progress)

@@ -154,7 +154,8 @@ def workloads_table(specs: list[WorkloadSpec]) -> Table:
                          no_wrap=header not in ("prompt", "output"))
     for s in specs:
         prefix = f"{s.shared_prefix.num_prefixes} × {s.shared_prefix.length}" if s.shared_prefix else "–"
-        table.add_row(s.name, s.arrival_text(), str(s.num_requests), str(s.num_samples), s.prompt.short(),
+        n = f"{s.beam_width} beams" if s.beam_width > 1 else str(s.num_samples)
+        table.add_row(s.name, s.arrival_text(), str(s.num_requests), n, s.prompt.short(),
                       s.output.short(), prefix, str(s.max_request_len))
     return table
 
@@ -170,6 +171,8 @@ def workload_detail(spec: WorkloadSpec, num_draws: int = 4096) -> Table:
     rng = np.random.default_rng(spec.seed)
     for key, value in (("file", spec.source or "–"), ("requests", str(spec.num_requests)),
                        ("arrival", spec.arrival_text()), ("samples per request", str(spec.num_samples)),
+                       ("beam search", f"width {spec.beam_width}, length_penalty {spec.length_penalty:g}"
+                        if spec.beam_width > 1 else "no (greedy)"),
                        ("seed", str(spec.seed)), ("shared prefix", prefix), ("prompt", spec.prompt.short()),
                        ("output", spec.output.short()), ("longest request", f"{spec.max_request_len} tokens")):
         table.add_row(key, value)
