@@ -51,6 +51,16 @@ def num_pool_pages(num_seqs: int, steps: int) -> int:
     return num_seqs * (-(-(528 + steps) // PAGE_SIZE) + 1)
 
 
+def _per_seq_loop(seqs: list[Sequence], append_slot, steps: int) -> float:
+    """Seconds for `steps` rounds of `append_token` + `append_slot` per sequence."""
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for s in seqs:
+            s.append_token(step + 1)
+            append_slot(s)
+    return time.perf_counter() - t0
+
+
 def time_variant(variant: str, num_seqs: int, steps: int) -> float:
     """Seconds for `steps` decode steps of `num_seqs` sequences (allocation untimed)."""
     seqs = make_seqs(num_seqs)
@@ -58,24 +68,12 @@ def time_variant(variant: str, num_seqs: int, steps: int) -> float:
         mm = MinimalManager(num_pool_pages(num_seqs, steps), PAGE_SIZE)
         for s in seqs:
             mm.allocate(s)
-        append_slot = mm.append_slot
-        t0 = time.perf_counter()
-        for step in range(steps):
-            for s in seqs:
-                s.append_token(step + 1)
-                append_slot(s)
-        return time.perf_counter() - t0
+        return _per_seq_loop(seqs, mm.append_slot, steps)
     bm = BlockManager(num_pool_pages(num_seqs, steps), PAGE_SIZE, enable_prefix_caching=variant == "batched+pc")
     for s in seqs:
         bm.allocate(s)
     if variant == "per-seq":
-        append_slot = bm.append_slot
-        t0 = time.perf_counter()
-        for step in range(steps):
-            for s in seqs:
-                s.append_token(step + 1)
-                append_slot(s)
-        return time.perf_counter() - t0
+        return _per_seq_loop(seqs, bm.append_slot, steps)
     append_slots = bm.append_slots
     t0 = time.perf_counter()
     for step in range(steps):
