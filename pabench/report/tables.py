@@ -69,10 +69,10 @@ def _ms(seconds: float) -> str:
 def summary_line(results: list[Result]) -> str:
     """'paged served 3.12× the output tokens/s of contiguous-max (and 0.92× contiguous-oracle: slower), with ...':
     every baseline paged lost to is marked slower. A `prefix_line` follows on a second line when that pair ran."""
-    paged = next((r for r in results if is_paged(r.backend)), None)
+    paged = next((r for r in results if is_paged(r.backend) and r.backend != "paged-reprefill"), None)
     others = [r for r in results if not is_paged(r.backend)]
-    prefix = prefix_line(results)
-    tail = f"\n{prefix}" if prefix else ""
+    extra = [line for line in (prefix_line(results), reprefill_line(results)) if line]
+    tail = "".join(f"\n{line}" for line in extra)
     if paged is None or not others:
         best = max(results, key=lambda r: -math.inf if is_missing(r.output_tok_s) else r.output_tok_s,
                    default=None)
@@ -84,7 +84,7 @@ def summary_line(results: list[Result]) -> str:
     def versus(other: Result) -> tuple[str, str]:
         """('2.10×', ''), or ('0.72×', ': slower') when paged lost to `other`."""
         value = _ratio(paged.output_tok_s, other.output_tok_s)
-        return ("n/a×", "") if value is None else (f"{value:.2f}×", ": slower" if value < 1 else "")
+        return ("n/a×", "") if value is None else (f"{value:.2f}×", ": slower" if round(value, 2) < 1 else "")
 
     first, rest = others[0], others[1:]
     ratio, slower = versus(first)
@@ -102,6 +102,20 @@ def summary_line(results: list[Result]) -> str:
 def _ratio(a: float, b: float) -> float | None:
     """a / b, or None when either is missing or b is not positive."""
     return None if is_missing(a) or is_missing(b) or b <= 0 else a / b
+
+
+def reprefill_line(results: list[Result]) -> str | None:
+    """When beams ran both in place (a paged backend) and re-admitted every step (`paged-reprefill`, vLLM v1):
+    the throughput ratio and the tokens the re-admissions computed again; None otherwise."""
+    by_name = {r.backend: r for r in results}
+    again = by_name.get("paged-reprefill")
+    held = next((r for r in results if is_paged(r.backend) and r.backend != "paged-reprefill"), None)
+    if again is None or held is None or not held.num_forks:
+        return None
+    ratio = _ratio(held.output_tok_s, again.output_tok_s)
+    shown = "n/a" if ratio is None else f"{ratio:.2f}"
+    return (f"beams held in place ({held.backend}) served {shown}× the output tokens/s of re-admitting them every "
+            f"step (paged-reprefill, vLLM v1's way), which computed {again.recomputed_tokens:,} tokens again.")
 
 
 def prefix_line(results: list[Result]) -> str | None:

@@ -56,6 +56,19 @@ def test_summary_line(results):
     only = summary_line(results[:1])
     assert "only paged ran" in only and "2.8" in only
     assert summary_line([]) == "no results"
+    even = [build_result(make_run("paged", wall_s=4.01)), build_result(make_run("contiguous-max", wall_s=4.0))]
+    assert "served 1.00×" in summary_line(even) and "slower" not in summary_line(even)  # 0.9975 shows as 1.00
+
+
+def test_summary_line_compares_beams_held_in_place_with_reprefill():
+    from dataclasses import replace
+
+    held = replace(build_result(make_run("paged", wall_s=4.0)), num_forks=10)
+    again = replace(build_result(make_run("paged-reprefill", wall_s=8.0)), recomputed_tokens=1234)
+    line = summary_line([held, again, build_result(make_run("contiguous-max", wall_s=4.0))])
+    assert line.startswith("paged served 1.00× the output tokens/s of contiguous-max")  # reprefill is not "paged"
+    assert "beams held in place (paged) served 2.00× the output tokens/s of re-admitting" in line
+    assert "computed 1,234 tokens again" in line
 
 
 def test_capacity_line():
