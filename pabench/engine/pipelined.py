@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from pabench.core.memory import MemorySnapshot
+from pabench.errors import ConfigError
 from pabench.engine.engine import DeviceTimer, Engine, ProgressFn, RunState
 from pabench.engine.records import RunRecord, StepSample
 from pabench.engine.scheduler import ScheduledStep, SeqState
@@ -61,6 +62,9 @@ class PipelinedEngine(Engine):
     def run(self, requests: Iterable, run_config: dict | None = None, on_progress: ProgressFn | None = None,
             realtime: bool = True) -> RunRecord:
         run = self._start(requests, run_config, on_progress, realtime)
+        if any(getattr(r, "beam_width", 1) > 1 for r in run.pending):
+            raise ConfigError("beam search chooses each step's sequences on the host: run it without "
+                              "--async-scheduling")
         in_flight: _InFlight | None = None
         while run.pending or self.scheduler.has_work or in_flight is not None:
             if not self.scheduler.has_work and in_flight is not None:

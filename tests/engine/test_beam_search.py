@@ -126,3 +126,15 @@ def test_cli_beam_width_flag_and_bad_input(tmp_path):
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 1 and len(lines) == 1 and needle in lines[0], bad.stderr
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad.csv").exists()
+
+
+def test_async_and_graph_engines_refuse_beams(tmp_path):
+    from pabench.bench.runner import build_backend, scheduler_config
+    from pabench.engine.pipelined import PipelinedEngine
+
+    p = prepare(RunConfig(workload=workload(tmp_path, n=2), backends=("paged",), warmup=False))
+    engine = PipelinedEngine(p.model, build_backend(p, "paged"), scheduler_config(p))
+    with pytest.raises(ConfigError, match="async"):
+        engine.run(p.requests, realtime=False)
+    with pytest.raises(ConfigError, match="--async-scheduling"):
+        prepare(RunConfig(workload=workload(tmp_path, n=2), async_scheduling=True))
