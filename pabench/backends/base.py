@@ -133,12 +133,19 @@ class KVCacheBackend(Protocol):
     is_paged: bool  # pages (a block manager) or contiguous reservations
 
     # --- admission and growth (host side, cheap) ---
-    def can_admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0) -> bool:
-        """Could `seq` (whose final length is at most `max_total_tokens`, forking `num_forks` times) start now?"""
+    def can_admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0,
+                  max_new_tokens: int | None = None) -> bool:
+        """Could `seq` (whose final length is at most `max_total_tokens`, forking `num_forks` times) start now, with
+        all its tokens or (chunked prefill) its cached prefix plus `max_new_tokens`?"""
         ...
 
-    def admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0) -> None:
-        """Give `seq` memory for its current tokens (and what `num_forks` future forks need up front)."""
+    def admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0,
+              max_new_tokens: int | None = None) -> None:
+        """Give `seq` memory for its current tokens, or its first chunk (and what `num_forks` forks need up front)."""
+        ...
+
+    def grow_chunk(self, seq: "Sequence", end: int) -> None:
+        """Cover positions up to `end` for a chunked prefill's next chunk (OutOfPagesError, untouched, if no room)."""
         ...
 
     def can_grow(self, seq: "Sequence") -> bool:
@@ -163,8 +170,13 @@ class KVCacheBackend(Protocol):
         ...
 
     # --- step preparation and per-layer device work ---
-    def prepare_prefill(self, seq: "Sequence") -> PrefillMeta:
-        """Get ready to prefill positions [num_cached_tokens, num_tokens) of `seq`."""
+    def prepare_prefill(self, seq: "Sequence", start: int | None = None, end: int | None = None) -> PrefillMeta:
+        """Get ready to compute positions [start, end) of `seq` (default [num_cached_tokens, num_tokens)): a prefill,
+        a prefill chunk, or, in a mixed step, a decode token (end - start = 1)."""
+        ...
+
+    def invalidate_decode_staging(self) -> None:
+        """The decode batch's staged rows are stale (sequences advanced in a mixed step): rebuild them next time."""
         ...
 
     def prepare_decode(self, seqs: list["Sequence"]) -> "torch.Tensor":

@@ -79,7 +79,9 @@ class ContiguousBackend:
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (starts, lens)
 
     # ------------------------------------------------------------------ admission and growth
-    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
+    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0,
+                  max_new_tokens: int | None = None) -> bool:
+        """A region (per sample) of the policy's size: reserved whole even for a chunked prefill's first chunk."""
         num_pending = sum(len(v) for v in self._fork_regions.values())
         if len(self._live) + num_pending + 1 + num_forks > self.max_num_seqs:
             return False
@@ -90,14 +92,18 @@ class ContiguousBackend:
         fits = sum(n // need for n in extents)  # regions of `need` that fit, first-fit packs each extent
         return fits >= 1 + num_forks
 
-    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> None:
-        """Reserve `seq`'s region, plus one region per future fork (parallel sampling): all up front, or none."""
+    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0,
+              max_new_tokens: int | None = None) -> None:
+        """Reserve `seq`'s region, plus one region per future fork (parallel sampling): all up front, or none.
+        A chunked prefill reserves the same whole region at its first chunk: a contiguous cache reserves by policy,
+        not by what is computed."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
         length = reservation(self.policy, max_total_tokens, self.max_model_len)
         if not self.can_admit(seq, max_total_tokens, num_forks):
             raise OutOfPagesError(1 + num_forks, 0, what=f"{self.name} regions of {length} tokens")
-        self._reserve(seq, length)
+        self._reserve(seq, length, covered=seq.num_tokens if max_new_tokens is None else
+                      min(seq.num_tokens, max_new_tokens))
         if num_forks:
             self._fork_regions[seq.seq_id] = [self._allocate(length) for _ in range(num_forks)]
         seq.num_cached_tokens = 0
@@ -109,14 +115,22 @@ class ContiguousBackend:
         self._reserved_total += length
         return start
 
-    def _reserve(self, seq: Sequence, length: int, start: int | None = None) -> None:
+    def _reserve(self, seq: Sequence, length: int, start: int | None = None, covered: int | None = None) -> None:
         if seq.seq_id in self._start:
             raise SequenceStateError(f"sequence {seq.seq_id} already holds a region")
         start = self._allocate(length) if start is None else start
         self._start[seq.seq_id], self._reserved[seq.seq_id] = start, length
         self._live[seq.seq_id] = seq
-        self._covered[seq.seq_id] = seq.num_tokens
-        self._covered_total += seq.num_tokens
+        covered = seq.num_tokens if covered is None else covered
+        self._covered[seq.seq_id] = covered
+        self._covered_total += covered
+
+    def grow_chunk(self, seq: Sequence, end: int) -> None:
+        """A chunked prefill's next chunk: its region was reserved whole; only the accounting moves."""
+        if end > self._reserved[seq.seq_id]:
+            raise OutOfPagesError(1, 0, what=f"a chunk beyond the {self._reserved[seq.seq_id]}-token reservation")
+        self._covered_total += end - self._covered[seq.seq_id]
+        self._covered[seq.seq_id] = end
 
     def can_grow(self, seq: Sequence) -> bool:
         return seq.num_tokens <= self._reserved[seq.seq_id]
@@ -165,11 +179,16 @@ class ContiguousBackend:
         self._covered_total -= self._covered.pop(seq.seq_id)
 
     # ------------------------------------------------------------------ step preparation
-    def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
-        start = self._start[seq.seq_id]
-        slots = torch.arange(start + seq.num_cached_tokens, start + seq.num_tokens)  # [n_new] on the host
-        return PrefillMeta(slots=slots, n_new=seq.num_tokens - seq.num_cached_tokens, n_total=seq.num_tokens,
-                           kv_index=start)
+    def prepare_prefill(self, seq: Sequence, start: int | None = None, end: int | None = None) -> PrefillMeta:
+        region = self._start[seq.seq_id]
+        start = seq.num_cached_tokens if start is None else start
+        end = seq.num_tokens if end is None else end
+        slots = torch.arange(region + start, region + end)  # [n_new] on the host
+        return PrefillMeta(slots=slots, n_new=end - start, n_total=end, kv_index=region)
+
+    def invalidate_decode_staging(self) -> None:
+        """Sequences advanced outside decode steps (chunked prefill's mixed steps): restage every row next time."""
+        self._staged.invalidate()
 
     def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
         self.stage_decode(seqs, len(seqs))

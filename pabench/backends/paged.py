@@ -90,25 +90,37 @@ class PagedBackend:
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
 
     # ------------------------------------------------------------------ admission and growth
-    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> bool:
-        """Room for the prompt's pages plus a watermark of free pages for the running sequences to grow into."""
+    def can_admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0,
+                  max_new_tokens: int | None = None) -> bool:
+        """Room for the prompt's pages (a chunked prefill's first chunk: `max_new_tokens` after the cached prefix)
+        plus a watermark of free pages for the running sequences to grow into."""
         if self.table.num_free_rows < 1 + num_forks:
             return False
         bm = self.block_manager
         if not self._live:  # an empty cache admits anything that fits at all
-            return bm.can_allocate(seq)
+            return bm.can_allocate(seq, max_new_tokens)
         # The watermark test first: it is O(1), while can_allocate hashes the prompt's pages for prefix hits, and
         # a memory-bound run asks about the head of the queue at every decode step.
-        return bm.num_free_pages - bm.pages_needed(seq.num_tokens) >= self.watermark_pages and bm.can_allocate(seq)
+        need = bm.pages_needed(seq.num_tokens if max_new_tokens is None else min(seq.num_tokens, max_new_tokens))
+        return bm.num_free_pages - need >= self.watermark_pages and bm.can_allocate(seq, max_new_tokens)
 
-    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0) -> None:
-        """Pages for the prompt; forks need nothing now (they share pages until they write)."""
+    def admit(self, seq: Sequence, max_total_tokens: int, num_forks: int = 0,
+              max_new_tokens: int | None = None) -> None:
+        """Pages for the prompt (or its first chunk); forks need nothing now (they share pages until they write)."""
         if max_total_tokens > self.max_model_len:
             raise ConfigError(f"sequence needs {max_total_tokens} tokens > max_model_len {self.max_model_len}")
         if not self.table.num_free_rows:
             raise OutOfPagesError(1, 0, what="a block-table row for admit")
-        self.block_manager.allocate(seq)
+        self.block_manager.allocate(seq, max_new_tokens)
         self._attach(seq, "admit")
+
+    def grow_chunk(self, seq: Sequence, end: int) -> None:
+        """Pages for a chunked prefill's next chunk, up to position `end` (OutOfPagesError, untouched, if none)."""
+        table = seq.page_table
+        before = len(table)
+        self.block_manager.extend(seq, end)
+        for index in range(before, len(table)):
+            self.table.set_entry(seq.seq_id, index, table[index])
 
     def can_grow(self, seq: Sequence) -> bool:
         return self.block_manager.can_append(seq)
@@ -156,10 +168,15 @@ class PagedBackend:
         slots = (pids[:, None] * self.page_size + np.arange(self.page_size)).reshape(-1)[:stop]  # [stop]
         return torch.from_numpy(slots)
 
-    def prepare_prefill(self, seq: Sequence) -> PrefillMeta:
-        all_slots = self._slots_of(seq, seq.num_tokens)  # [n_total] on the host
-        return PrefillMeta(slots=all_slots[seq.num_cached_tokens:], n_new=seq.num_tokens - seq.num_cached_tokens,
-                           n_total=seq.num_tokens, kv_index=all_slots)
+    def prepare_prefill(self, seq: Sequence, start: int | None = None, end: int | None = None) -> PrefillMeta:
+        start = seq.num_cached_tokens if start is None else start
+        end = seq.num_tokens if end is None else end
+        all_slots = self._slots_of(seq, end)  # [end] on the host
+        return PrefillMeta(slots=all_slots[start:], n_new=end - start, n_total=end, kv_index=all_slots)
+
+    def invalidate_decode_staging(self) -> None:
+        """Sequences advanced outside decode steps (chunked prefill's mixed steps): restage every row next time."""
+        self._staged.invalidate()
 
     def prepare_decode(self, seqs: list[Sequence]) -> torch.Tensor:
         self.stage_decode(seqs, len(seqs))

@@ -70,6 +70,11 @@ class StagedBatch:
         self.num_rebuilds = 0
         self.num_updates = 0
 
+    def invalidate(self) -> None:
+        """The sequences moved on outside decode steps (a mixed step of chunked prefill decodes through the prefill
+        path): the next `stage` rebuilds every row from the host instead of counting one more."""
+        self._seqs = []
+
     @property
     def keys(self) -> torch.Tensor:
         return self.buf[0]  # [max_seqs]

@@ -146,7 +146,8 @@ def build_result(run: RunRecord) -> Result:
     tpot, itl = _sample_gaps(requests)
     decode = [s for s in run.steps if s.kind == "decode"]
     working = [s.memory for s in run.steps if s.kind != "idle"]
-    concurrency = Stats.from_samples(s.num_running for s in decode)
+    # running sequences after every step that decodes: chunked prefill's mixed steps decode too
+    concurrency = Stats.from_samples(s.num_running for s in run.steps if s.kind in ("decode", "mixed"))
     decode_step_total = sum(s.step_s for s in decode)
     peak_batch = max((s.num_seqs for s in decode), default=0)
     budget = run.steps[0].memory.budget_bytes if run.steps else int(run.config.get("kv_budget_bytes", 0))

@@ -50,6 +50,8 @@ class RunConfig:
     # since v0.11.1, PR #27614), off on the CPU, where host and "device" are the same cores and nothing overlaps
     async_scheduling: bool | None = None
     beam_width: int | None = None  # override the workload's beam_width (1 = greedy)
+    chunked_prefill: bool = False  # one token budget per step, prompt chunks beside decode tokens (vLLM v1)
+    max_num_partial_prefills: int = 1
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
@@ -149,6 +151,8 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
             spec = replace(spec, beam_width=cfg.beam_width)
         except ConfigError as error:
             raise ConfigError(f"--beam-width: {str(error).split(': ', 2)[-1]}") from None
+    if spec.beam_width > 1 and cfg.chunked_prefill:
+        raise ConfigError("beam search with --chunked-prefill is not supported yet: drop one of them")
     if spec.beam_width > 1:  # beams change each step's sequences on the host: the eager, synchronous loop
         for flag, value in (("--cuda-graphs", cfg.cuda_graphs), ("--async-scheduling", cfg.async_scheduling)):
             if value:
@@ -212,7 +216,7 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
            "prefix_caching": facts["prefix_caching"], "watermark": facts["watermark"],
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
            "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text(),
-           "beam_width": p.spec.beam_width,
+           "beam_width": p.spec.beam_width, "chunked_prefill": bool(c.chunked_prefill),
            "interrupted": False}  # set on every finished run when Ctrl-C cut the benchmark short
     out.update(c.extra)
     return out
@@ -247,7 +251,8 @@ def scheduler_config(p: Prepared):
 
     c = p.config
     return SchedulerConfig(max_num_seqs=c.max_num_seqs, max_batched_tokens=c.max_batched_tokens,
-                           max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs)
+                           max_model_len=c.max_model_len, min_prefill_seqs=c.min_prefill_seqs,
+                           chunked_prefill=c.chunked_prefill, max_num_partial_prefills=c.max_num_partial_prefills)
 
 
 def build_backend(p: Prepared, backend_name: str, layout=None):

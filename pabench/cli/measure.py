@@ -42,6 +42,8 @@ def run(
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = None,
     beam_width: opt.BeamWidth = None,
+    chunked_prefill: opt.ChunkedPrefill = False,
+    max_num_partial_prefills: opt.MaxNumPartialPrefills = 1,
     repeat: Annotated[int, typer.Option(
         min=1, help="Run each backend N times on the same workload: timing metrics are the median, with a "
                     "<metric>_spread_pct column (what `check --timing` allows for); the rest must be identical.",
@@ -67,7 +69,8 @@ def run(
                     prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs,
                     max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
                     min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
-                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling, beam_width=beam_width)
+                    cuda_graphs=cuda_graphs, async_scheduling=async_scheduling, beam_width=beam_width,
+                    chunked_prefill=chunked_prefill, max_num_partial_prefills=max_num_partial_prefills)
     check_outputs({"--csv": csv, "--json": json})  # before the run: a bad path must not cost the whole run
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
@@ -76,6 +79,8 @@ def run(
     c = p.config
     beams = (f" | beam search, width {p.spec.beam_width} (synchronous engine, eager decode)"
              if p.spec.beam_width > 1 else "")
+    if c.chunked_prefill:
+        beams += f" | chunked prefill, {c.max_batched_tokens} tokens per step"
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device} | max_num_seqs {c.max_num_seqs}, "
               f"max_model_len {c.max_model_len}{beams}")
@@ -174,6 +179,8 @@ def sweep(
     cuda_graphs: opt.CudaGraphs = None,
     async_scheduling: opt.AsyncScheduling = None,
     beam_width: opt.BeamWidth = None,
+    chunked_prefill: opt.ChunkedPrefill = False,
+    max_num_partial_prefills: opt.MaxNumPartialPrefills = 1,
     csv: Annotated[str, typer.Option(
         "--csv", help="The tidy CSV: one row per (point, backend) (- for stdout).",
         rich_help_panel=OUT)] = "results/sweep.csv",
@@ -204,7 +211,8 @@ def sweep(
                      device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
-                     async_scheduling=async_scheduling, beam_width=beam_width)
+                     async_scheduling=async_scheduling, beam_width=beam_width, chunked_prefill=chunked_prefill,
+                     max_num_partial_prefills=max_num_partial_prefills)
     check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []
     results = _sweep_with_progress(grid, base, progress, failures)

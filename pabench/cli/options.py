@@ -52,6 +52,12 @@ AsyncScheduling = Annotated[Optional[bool], typer.Option(
     "--async-scheduling/--no-async-scheduling",
     help="Schedule and stage decode step t+1 while the device runs step t, so host work hides behind device time "
          "(same tokens and schedule). Default: on with CUDA (as vLLM), off on the CPU.", rich_help_panel=SCHED)]
+ChunkedPrefill = Annotated[bool, typer.Option(
+    "--chunked-prefill/--no-chunked-prefill",
+    help="vLLM v1's scheduling: one token budget per step (--max-batched-tokens), every running sequence's decode "
+         "token first, then chunks of prompts in what remains, in the same step.", rich_help_panel=SCHED)]
+MaxNumPartialPrefills = Annotated[int, typer.Option(
+    help="With --chunked-prefill: prompts left partly prefilled at a time (vLLM's default 1).", rich_help_panel=SCHED)]
 BeamWidth = Annotated[Optional[int], typer.Option(
     help="Beam search over this many beams per request (vLLM's beam_width; overrides the workload's beam_width; "
          "1 = greedy). Beams share pages and fork / prune every step.", rich_help_panel=SCHED)]

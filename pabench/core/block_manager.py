@@ -1,19 +1,16 @@
 """`BlockManager`: hands out physical pages to sequences, shares them by reference count, caches prefixes.
 
-Every page is in exactly one of three places:
-  * the fresh deque: free, holding nothing reusable (taken from the left, returned to the right);
-  * the prefix cache's LRU: free, but still holding a registered full page (reused on a hit, evicted
-    oldest first when no fresh page is left);
-  * used (ref_count > 0): in the page tables of one or more sequences.
-Every call is O(pages it touches), and memory is O(pages in use or cached), not O(pool): pages materialise
-on first use and fresh ids come from a counter (core/free_pages.py). A decode token landing in its sequence's
-own last page touches no page: that page's fill is read from its table (`_tails`) until it closes, is shared
-or freed, so a decode step costs one integer test per sequence plus O(pages opened or copied). Only
-`check_invariants()` scans (the live pages). Failure is all-or-nothing: each mutating call checks first
-(`OutOfPagesError`, `SequenceStateError`), then mutates.
+Every page is in exactly one of three places: fresh (free, holding nothing reusable), the prefix cache's LRU
+(free, but holding a registered full page: reused on a hit, evicted oldest first when no fresh page is left), or
+used (ref_count > 0: in the page tables of one or more sequences). Every call is O(pages it touches), memory is
+O(pages in use or cached): pages materialise on first use, fresh ids come from a counter (core/free_pages.py).
+A decode token landing in its sequence's own last page touches no page: that page's fill is read from its table
+(`_tails`) until it closes, is shared or freed, so a decode step costs one integer test per sequence plus
+O(pages opened or copied). Failure is all-or-nothing: each mutating call checks first (`OutOfPagesError`,
+`SequenceStateError`), then mutates.
 
-Caveat: prefix hits may reference pages registered at `allocate` time, before their K/V is computed, so a
-backend must write a batch's K/V before attention reads it (true for one-shot prefill per layer).
+Caveat: prefix hits may reference pages registered at `allocate` (or `extend`) time, before their K/V is
+computed, so a backend must write a step's K/V before attention reads it (true for one packed step per layer).
 """
 
 from __future__ import annotations
@@ -127,18 +124,21 @@ class BlockManager:
         return [] if seq.page_table is None else seq.page_table.page_ids
 
     # ---- prefill -----------------------------------------------------------------------------------
-    def can_allocate(self, seq: Sequence) -> bool:
-        """Whether `allocate(seq)` would succeed now (prefix hits counted)."""
+    def can_allocate(self, seq: Sequence, max_new_tokens: int | None = None) -> bool:
+        """Whether `allocate(seq, max_new_tokens)` would succeed now (prefix hits counted)."""
         self._require_no_table(seq, "can_allocate")
-        return self._num_missing(seq, self._match_prefix(seq)[0]) <= 0
+        hit_ids = self._match_prefix(seq)[0]
+        return self._num_missing(seq, hit_ids, self._first_end(seq, hit_ids, max_new_tokens)) <= 0
 
-    def allocate(self, seq: Sequence) -> None:
-        """Give `seq` a page table covering all its tokens, reusing cached prefix pages when enabled."""
+    def allocate(self, seq: Sequence, max_new_tokens: int | None = None) -> None:
+        """Give `seq` a page table covering all its tokens, reusing cached prefix pages when enabled; with
+        `max_new_tokens` (a chunked prefill's first chunk) only the cached prefix and that many tokens after it."""
         self._require_no_table(seq, "allocate")
         hit_ids, parent = self._match_prefix(seq)
-        missing = self._num_missing(seq, hit_ids)
+        end = self._first_end(seq, hit_ids, max_new_tokens)
+        missing = self._num_missing(seq, hit_ids, end)
         if missing > 0:
-            num_new = self.pages_needed(seq.num_tokens) - len(hit_ids)
+            num_new = self.pages_needed(end) - len(hit_ids)
             raise OutOfPagesError(num_new, num_new - missing, f"allocate seq {seq.seq_id}")
         table = PageTable(self._page_size)  # checks done: mutate from here on
         for page_id in hit_ids:
@@ -148,17 +148,17 @@ class BlockManager:
                 self._num_filled_slots += page.num_tokens
             page.ref_count += 1
             table.append(page_id)
-        num_full = seq.num_tokens // self._page_size
-        for index in range(len(hit_ids), self.pages_needed(seq.num_tokens)):
+        num_full = end // self._page_size
+        for index in range(len(hit_ids), self.pages_needed(end)):
             page = self._pages[self._take_free_page()]
             page.ref_count = 1
-            page.num_tokens = min(self._page_size, seq.num_tokens - index * self._page_size)
+            page.num_tokens = min(self._page_size, end - index * self._page_size)
             self._num_filled_slots += page.num_tokens
             if self._enable_prefix_caching and index < num_full:
                 tokens = page_token_ids(seq.token_ids, index, self._page_size)
                 parent = self._prefix_cache.register(page, parent, tokens)
             table.append(page.page_id)
-        table._num_tokens = seq.num_tokens
+        table._num_tokens = end
         self._tails[table[-1]] = table  # a fresh page (hits never reach the last token): its fill is the table's
         seq.page_table = table
         self._num_page_refs += len(table)
@@ -166,6 +166,31 @@ class BlockManager:
         if self._enable_prefix_caching:
             self.prefix_hit_tokens += seq.num_cached_tokens
             self.prefix_query_tokens += seq.num_tokens
+
+    def extend(self, seq: Sequence, num_tokens: int) -> None:
+        """Cover positions up to `num_tokens` (the next chunk of a chunked prefill): fresh pages for the chunk, and
+        with prefix caching the pages it fills are hashed (their K/V is computed in the chunk's step)."""
+        table = seq.page_table
+        if table is None or not table._num_tokens <= num_tokens <= seq.num_tokens or table._shared_tail:
+            raise SequenceStateError(f"extend: sequence {seq.seq_id} cannot grow to {num_tokens} tokens ({table})")
+        need = self.pages_needed(num_tokens) - len(table)
+        if need > self.num_free_pages:
+            raise OutOfPagesError(need, self.num_free_pages, f"extend seq {seq.seq_id}")
+        self._settle_tail(table)
+        ps, page_ids, first = self._page_size, table._page_ids, len(table) - 1
+        for index in range(first, self.pages_needed(num_tokens)):
+            page = self._pages[page_ids[index] if index == first else self._take_free_page()]
+            if index > first:
+                page.ref_count = 1
+                page_ids.append(page.page_id)
+                self._num_page_refs += 1
+            fill = min(ps, num_tokens - index * ps)
+            self._num_filled_slots += fill - page.num_tokens
+            page.num_tokens = fill
+            if self._enable_prefix_caching and fill == ps and page.content_hash is None:
+                self._prefix_cache.register_decoded(page_ids, seq._token_ids, index)
+        table._num_tokens = num_tokens
+        self._tails[page_ids[-1]] = table
 
     # ---- decode ------------------------------------------------------------------------------------
     def can_append(self, seq: Sequence) -> bool:
@@ -321,16 +346,22 @@ class BlockManager:
             return [], None
         return self._prefix_cache.match(seq.token_ids, (seq.num_tokens - 1) // self._page_size)
 
-    def _num_missing(self, seq: Sequence, hit_ids: list[int]) -> int:
+    def _first_end(self, seq: Sequence, hit_ids: list[int], max_new_tokens: int | None) -> int:
+        """Tokens `allocate` covers: all of them, or the cached prefix plus `max_new_tokens`."""
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        return seq.num_tokens if max_new_tokens is None else min(seq.num_tokens, len(hit_ids) * self._page_size
+                                                                  + max_new_tokens)
+
+    def _num_missing(self, seq: Sequence, hit_ids: list[int], end: int) -> int:
         """Pages `allocate` lacks (<= 0 when it fits). Cached hit pages are reused, so not free for others."""
-        num_new = self.pages_needed(seq.num_tokens) - len(hit_ids)
+        num_new = self.pages_needed(end) - len(hit_ids)
         num_hit_cached = sum(1 for page_id in hit_ids if self._pages[page_id].ref_count == 0)
         return num_new - (self.num_free_pages - num_hit_cached)
 
     def _fill(self, page: Page) -> int:
         """Tokens in `page` now: its own count, or its table's for an exclusive last page (`_tails`)."""
-        table = self._tails.get(page.page_id)
-        return page.num_tokens if table is None else table.last_page_tokens
+        return self._tails[page.page_id].last_page_tokens if page.page_id in self._tails else page.num_tokens
 
     def _settle_tail(self, table: PageTable) -> None:
         """Write the fill of `table`'s last page back to the page, which stops following the table."""
@@ -360,35 +391,10 @@ class BlockManager:
         return page_id
 
     def check_invariants(self) -> None:
-        """Debug: scan the live pages and the returned ids and assert the bookkeeping is consistent (tests only).
-
-        Returned, cached and used pages are disjoint sets of ids that left the never-used range; their sizes summing
-        to the number taken proves every page is in exactly one place without visiting the never-used ones."""
-        returned, cached = list(self._fresh.returned_ids()), set(self._prefix_cache.cached_page_ids)
-        assert len(set(returned)) == len(returned), "a page is twice in the fresh deque"
-        for page_id in returned:
-            assert page_id not in self._pages, f"a fresh page keeps state: {self._pages[page_id]}"
-            assert self._fresh.was_taken(page_id), f"page {page_id} is returned but was never handed out"
-        used = []
-        for page_id, table in self._tails.items():  # each follows the one table it ends, unshared, in use
-            assert table._page_ids[-1:] == [page_id] and not table._shared_tail, f"bad tail {page_id}: {table}"
-            assert self._pages.peek(page_id).ref_count >= 1 and 0 < table.last_page_tokens <= self._page_size
-        for page_id, page in self._pages.items():
-            assert page.page_id == page_id and self._fresh.was_taken(page_id), f"live page never handed out: {page}"
-            assert page.ref_count >= 0, f"negative ref_count: {page}"
-            assert 0 <= self._fill(page) <= self._page_size, f"num_tokens out of range: {page}"
-            assert (page_id in cached) == (page.ref_count == 0), f"page is neither free nor used, or both: {page}"
-            assert page.content_hash is None or self._enable_prefix_caching, f"hash without caching: {page}"
-            if page.ref_count > 0:
-                used.append(page)
-        assert cached <= self._pages.keys(), "a cached page has no state"
-        self._prefix_cache.check_invariants()
-        assert self._num_filled_slots == sum(self._fill(page) for page in used), "filled-slot counter drifted"
-        assert self._num_page_refs == sum(page.ref_count for page in used), "page-ref counter drifted"
-        assert len(returned) + len(cached) + len(used) == self._fresh.num_taken, "a page was lost or counted twice"
-        assert self.num_free_pages + self.num_used_pages == self._num_pages
+        """Debug: assert the bookkeeping is consistent (tests only; core/invariants.py)."""
+        from pabench.core.invariants import check_block_manager
+        check_block_manager(self)
 
     def __repr__(self) -> str:
         return (f"BlockManager(pages={self._num_pages} x {self._page_size} tokens, used={self.num_used_pages}, "
-                f"free={self.num_free_pages} (cached {self.num_cached_pages}), "
-                f"prefix_caching={'on' if self._enable_prefix_caching else 'off'})")
+                f"free={self.num_free_pages} (cached {self.num_cached_pages}), prefix={self._enable_prefix_caching})")

@@ -140,14 +140,20 @@ class Engine(BeamSteps):
         for st in step.preempted:  # a beam search preempted as a whole restarts from this root
             if st.beam is not None:
                 groups[st.request_id] = [st]
-        num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
-                        else len(states))
+        num_decode = {"decode": len(states), "mixed": sum(st.prefill_done for st in states)}.get(step.kind, 0)
+        if step.kind == "mixed":
+            num_computed = sum(b - a for a, b in step.ranges)
+        else:
+            num_computed = (sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states) if step.kind == "prefill"
+                            else len(states))
         if step.kind == "prefill":  # a sequence back from preemption computes its tokens again
             record.recomputed_tokens += sum(s.seq.num_tokens - s.seq.num_cached_tokens for s in states
                                             if s.num_preemptions)
         timer = self._timer
         if step.kind == "prefill":
             sampled, host_prep = self._prefill(states, timer)
+        elif step.kind == "mixed":
+            sampled, host_prep = self._prefill(states, timer, step.ranges)
         else:
             sampled, host_prep = self._decode(states, timer)
         t_tokens = clock()  # tokens are on the host: the device work of this step is done
@@ -161,9 +167,25 @@ class Engine(BeamSteps):
             for st, token in zip(states, sampled):
                 append(st, token, t_tokens, finished)
         reprefilled: list[tuple[int, SeqState]] = []
-        if step.kind == "prefill":  # the top-k tokens of each sequence (k > 1 when it forks)
-            for row, (st, toks) in enumerate(zip(states, sampled)):
+        prefilled = range(len(states)) if step.kind == "prefill" else []
+        if step.kind == "mixed":  # chunks that end short of the prompt sample nothing; decode rows take a token
+            self.inputs.invalidate()  # decode rows advanced outside a decode step: the next one restages them all
+            self.backend.invalidate_decode_staging()
+            if self.graphs is not None:
+                self.graphs.inputs.invalidate()
+            prefilled = []
+            for row, (st, (_, end)) in enumerate(zip(states, step.ranges)):
+                if end < st.seq.num_tokens:
+                    st.seq.num_computed_tokens = end
+                elif st.prefill_done:
+                    append(st, sampled[row][0], t_tokens, finished)
+                else:
+                    prefilled.append(row)  # its last chunk: from here on like a prefilled sequence
+        if prefilled:  # the top-k tokens of each sequence (k > 1 when it forks)
+            for row in prefilled:
+                st, toks = states[row], sampled[row]
                 seq = st.seq
+                st.prefill_done = True
                 if st.beam is not None and self.reprefill_beams:  # vLLM v1's beams: every step is a new request
                     reprefilled.append((row, st))
                     continue
@@ -171,7 +193,8 @@ class Engine(BeamSteps):
                     seq.num_computed_tokens = seq.num_tokens
                     for j in range(1, st.num_forks + 1):
                         child = SeqState(seq.fork(next(self._seq_ids)), st.request_id, j, st.num_prompt_tokens,
-                                         st.output_len, token_times=list(st.token_times), beam=st.beam)
+                                         st.output_len, token_times=list(st.token_times), beam=st.beam,
+                                         prefill_done=True)
                         self.backend.fork(seq, child.seq)
                         if st.beam is not None:  # the first beam step: the prompt's top-k tokens, one per beam
                             st.beam.cum_logprobs[child.seq.seq_id] = self._prefill_logprobs[row][j]
@@ -185,7 +208,7 @@ class Engine(BeamSteps):
                 append(st, toks[0], t_tokens, finished)
         unheld: list[SeqState] = []  # finished without holding memory (a last reprefill round's beams)
         memory = None
-        if step.kind == "prefill" and reprefilled:  # beams hold memory only while prefilled: measure it then
+        if reprefilled:  # beams hold memory only while prefilled: measure it then
             memory = self.backend.memory()
             self._reprefill_beams(reprefilled, sampled, groups, t_tokens, unheld, record)
         self.scheduler.running.extend(new_states)
@@ -197,7 +220,7 @@ class Engine(BeamSteps):
             time_s=clock(), kind=step.kind, num_seqs=len(states), num_tokens=num_computed,
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
             host_s=sched_s + host_prep + post_s, step_s=step_s, memory=memory or self.backend.memory(),
-            device_s=timer.elapsed_s(), host_split_s=(sched_s, host_prep, post_s)))
+            device_s=timer.elapsed_s(), host_split_s=(sched_s, host_prep, post_s), num_decode_tokens=num_decode))
         return finished
 
     @staticmethod
@@ -207,15 +230,20 @@ class Engine(BeamSteps):
             finished.append(st)
         st.token_times.append(t)
 
-    def _prefill(self, states: list[SeqState], timer: "DeviceTimer") -> tuple[list[list[int]], float]:
+    def _prefill(self, states: list[SeqState], timer: "DeviceTimer",
+                 ranges: list[tuple[int, int]] | None = None) -> tuple[list[list[int]], float]:
+        """One packed forward over positions [start, end) of each sequence (default: its uncached prompt); `ranges`
+        is a mixed step's (prompt chunks, and decode tokens as ranges of one)."""
         h0 = time.perf_counter()
-        batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq) for st in states], self.backend.kv_slots,
-                                   self.device)
+        if ranges is None:
+            ranges = [(st.seq.num_cached_tokens, st.seq.num_tokens) for st in states]
+        batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq, a, b) for st, (a, b) in zip(states, ranges)],
+                                   self.backend.kv_slots, self.device)
         ids: list[int] = []
-        for st in states:
-            ids.extend(st.seq.token_ids[st.seq.num_cached_tokens:])
+        for st, (a, b) in zip(states, ranges):
+            ids.extend(st.seq.token_ids[a:b])
         cu_q = np.asarray(batch.cu_q, dtype=np.int64)  # [n + 1]
-        starts = np.asarray([st.seq.num_cached_tokens for st in states], dtype=np.int64)  # [n] first new position
+        starts = np.asarray([a for a, _ in ranges], dtype=np.int64)  # [n] first new position
         # position of packed row r of sequence i: starts[i] + (r - cu_q[i])
         pos = np.arange(cu_q[-1], dtype=np.int64) + np.repeat(starts - cu_q[:-1], np.diff(cu_q))  # [T]
         rows = cu_q[1:] - 1  # [n] each sequence's last new token

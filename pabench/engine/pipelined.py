@@ -128,6 +128,7 @@ class PipelinedEngine(Engine):
         post_s += time.perf_counter() - h1
         run.record.steps.append(StepSample(
             time_s=run.clock(), kind="decode", num_seqs=len(step.states), num_tokens=len(step.states),
+            num_decode_tokens=len(step.states),
             num_running=step.num_running, num_waiting=step.num_waiting, host_s=sched_s + stage_s + post_s,
             step_s=time.perf_counter() - step.h0, memory=step.memory, device_s=step.timer.elapsed_s(),
             host_split_s=(sched_s, stage_s, post_s)))

@@ -33,7 +33,7 @@ class StepSample:
     """One engine step: what ran, how long the host and the device took, and the memory afterwards."""
 
     time_s: float  # end of the step
-    kind: str  # "prefill" | "decode" | "idle"
+    kind: str  # "prefill" | "decode" | "mixed" (chunked prefill: prompt chunks and decode tokens) | "idle"
     num_seqs: int  # sequences in this step's batch
     num_tokens: int  # tokens computed in this step (prefill: prompt tokens minus prefix-cache hits)
     num_running: int  # running sequences after the step
@@ -43,6 +43,7 @@ class StepSample:
     memory: MemorySnapshot
     device_s: float = 0.0  # device time of the model step (CUDA events; 0 on CPU)
     host_split_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # host_s as (schedule, stage inputs, bookkeeping)
+    num_decode_tokens: int = 0  # of num_tokens, those that are decode tokens (the rest: prompt tokens)
 
 
 @dataclass

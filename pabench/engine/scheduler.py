@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pabench.backends.base import KVCacheBackend
 from pabench.core import Sequence, SequenceStatus
 from pabench.engine.beam import BeamGroup
-from pabench.errors import ConfigError
+from pabench.errors import ConfigError, OutOfPagesError
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,20 @@ class SchedulerConfig:
     # forward; measured in benchmarks/NOTES.md, "Numbers that were code comments"), so refilling seats one at a
     # time is expensive.
     min_prefill_seqs: int = 1
+    # vLLM v1's policy: one token budget per step (max_batched_tokens) for every running sequence's decode token
+    # first, then chunks of prompts in what remains, in steps that mix both ("mixed"); at most
+    # max_num_partial_prefills prompts are left partly prefilled at a time
+    chunked_prefill: bool = False
+    max_num_partial_prefills: int = 1
 
     def __post_init__(self) -> None:
-        for f in ("max_num_seqs", "max_batched_tokens", "max_model_len", "min_prefill_seqs"):
+        for f in ("max_num_seqs", "max_batched_tokens", "max_model_len", "min_prefill_seqs",
+                  "max_num_partial_prefills"):
             if getattr(self, f) <= 0:
                 raise ConfigError(f"{f} must be > 0, got {getattr(self, f)}")
+        if self.chunked_prefill and self.max_batched_tokens < self.max_num_seqs:
+            raise ConfigError(f"with chunked prefill the token budget max_batched_tokens ({self.max_batched_tokens}) "
+                              f"must cover one decode token per sequence: at least max_num_seqs ({self.max_num_seqs})")
         if self.min_prefill_seqs > self.max_num_seqs:
             raise ConfigError(f"min_prefill_seqs ({self.min_prefill_seqs}) cannot exceed max_num_seqs "
                               f"({self.max_num_seqs})")
@@ -52,6 +61,7 @@ class SeqState:
     token_times: list[float] = field(default_factory=list)
     num_preemptions: int = 0
     beam: BeamGroup | None = None  # the request's beam search, when it is one of its beams (engine/beam.py)
+    prefill_done: bool = False  # its prompt (or recompute) is computed and it decodes; False while (chunk-)prefilling
 
     @property
     def max_total_tokens(self) -> int:
@@ -64,9 +74,10 @@ class SeqState:
 
 @dataclass(frozen=True)
 class ScheduledStep:
-    kind: str  # "prefill" | "decode"
+    kind: str  # "prefill" | "decode" | "mixed" (chunked prefill: decode tokens and prompt chunks together)
     states: list[SeqState]
     preempted: list[SeqState]
+    ranges: list[tuple[int, int]] | None = None  # "mixed": positions [start, end) each state computes
 
 
 class Scheduler:
@@ -87,7 +98,10 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> ScheduledStep | None:
-        """Admit what fits (prefill step) or grow every running sequence (decode step)."""
+        """Admit what fits (prefill step) or grow every running sequence (decode step); with chunked prefill, a
+        step of decode tokens and prompt chunks under one token budget."""
+        if self.config.chunked_prefill:
+            return self._schedule_mixed()
         batch = self._admit()
         if batch:
             self.running.extend(batch)
@@ -156,6 +170,88 @@ class Scheduler:
             self.waiting.appendleft(victim)
         return preempted
 
+    def _schedule_mixed(self) -> ScheduledStep | None:
+        """vLLM v1's chunked prefill: every decoding sequence's token first, then chunks of the partly prefilled
+        prompts, then of newly admitted ones, FCFS, while the step's token budget lasts."""
+        cfg, running = self.config, self.running
+        preempted = self._grow_decoding()
+        states = [st for st in running if st.prefill_done]
+        ranges = [(st.seq.num_tokens - 1, st.seq.num_tokens) for st in states]
+        budget = cfg.max_batched_tokens - len(states)
+        partial = [st for st in running if not st.prefill_done]
+        for st in partial:  # admission order: the oldest partial prefill goes first
+            if budget <= 0:
+                break
+            start = st.seq.num_computed_tokens
+            end = min(st.seq.num_tokens, start + budget)
+            try:
+                self.backend.grow_chunk(st.seq, end)
+            except OutOfPagesError:
+                break  # no page for the chunk now: it waits for pages, decode goes on
+            states.append(st)
+            ranges.append((start, end))
+            budget -= end - start
+        num_partial = sum(1 for st, (_, end) in zip(states, ranges) if end < st.seq.num_tokens) + sum(
+            1 for st in partial if st not in states)
+        while self.waiting and budget > 0 and len(running) + 1 + self.waiting[0].num_forks <= cfg.max_num_seqs:
+            st = self.waiting[0]
+            seq = st.seq
+            if seq.num_tokens - seq.num_cached_tokens > budget and num_partial >= cfg.max_num_partial_prefills:
+                break  # it would stay partly prefilled, and enough prompts already are
+            if not self.backend.can_admit(seq, st.max_total_tokens, st.num_forks, max_new_tokens=budget):
+                break  # strict FCFS
+            self.backend.admit(seq, st.max_total_tokens, st.num_forks, max_new_tokens=budget)
+            seq.status = SequenceStatus.RUNNING
+            self.waiting.popleft()
+            running.append(st)
+            start = seq.num_cached_tokens
+            end = min(seq.num_tokens, start + budget)
+            states.append(st)
+            ranges.append((start, end))
+            budget -= end - start
+            num_partial += end < seq.num_tokens
+        if len(states) == sum(1 for st in states if st.prefill_done):  # no prompt work: a plain decode step
+            if not states and running:  # only partial prefills, none of which can get a page: free the newest
+                victim = running.pop()
+                self._preempt(victim)
+                self.waiting.appendleft(victim)
+                return self._schedule_mixed()
+            if not states:
+                return self._nothing_fits()
+            return ScheduledStep("decode", states, preempted)
+        return ScheduledStep("mixed", states, preempted, ranges)
+
+    def _grow_decoding(self) -> list[SeqState]:
+        """`_grow_all` for the decoding sequences of a chunked schedule; the victims are the newest running
+        sequences, partly prefilled or not."""
+        preempted: list[SeqState] = []
+        running = self.running
+        seqs = [st.seq for st in running if st.prefill_done]
+        i = self.backend.grow_many(seqs)
+        while i < len(seqs):
+            victim = running.pop()  # the most recently admitted: the last decoding one if it decodes
+            if victim.prefill_done:
+                seqs.pop()
+            self._preempt(victim)
+            preempted.append(victim)
+            if i < len(seqs):
+                i = self.backend.grow_many(seqs, i)
+        if preempted and not running:
+            raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
+                              f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
+        for victim in preempted:
+            self.waiting.appendleft(victim)
+        return preempted
+
+    def _nothing_fits(self) -> None:
+        """Nothing runs and nothing can start: the head of the queue can never fit (or there is no work)."""
+        if self.waiting:
+            head = self.waiting[0]
+            raise ConfigError(f"the KV budget cannot hold request {head.request_id} "
+                              f"({head.seq.num_tokens} tokens now, up to {head.max_total_tokens}) "
+                              f"even with nothing else running")
+        return None
+
     def _restart_beams(self, members: list[SeqState]) -> SeqState:
         """Release every beam of a request and make a fresh root from its prompt (beam search is deterministic, so
         it finds the same beams again; cumulative log-probabilities start over)."""
@@ -175,6 +271,7 @@ class Scheduler:
     def _preempt(self, st: SeqState) -> None:
         self.backend.release(st.seq)
         st.seq.reset_for_recompute()
+        st.prefill_done = False
         st.num_preemptions += 1
         self.num_preemptions += 1
 

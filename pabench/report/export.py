@@ -184,7 +184,16 @@ def steps_summary(steps: list[StepSample], max_points: int = 256) -> dict[str, A
                      "num_tokens": [s.num_tokens for s in prefills],
                      "step_ms": [round(s.step_s * 1e3, 3) for s in prefills],
                      "device_ms": [round(s.device_s * 1e3, 3) for s in prefills]}
-    return {"by_kind": by_kind, "timeline": timeline, "prefill_steps": prefill_steps,
+    # Every mixed step (chunked prefill): how its token budget split between prompt chunks and decode tokens.
+    mixed = [s for s in steps if s.kind == "mixed"]
+    mixed_steps = {"time_s": [round(s.time_s, 6) for s in mixed], "num_seqs": [s.num_seqs for s in mixed],
+                   "num_prefill_tokens": [s.num_tokens - s.num_decode_tokens for s in mixed],
+                   "num_decode_tokens": [s.num_decode_tokens for s in mixed],
+                   "step_ms": [round(s.step_s * 1e3, 3) for s in mixed],
+                   "device_ms": [round(s.device_s * 1e3, 3) for s in mixed]}
+    timeline["num_prefill_tokens"] = [s.num_tokens - s.num_decode_tokens if s.kind != "idle" else 0 for s in sampled]
+    timeline["num_decode_tokens"] = [s.num_decode_tokens for s in sampled]
+    return {"by_kind": by_kind, "timeline": timeline, "prefill_steps": prefill_steps, "mixed_steps": mixed_steps,
             "decode_by_batch": decode_by_batch(steps)}
 
 

@@ -1,0 +1,85 @@
+"""Chunked prefill (vLLM v1's one token budget per step): the same tokens as unchunked scheduling on the CPU in
+fp32, every step within its budget, long prompts over several steps, preemption and prefix caching, bad input."""
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pabench.bench.runner import RunConfig, build_backend, prepare, run_backend, scheduler_config, token_agreement
+from pabench.engine.engine import Engine
+from pabench.engine.scheduler import SchedulerConfig
+from pabench.errors import ConfigError
+
+CASES = [("paged", "default", {"num_requests": 24}), ("contiguous-oracle", "default", {"num_requests": 24}),
+         ("paged", "shared-prefix", {"num_requests": 12, "max_model_len": 1024}),
+         ("paged", "parallel-sampling", {"num_requests": 2, "max_model_len": 2048}),
+         ("contiguous-oracle", "parallel-sampling", {"num_requests": 2, "max_model_len": 2048}),
+         ("paged", "default", {"num_requests": 24, "num_pages": 30, "watermark": 0.0}),  # decodes preempt chunks
+         ("paged-noprefix", "default", {"num_requests": 24, "num_pages": 30, "watermark": 0.0})]
+
+
+@pytest.mark.parametrize("backend, workload, overrides", CASES,
+                         ids=["paged", "oracle", "prefix-hits", "forks", "oracle-forks", "preempting",
+                              "preempting-noprefix"])
+def test_chunked_serves_the_same_tokens_within_the_budget(backend, workload, overrides):
+    """fp32 on the CPU: a chunk attends to the earlier chunks' cached K/V and itself, so every sequence's logits
+    are those of the unchunked prefill up to summation order; the greedy tokens agree (100% here; a near-tie of the
+    random model could flip one, which would show as a lower match, not pass silently)."""
+    budget = 48
+    base = RunConfig(workload=workload, backends=(backend,), warmup=False, **overrides)
+    p = prepare(base)
+    plain = run_backend(p, backend)
+    chunked = run_backend(prepare(replace(base, chunked_prefill=True, max_batched_tokens=budget), model=p.model),
+                          backend)
+    assert token_agreement(plain, chunked)["token_match_pct"] == 100.0
+    assert all(s.num_tokens <= budget for s in chunked.steps)
+    mixed = [s for s in chunked.steps if s.kind == "mixed"]
+    assert mixed and all(0 <= s.num_decode_tokens <= s.num_seqs for s in mixed)
+    assert any(s.num_decode_tokens and s.num_tokens > s.num_decode_tokens for s in mixed)  # decode beside chunks
+    assert not any(s.kind == "prefill" for s in chunked.steps)  # every prompt went through the budget
+    if "num_pages" in overrides:  # and the decode steps between mixed ones restaged rows that moved on
+        assert chunked.num_preemptions > 0 and any(s.kind == "decode" for s in chunked.steps)
+
+
+def test_a_prompt_longer_than_the_budget_takes_several_steps(tmp_path):
+    path = tmp_path / "long.toml"
+    path.write_text('name = "long"\ndescription = "one long prompt"\nnum_requests = 3\narrival = "burst"\n'
+                    '[prompt]\nkind = "fixed"\nmean = 200\n[output]\nkind = "fixed"\nmean = 5\n')
+    p = prepare(RunConfig(workload=str(path), backends=("paged",), warmup=False, chunked_prefill=True,
+                          max_batched_tokens=64))
+    record = run_backend(p, "paged")
+    prompt_steps = [s for s in record.steps if s.kind == "mixed" and s.num_tokens > s.num_decode_tokens]
+    assert sum(s.num_tokens - s.num_decode_tokens for s in prompt_steps) == 3 * 200  # no token computed twice
+    assert len(prompt_steps) >= 3 * 200 // 64 and all(s.num_tokens <= 64 for s in record.steps)
+    assert len(record.requests) == 3
+
+
+@settings(max_examples=10, deadline=None)
+@given(budget=st.integers(32, 96), num_pages=st.integers(24, 120), n=st.integers(1, 10), seed=st.integers(0, 99),
+       partial=st.integers(1, 3))
+def test_random_chunked_runs_finish_and_return_every_page(budget, num_pages, n, seed, partial):
+    p = prepare(RunConfig(workload="default", backends=("paged",), warmup=False, num_requests=n, seed=seed,
+                          num_pages=num_pages, watermark=0.0, chunked_prefill=True, max_batched_tokens=budget,
+                          max_num_partial_prefills=partial))
+    backend = build_backend(p, "paged")
+    record = Engine(p.model, backend, scheduler_config(p)).run(p.requests, realtime=False)
+    assert len(record.requests) == n and all(s.num_tokens <= budget for s in record.steps)
+    bm = backend.block_manager
+    bm.check_invariants()
+    assert bm.num_used_pages == 0 and bm.num_page_refs == 0
+
+
+def test_bad_budgets_are_refused():
+    with pytest.raises(ConfigError, match="at least max_num_seqs"):
+        SchedulerConfig(max_num_seqs=32, max_batched_tokens=16, chunked_prefill=True)
+    for args, needle in ((("--chunked-prefill", "--max-batched-tokens", "16"), "at least max_num_seqs"),
+                         (("--chunked-prefill", "--max-batched-tokens", "0"), "must be > 0"),
+                         (("--chunked-prefill", "--max-num-partial-prefills", "0"), "must be > 0")):
+        done = subprocess.run([sys.executable, "-m", "pabench", "run", "--no-progress", "--num-requests", "2", *args],
+                              capture_output=True, text=True, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and needle in lines[0], done.stderr
