@@ -44,7 +44,9 @@ Watermark = Annotated[float, typer.Option(
     rich_help_panel=MEM)]
 MaxModelLen = Annotated[Optional[int], typer.Option(
     help="Longest sequence (prompt + output). Default: 1024 on CPU, 2048 on CUDA.", rich_help_panel=SCHED)]
-MaxBatchedTokens = Annotated[int, typer.Option(help="Most prompt tokens in one prefill step.", rich_help_panel=SCHED)]
+MaxBatchedTokens = Annotated[int, typer.Option(
+    help="Most prompt tokens in one prefill step; with --chunked-prefill, every token of a step (decode and "
+         "prompt chunks).", rich_help_panel=SCHED)]
 MinPrefillSeqs = Annotated[int, typer.Option(
     help="Hold a prefill step back until this many batch seats are free (fewer, larger prefill steps; 1 = admit at "
          "once, as vLLM).", rich_help_panel=SCHED)]
