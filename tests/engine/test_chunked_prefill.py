@@ -6,6 +6,7 @@ import sys
 from dataclasses import replace
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,42 @@ def test_bad_budgets_are_refused():
                               capture_output=True, text=True, timeout=300)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1 and needle in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("backend_name", ["paged", "contiguous-oracle"])
+@pytest.mark.parametrize("chunk", [16, 23])  # on and off page boundaries (page 16)
+def test_chunked_logits_match_one_shot_prefill(backend_name, chunk):
+    """The model's logits after the last chunk of a 70-token prompt equal those of one unchunked prefill, fp32."""
+    p = prepare(RunConfig(workload="default", backends=(backend_name,), warmup=False, num_requests=1))
+    prompt = [1 + (7 * j) % 500 for j in range(70)]
+    logits = {}
+    original = p.model.forward
+
+    def capture(key):
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            logits[key] = out.clone()
+            return out
+        return forward
+
+    from pabench.core import Sequence
+    from pabench.engine.scheduler import SeqState
+
+    for mode in ("one-shot", "chunked"):
+        engine = Engine(p.model, build_backend(p, backend_name), scheduler_config(p))
+        st = SeqState(Sequence(0, prompt), 0, 0, len(prompt), 4)
+        p.model.forward = capture(mode)
+        try:
+            if mode == "one-shot":
+                engine.backend.admit(st.seq, 74)
+                engine._prefill([st], engine._timer)
+            else:
+                engine.backend.admit(st.seq, 74, max_new_tokens=chunk)
+                for start in range(0, len(prompt), chunk):
+                    end = min(len(prompt), start + chunk)
+                    if start:
+                        engine.backend.grow_chunk(st.seq, end)
+                    engine._prefill([st], engine._timer, [(start, end)])
+        finally:
+            del p.model.forward
+    torch.testing.assert_close(logits["chunked"], logits["one-shot"], rtol=1e-4, atol=1e-4)
