@@ -107,12 +107,7 @@ class Scheduler:
             self.running.extend(batch)
             return ScheduledStep("prefill", batch, [])
         if not self.running:
-            if self.waiting:
-                head = self.waiting[0]
-                raise ConfigError(f"the KV budget cannot hold request {head.request_id} "
-                                  f"({head.seq.num_tokens} tokens now, up to {head.max_total_tokens}) "
-                                  f"even with nothing else running")
-            return None
+            return self._nothing_fits()
         preempted = self._grow_all()
         return ScheduledStep("decode", list(self.running), preempted)
 
@@ -163,12 +158,7 @@ class Scheduler:
                 seqs = [st.seq for st in running]
                 preempted.append(self._restart_beams(members))
             i = self.backend.grow_many(seqs, i)
-        if preempted and not self.running:
-            raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
-                              f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
-        for victim in preempted:  # victims popped newest first: appendleft restores admission order
-            self.waiting.appendleft(victim)
-        return preempted
+        return self._requeue(preempted)
 
     def _schedule_mixed(self) -> ScheduledStep | None:
         """vLLM v1's chunked prefill: every decoding sequence's token first, then chunks of the partly prefilled
@@ -236,7 +226,12 @@ class Scheduler:
             preempted.append(victim)
             if i < len(seqs):
                 i = self.backend.grow_many(seqs, i)
-        if preempted and not running:
+        return self._requeue(preempted)
+
+    def _requeue(self, preempted: list[SeqState]) -> list[SeqState]:
+        """Put a step's victims back at the head of the queue (popped newest first: appendleft restores admission
+        order); a victim that could not run even alone is an impossible request."""
+        if preempted and not self.running:
             raise ConfigError(f"the KV budget cannot hold request {preempted[-1].request_id} "
                               f"({preempted[-1].seq.num_tokens} tokens) even with nothing else running")
         for victim in preempted:
