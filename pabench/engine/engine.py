@@ -43,6 +43,7 @@ class Engine(BeamSteps):
         self.device = model.device
         self.graphs = None
         self._beam_topk: tuple[list, list] | None = None  # this decode step's top log-probabilities, with beams
+        self._beam_width = 1  # the run's widest beam search (set in _start)
         self._prefill_logprobs: list[list[float]] = []  # this prefill step's top-k log-probabilities, with beams
         self.reprefill_beams = getattr(backend, "reprefill_beams", False)  # vLLM v1's beams (paged-reprefill)
         self.pad_prefill = self.device.type == "cuda"  # prefill shape buckets (engine/padding.py)
@@ -80,8 +81,10 @@ class Engine(BeamSteps):
         pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)))
         for r in pending:
             check_request_fits(self.backend, self.config, r)
-            if getattr(r, "beam_width", 1) > 1 and self.graphs is not None:
-                raise ConfigError("beam search runs eager decode steps for now: drop --cuda-graphs")
+        # the widest beam search: decode steps then also return 2 x width log-probabilities per row (0: no beams)
+        self._beam_width = max((getattr(r, "beam_width", 1) for r in pending), default=1)
+        if self._beam_width > 1 and self.graphs is not None:
+            raise ConfigError("beam search runs eager decode steps for now: drop --cuda-graphs")
         record = RunRecord(backend=self.backend.name, config=dict(run_config or {}),
                            capacity=self.backend.capacity())
         return RunState(pending=pending, total=len(pending), record=record, on_progress=on_progress, realtime=realtime)
@@ -273,9 +276,9 @@ class Engine(BeamSteps):
         return top, host
 
     def _decode(self, states: list[SeqState], timer: "DeviceTimer") -> tuple[list[int], float]:
-        self._beam_topk = None
-        width = max((st.beam.width for st in states if st.beam is not None), default=0)
-        tokens, host = self._launch_decode([st.seq for st in states], timer, 2 * width)
+        self._beam_topk = None  # per step, not per sequence: a run without beams pays nothing for them
+        tokens, host = self._launch_decode([st.seq for st in states], timer,
+                                           2 * self._beam_width if self._beam_width > 1 else 0)
         return tokens.tolist(), host  # waits for the device
 
     def _launch_decode(self, seqs: list[Sequence], timer: "DeviceTimer",
