@@ -143,7 +143,8 @@ class Engine(BeamSteps):
         for st in step.preempted:  # a beam search preempted as a whole restarts from this root
             if st.beam is not None:
                 groups[st.request_id] = [st]
-        num_decode = {"decode": len(states), "mixed": sum(st.prefill_done for st in states)}.get(step.kind, 0)
+        num_decode = (len(states) if step.kind == "decode" else
+                      sum(st.prefill_done for st in states) if step.kind == "mixed" else 0)
         if step.kind == "mixed":
             num_computed = sum(b - a for a, b in step.ranges)
         else:
