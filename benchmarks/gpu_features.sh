@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GPU evidence for beam search (issue 16) and chunked prefill (issue 17). Run on a CUDA machine from the repo root:
+#   OUT=/tmp/f1 STAGES="tests beam chunked" bash benchmarks/gpu_features.sh
+# Stages:
+#   tests    `pytest -m gpu` (every GPU test: the beam, chunked and padding paths included)
+#   beam     `beam-search` (width 4) with paged, contiguous-max, contiguous-oracle and paged-reprefill at a tight
+#            (BEAM_TIGHT, default 512MiB) and a loose (BEAM_LOOSE, default 16GiB) budget; max_model_len 512, which
+#            holds the preset's longest prompt + output (128 + 256), so that contiguous-max reserves what it must
+#   chunked  `long-prompts` with paged and contiguous-oracle, unchunked (8192-token prefill budget, the default)
+#            and chunked at CHUNK_BUDGETS tokens per step (default "2048 512"), CHUNK_BUDGET KV (default 16GiB)
+#   mixed    the mixed-step attention kernel against a separate prefill and decode launch (benchmarks/mixed_attention.py)
+# MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
+# Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
+set -uo pipefail
+OUT=${OUT:-results/gpu/e2e/features}
+mkdir -p "$OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+STAGES=${STAGES-"tests beam chunked"}
+MODEL=${MODEL:-llama-3-8b}
+SHRINK=()
+[[ -n "${LAYERS:-}" ]] && SHRINK+=(--layers "$LAYERS")
+[[ -n "${NREQ:-}" ]] && SHRINK+=(--num-requests "$NREQ")
+log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
+run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+
+log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
+export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+log "commit: $PABENCH_COMMIT"
+
+want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
+if want beam; then
+    for budget in "${BEAM_TIGHT:-512MiB}" "${BEAM_LOOSE:-16GiB}"; do
+        run $PY -m pabench run --workload beam-search --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "$budget" \
+            --max-num-seqs 256 --max-model-len 512 --no-progress \
+            --backend paged,contiguous-max,contiguous-oracle,paged-reprefill \
+            --csv "$OUT/beam_$budget.csv" --json "$OUT/beam_$budget.json"
+    done
+fi
+if want chunked; then
+    KV=${CHUNK_BUDGET:-16GiB}
+    CH=(--workload long-prompts --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "$KV" --max-num-seqs 256
+        --max-model-len 2048 --no-progress --backend paged,contiguous-oracle)
+    run $PY -m pabench run "${CH[@]}" --csv "$OUT/long_unchunked.csv" --json "$OUT/long_unchunked.json"
+    for tokens in ${CHUNK_BUDGETS:-2048 512}; do
+        run $PY -m pabench run "${CH[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
+            --csv "$OUT/long_chunked_$tokens.csv" --json "$OUT/long_chunked_$tokens.json"
+    done
+fi
+want mixed && run $PY benchmarks/mixed_attention.py --out "$OUT/mixed_attention.csv"
+exit 0
