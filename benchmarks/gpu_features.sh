@@ -8,6 +8,8 @@
 #            holds the preset's longest prompt + output (128 + 256), so that contiguous-max reserves what it must
 #   chunked  `long-prompts` with paged and contiguous-oracle, unchunked (8192-token prefill budget, the default)
 #            and chunked at CHUNK_BUDGETS tokens per step (default "2048 512"), CHUNK_BUDGET KV (default 16GiB)
+#   longctx  `long-context` (prompts to 7,680 tokens, max_model_len 8192), the same comparison at CTX_BUDGETS
+#            (default "512") tokens per step
 #   mixed    the mixed-step attention kernel against a separate prefill and decode launch (benchmarks/mixed_attention.py)
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
 # Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
@@ -16,7 +18,7 @@ OUT=${OUT:-results/gpu/e2e/features}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STAGES=${STAGES-"tests beam chunked"}
+STAGES=${STAGES-"tests beam chunked longctx"}
 MODEL=${MODEL:-llama-3-8b}
 SHRINK=()
 [[ -n "${LAYERS:-}" ]] && SHRINK+=(--layers "$LAYERS")
@@ -36,7 +38,7 @@ if want beam; then
     for budget in "${BEAM_TIGHT:-512MiB}" "${BEAM_LOOSE:-16GiB}"; do
         run $PY -m pabench run --workload beam-search --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "$budget" \
             --max-num-seqs 256 --max-model-len 512 --no-progress \
-            --backend paged,contiguous-max,contiguous-oracle,paged-reprefill \
+            --backend "${BEAM_BACKENDS:-paged,contiguous-max,contiguous-oracle,paged-reprefill}" \
             --csv "$OUT/beam_$budget.csv" --json "$OUT/beam_$budget.json"
     done
 fi
@@ -48,6 +50,15 @@ if want chunked; then
     for tokens in ${CHUNK_BUDGETS:-2048 512}; do
         run $PY -m pabench run "${CH[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
             --csv "$OUT/long_chunked_$tokens.csv" --json "$OUT/long_chunked_$tokens.json"
+    done
+fi
+if want longctx; then
+    LC=(--workload long-context --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
+        --max-num-seqs 256 --max-model-len 8192 --no-progress --backend paged,contiguous-oracle)
+    run $PY -m pabench run "${LC[@]}" --csv "$OUT/ctx_unchunked.csv" --json "$OUT/ctx_unchunked.json"
+    for tokens in ${CTX_BUDGETS:-512}; do
+        run $PY -m pabench run "${LC[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
+            --csv "$OUT/ctx_chunked_$tokens.csv" --json "$OUT/ctx_chunked_$tokens.json"
     done
 fi
 want mixed && run $PY benchmarks/mixed_attention.py --out "$OUT/mixed_attention.csv"

@@ -290,6 +290,10 @@ def _warmup(p: Prepared, backend, sched) -> None:
         warm_prefill_gemms(p.model, max(c.max_batched_tokens, c.max_model_len), c.max_num_seqs)
     reqs = [replace(r, arrival_s=0.0, output_len=min(r.output_len, 4)) for r in p.requests[:n]]
     _engine_class(p.config)(p.model, backend, sched).run(reqs, realtime=False)
+    if p.config.device == "cuda" and not p.config.cuda_graphs:  # eager decode meets batch sizes as they come
+        from pabench.engine.padding import warm_eager_decode
+
+        warm_eager_decode(p.model, backend, p.config.max_num_seqs)
     del backend
     gc.collect()
     if p.config.device == "cuda":

@@ -7,12 +7,16 @@ prefill step and the next backend, running the same schedule, found every choice
 KV cache, decided prefill time. With buckets, `warm_prefill_gemms` makes every choice once before any timed run,
 and the padding rows (at most one bucket's worth, never attended or written to the cache) cost little next to
 a launch-bound eager forward. The CPU has no such cost and runs unpadded.
+
+Eager decode steps (beam search runs them; CUDA graphs capture every bucket up front) meet batch sizes as
+they come: `warm_eager_decode` makes those GEMM choices and the decode kernels' Triton compiles before timing.
 """
 
 from __future__ import annotations
 
 import torch
 
+from pabench.backends.base import KVCacheBackend
 from pabench.engine.model import DecoderModel
 
 TOKEN_BUCKET = 64  # prefill tokens per step round up to a multiple of this
@@ -40,6 +44,37 @@ def warm_prefill_gemms(model: DecoderModel, max_tokens: int, max_rows: int) -> i
     for n in range(ROW_BUCKET, bucket(max_rows, ROW_BUCKET) + 1, ROW_BUCKET):
         x[:n] @ model.lm_head  # [n, vocab]
         count += 1
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return count
+
+
+@torch.inference_mode()
+def warm_eager_decode(model: DecoderModel, backend: KVCacheBackend, max_batch: int) -> int:
+    """Each decode projection and the LM head at every batch size up to `max_batch`, and the backend's KV write and
+    decode attention at each compiled variant's batch (padding rows: scratch slot, length 1). Returns the calls.
+
+    The first backend of a run met these one-time costs inside its timed steps (a ~0.7 s Triton compile at a new
+    variant), the next found them paid. Run it on a throwaway backend: it writes into the scratch slot."""
+    from pabench.kernels import variant_batches
+
+    c, layer = model.config, model.layers[0]
+    x = torch.randn(max_batch, c.hidden_size, device=model.device).to(model.dtype)  # [B, hidden]
+    mid = torch.randn(max_batch, c.intermediate_size, device=model.device).to(model.dtype)  # [B, I]
+    o = torch.randn(max_batch, c.num_q_heads * c.head_dim, device=model.device).to(model.dtype)  # [B, Hq D]
+    count = 0
+    for b in range(1, max_batch + 1):
+        x[:b] @ layer["wqkv"], o[:b] @ layer["wo"], x[:b] @ layer["w_gate_up"], mid[:b] @ layer["w_down"]
+        x[:b] @ model.lm_head  # [b, vocab]
+        count += 5
+    q = o.view(max_batch, c.num_q_heads, c.head_dim)  # [B, Hq, D]
+    kv = q[:, :c.num_kv_heads]  # [B, Hkv, D]
+    for b in variant_batches(max_batch):
+        backend.stage_decode([], b)
+        slots = backend.decode_meta(b)  # [b]
+        backend.write_kv(0, slots, kv[:b], kv[:b])
+        backend.decode_attention(0, q[:b])  # [b, Hq, D]
+        count += 2
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     return count

@@ -5,7 +5,7 @@ under TRITON_INTERPRET=1 (slow, for tests).
 """
 
 from pabench.kernels.decode import (DecodeConfig, choose_decode_config, contiguous_decode_attention,
-                                    paged_decode_attention)
+                                    paged_decode_attention, variant_batches)
 from pabench.kernels.kv_write import write_kv
 from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference, write_kv_reference
 from pabench.kernels.peers import (decode_padding_mask, flashinfer_available, flex_available, flex_paged_decode,
@@ -26,6 +26,7 @@ __all__ = [
     "paged_decode_reference",
     "prefill_attention",
     "sdpa_decode_attention",
+    "variant_batches",
     "varlen_path",
     "varlen_prefill_attention",
     "write_kv",

@@ -206,6 +206,24 @@ def num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+LARGE_BATCH = 128  # batches above this get the large-batch tiling
+
+
+def block_b(batch: int) -> int:
+    """Lanes of the in-kernel chunk schedule: a power of two >= batch, few distinct values (fewer recompiles)."""
+    return max(64, triton.next_power_of_2(batch))
+
+
+def variant_batches(max_batch: int) -> list[int]:
+    """The smallest batch of each compiled variant of the decode kernels up to `max_batch`: tiling, BLOCK_B and
+    Triton's integer specialization of `batch` (== 1, divisible by 16). Eager decode steps (beam search) meet
+    batch sizes as they come; warming these once keeps every Triton compile out of a timed run."""
+    seen: dict[tuple, int] = {}
+    for b in range(1, max_batch + 1):
+        seen.setdefault((block_b(b), b > LARGE_BATCH, b == 1, b % 16 == 0), b)
+    return sorted(seen.values())
+
+
 @functools.lru_cache(maxsize=256)
 def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
     """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md).
@@ -216,7 +234,7 @@ def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig
     block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
     if dtype == torch.float32:
         block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
-    if shape.batch <= 128:
+    if shape.batch <= LARGE_BATCH:
         return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=8)
     # large batches (mixed lengths, many short chunks): smaller chunks, and the next tile's page ids loaded
     # one iteration ahead so the table -> K/V load chain leaves the critical path of short loops
@@ -237,7 +255,7 @@ def _launch_decode(
     part_out = alloc((max_chunks, shape.num_q_heads, shape.head_dim), *fill, device=q.device, dtype=torch.float32)
     part_lse = alloc((max_chunks, shape.num_q_heads), *fill, device=q.device, dtype=torch.float32)
     out = torch.empty_like(q) if out is None else out  # [batch, num_q_heads, head_dim]
-    block_b = max(64, triton.next_power_of_2(shape.batch))  # few distinct values: fewer recompiles
+    lanes = block_b(shape.batch)
     if paged:  # k/v [num_pages, page_size, Hkv, D]
         stride_kp, stride_ks, stride_kh = k.stride(0), k.stride(1), k.stride(2)
         stride_vp, stride_vs, stride_vh = v.stride(0), v.stride(1), v.stride(2)
@@ -254,7 +272,7 @@ def _launch_decode(
         stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         NUM_KV_HEADS=shape.num_kv_heads, GROUP=shape.group, HEAD_DIM=shape.head_dim, PAGE_SIZE=shape.page_size,
-        PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=block_b,
+        PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=lanes,
         BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
@@ -265,7 +283,7 @@ def _launch_decode(
         shape.batch, target_chunks,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         stride_ob=out.stride(0), stride_oh_final=out.stride(1),
-        HEAD_DIM=shape.head_dim, BLOCK_B=block_b, BLOCK_N=config.block_n, BLOCK_C=config.merge_block,
+        HEAD_DIM=shape.head_dim, BLOCK_B=lanes, BLOCK_N=config.block_n, BLOCK_C=config.merge_block,
         num_warps=config.merge_warps,
     )
     return out
