@@ -230,3 +230,31 @@ def test_full32_table_matches_s9_7():
         waste = cells[5].split("/")
         near(waste[0], paged["mean_waste_pct"])
         near(waste[1], oracle["mean_waste_pct"])
+
+
+S10 = E2E / "s10-2-features-h200"
+
+
+def test_beam_search_table_matches_s10_2():
+    rows = table("| beam-search, budget |")
+    assert len(rows) == 8
+    for cells in rows:
+        r = row_of(S10 / f"beam_{cells[0]}.csv", cells[1])
+        near(cells[2], r["output_tok_per_s"])
+        if cells[3] != "—":
+            near(cells[3], r["concurrency_mean"])
+        assert int(number(cells[4])) == r["num_preemptions"]
+        near(cells[5], r["saved_pct"])
+        near(cells[6], r["kv_copied_bytes"] / 1e9)
+        assert int(number(cells[7])) == r["recomputed_tokens"]
+
+
+def test_chunked_prefill_table_matches_s10_2():
+    rows = table("| chunked prefill, file |")
+    assert len(rows) == 8
+    for cells in rows:
+        r = row_of(S10 / f"{cells[0].strip('`')}.csv", cells[1])
+        assert bool(r["chunked_prefill"]) == ("_chunked_" in cells[0])
+        for cell, key in zip(cells[2:], ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms", "itl_max_ms",
+                                         "ttft_p50_ms", "ttft_p99_ms")):
+            near(cell, r[key])
