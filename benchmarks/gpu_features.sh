@@ -8,7 +8,7 @@
 #            holds the preset's longest prompt + output (128 + 256), so that contiguous-max reserves what it must
 #   chunked  `long-prompts` with paged and contiguous-oracle, unchunked (8192-token prefill budget, the default)
 #            and chunked at CHUNK_BUDGETS tokens per step (default "2048 512"), CHUNK_BUDGET KV (default 16GiB)
-#   longctx  `long-context` (prompts to 7,680 tokens, max_model_len 8192), the same comparison at CTX_BUDGETS
+#   longctx  `long-context-poisson` (prompts to 7,680 tokens, max_model_len 8192), the same comparison at CTX_BUDGETS
 #            (default "512") tokens per step
 #   mixed    the mixed-step attention kernel against a separate prefill and decode launch (benchmarks/mixed_attention.py)
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
@@ -53,7 +53,7 @@ if want chunked; then
     done
 fi
 if want longctx; then
-    LC=(--workload long-context --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
+    LC=(--workload long-context-poisson --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
         --max-num-seqs 256 --max-model-len 8192 --no-progress --backend paged,contiguous-oracle)
     run $PY -m pabench run "${LC[@]}" --csv "$OUT/ctx_unchunked.csv" --json "$OUT/ctx_unchunked.json"
     for tokens in ${CTX_BUDGETS:-512}; do

@@ -27,7 +27,7 @@ kind = "fixed"
 mean = 5
 """
 
-MAX_MODEL_LEN = {"long-context": 8192}  # every other preset fits 2048
+MAX_MODEL_LEN = {"long-context": 8192, "long-context-poisson": 8192}  # every other preset fits 2048
 
 
 def _spec(**changes) -> WorkloadSpec:
