@@ -224,6 +224,17 @@ def variant_batches(max_batch: int) -> list[int]:
     return sorted(seen.values())
 
 
+def num_compiled() -> int:
+    """Decode-kernel binaries compiled in this process (chunk + merge kernels): a test that a warm-up left none to
+    compile. Triton 3.x keeps per-device caches; older versions a `cache` dict."""
+    total = 0
+    for fn in (_decode_chunk_kernel, _merge_kernel):
+        caches = getattr(fn, "device_caches", None)
+        total += (sum(len(entry[0]) for entry in caches.values()) if caches is not None
+                  else sum(len(c) for c in fn.cache.values()))
+    return total
+
+
 @functools.lru_cache(maxsize=256)
 def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
     """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md).

@@ -50,28 +50,20 @@ def test_warm_eager_decode_runs_on_either_layout(backend):
     assert count == 5 * 20 + 2 * len(variant_batches(20))
 
 
-def _compiled(fn) -> int:
-    """Kernels a Triton JITFunction holds compiled (Triton 3.x: per-device caches; older: `cache`)."""
-    caches = getattr(fn, "device_caches", None)
-    if caches is not None:
-        return sum(len(entry[0]) for entry in caches.values())
-    return sum(len(c) for c in fn.cache.values())
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["paged", "contiguous-max"])
 def test_warm_eager_decode_leaves_no_triton_compile_to_the_run(backend):
     """After the warm-up, eager decode at every batch size 1..max_num_seqs compiles nothing more: the ~0.7 s
     compiles that landed in the first backend's timed steps of a beam run are gone."""
     from pabench.engine.padding import warm_eager_decode
-    from pabench.kernels.decode import _decode_chunk_kernel, _merge_kernel
+    from pabench.kernels.decode import num_compiled
 
     n = 160
     p = prepare(RunConfig(workload="default", model="llama-3-8b", layers=1, device="cuda", dtype="bf16",
                           num_requests=2, warmup=False, max_num_seqs=n, kv_budget_bytes=1 << 30))
     be = build_backend(p, backend)
     warm_eager_decode(p.model, be, n)
-    before = _compiled(_decode_chunk_kernel), _compiled(_merge_kernel)
+    before = num_compiled()
     c = p.model.config
     q = torch.randn(n, c.num_q_heads, c.head_dim, device="cuda", dtype=torch.bfloat16)  # [n, Hq, D]
     for b in range(1, n + 1):
@@ -80,4 +72,4 @@ def test_warm_eager_decode_leaves_no_triton_compile_to_the_run(backend):
         out = be.decode_attention(0, q[:b])  # [b, Hq, D]
     torch.cuda.synchronize()
     assert torch.isfinite(out).all()
-    assert (_compiled(_decode_chunk_kernel), _compiled(_merge_kernel)) == before
+    assert num_compiled() == before
