@@ -28,6 +28,13 @@ def bucket(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _project(layer: dict, x: torch.Tensor, o: torch.Tensor, mid: torch.Tensor) -> int:
+    """A layer's four projections on `x` `[n, hidden]`, `o` `[n, Hq D]` and `mid` `[n, I]`: the GEMM shapes cuBLAS
+    chooses a kernel for at row count n. Returns the GEMM count."""
+    x @ layer["wqkv"], o @ layer["wo"], x @ layer["w_gate_up"], mid @ layer["w_down"]
+    return 4
+
+
 @torch.inference_mode()
 def warm_prefill_gemms(model: DecoderModel, max_tokens: int, max_rows: int) -> int:
     """Run each prefill projection once at every token bucket up to `max_tokens`, and the LM head at every row
@@ -39,8 +46,7 @@ def warm_prefill_gemms(model: DecoderModel, max_tokens: int, max_rows: int) -> i
     o = torch.randn(top, c.num_q_heads * c.head_dim, device=model.device).to(model.dtype)  # [T, Hq D]
     count = 0
     for t in range(TOKEN_BUCKET, top + 1, TOKEN_BUCKET):
-        x[:t] @ layer["wqkv"], o[:t] @ layer["wo"], x[:t] @ layer["w_gate_up"], mid[:t] @ layer["w_down"]
-        count += 4
+        count += _project(layer, x[:t], o[:t], mid[:t])
     for n in range(ROW_BUCKET, bucket(max_rows, ROW_BUCKET) + 1, ROW_BUCKET):
         x[:n] @ model.lm_head  # [n, vocab]
         count += 1
@@ -64,9 +70,9 @@ def warm_eager_decode(model: DecoderModel, backend: KVCacheBackend, max_batch: i
     o = torch.randn(max_batch, c.num_q_heads * c.head_dim, device=model.device).to(model.dtype)  # [B, Hq D]
     count = 0
     for b in range(1, max_batch + 1):
-        x[:b] @ layer["wqkv"], o[:b] @ layer["wo"], x[:b] @ layer["w_gate_up"], mid[:b] @ layer["w_down"]
+        count += _project(layer, x[:b], o[:b], mid[:b])
         x[:b] @ model.lm_head  # [b, vocab]
-        count += 5
+        count += 1
     q = o.view(max_batch, c.num_q_heads, c.head_dim)  # [B, Hq, D]
     kv = q[:, :c.num_kv_heads]  # [B, Hkv, D]
     for b in variant_batches(max_batch):
