@@ -9,8 +9,7 @@
 #   chunked  `long-prompts` with paged and contiguous-oracle, unchunked (8192-token prefill budget, the default)
 #            and chunked at CHUNK_BUDGETS tokens per step (default "2048 512"), CHUNK_BUDGET KV (default 16GiB)
 #   longctx  `long-context-poisson` (prompts to 7,680 tokens, max_model_len 8192), the same comparison at CTX_BUDGETS
-#            (default "512") tokens per step
-#   mixed    the mixed-step attention kernel against a separate prefill and decode launch (benchmarks/mixed_attention.py)
+#            (default "512") tokens per step (a stage for the mixed-step kernel's timing comes with that kernel)
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
 # Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
 set -uo pipefail
@@ -42,24 +41,17 @@ if want beam; then
             --csv "$OUT/beam_$budget.csv" --json "$OUT/beam_$budget.json"
     done
 fi
-if want chunked; then
-    KV=${CHUNK_BUDGET:-16GiB}
-    CH=(--workload long-prompts --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "$KV" --max-num-seqs 256
-        --max-model-len 2048 --no-progress --backend paged,contiguous-oracle)
-    run $PY -m pabench run "${CH[@]}" --csv "$OUT/long_unchunked.csv" --json "$OUT/long_unchunked.json"
-    for tokens in ${CHUNK_BUDGETS:-2048 512}; do
-        run $PY -m pabench run "${CH[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
-            --csv "$OUT/long_chunked_$tokens.csv" --json "$OUT/long_chunked_$tokens.json"
+# chunking PREFIX WORKLOAD MAX_MODEL_LEN "TOKENS..." -- paged and contiguous-oracle unchunked, then chunked at each budget
+chunking() {
+    local prefix=$1 workload=$2 max_len=$3 budgets=$4 tokens
+    local args=(--workload "$workload" --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
+                --max-num-seqs 256 --max-model-len "$max_len" --no-progress --backend paged,contiguous-oracle)
+    run $PY -m pabench run "${args[@]}" --csv "$OUT/${prefix}_unchunked.csv" --json "$OUT/${prefix}_unchunked.json"
+    for tokens in $budgets; do
+        run $PY -m pabench run "${args[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
+            --csv "$OUT/${prefix}_chunked_$tokens.csv" --json "$OUT/${prefix}_chunked_$tokens.json"
     done
-fi
-if want longctx; then
-    LC=(--workload long-context-poisson --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
-        --max-num-seqs 256 --max-model-len 8192 --no-progress --backend paged,contiguous-oracle)
-    run $PY -m pabench run "${LC[@]}" --csv "$OUT/ctx_unchunked.csv" --json "$OUT/ctx_unchunked.json"
-    for tokens in ${CTX_BUDGETS:-512}; do
-        run $PY -m pabench run "${LC[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
-            --csv "$OUT/ctx_chunked_$tokens.csv" --json "$OUT/ctx_chunked_$tokens.json"
-    done
-fi
-want mixed && run $PY benchmarks/mixed_attention.py --out "$OUT/mixed_attention.csv"
+}
+want chunked && chunking long long-prompts 2048 "${CHUNK_BUDGETS:-2048 512}"
+want longctx && chunking ctx long-context-poisson 8192 "${CTX_BUDGETS:-512}"
 exit 0
