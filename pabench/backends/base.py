@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from pabench.core import Sequence
     from pabench.core.memory import MemorySnapshot
+    from pabench.kernels import MixedSchedule
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
 
@@ -65,7 +66,8 @@ class PrefillMeta:
     slots: "torch.Tensor"  # [n_new] where the new tokens' K/V go (on the host: PrefillBatch.build moves them once)
     n_new: int  # tokens computed in this prefill (prompt minus prefix-cache hits)
     n_total: int  # tokens attended over (cached prefix + new)
-    kv_index: object  # backend-specific: all slots (paged) or the region start (contiguous)
+    kv_index: object  # backend-specific: the page ids (paged) or the region start (contiguous)
+    kv_ref: int = 0  # what the unified mixed-step kernel reads through: block-table row (paged) or region start
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,20 @@ class PrefillBatch:
     kv_slots: "torch.Tensor | None"  # [T_total] slot of every attended token, or None: attend over the fresh k, v
     cu_q_dev: "torch.Tensor | None" = None  # [n + 1] int32 cu_q on the device, built once per step (not per layer)
     cu_k_dev: "torch.Tensor | None" = None  # [n + 1] int32 cu_k on the device
+    mixed: "MixedSchedule | None" = None  # set: attend in place with the unified kernel (no kv_slots gather)
 
     def __post_init__(self) -> None:
         if len(self.cu_q) != len(self.cu_k) or len(self.cu_q) < 2 or self.cu_q[0] or self.cu_k[0]:
             raise ConfigError(f"prefill batch offsets must start at 0 and match in count, got {self.cu_q}, {self.cu_k}")
-        if self.kv_slots is None and self.cu_q != self.cu_k:
-            raise ConfigError("a prefill batch with cached prefixes needs kv_slots")
+        if self.kv_slots is None and self.mixed is None and self.cu_q != self.cu_k:
+            raise ConfigError("a prefill batch with cached prefixes needs kv_slots or a mixed schedule")
 
     @staticmethod
     def build(metas: "list[PrefillMeta]", kv_slots: "Callable[[PrefillMeta], torch.Tensor]",
-              device: "torch.device | str | None" = None) -> "PrefillBatch":
-        """Pack `metas` and move the packed slots to `device` in one copy each (None: leave them where they are);
-        `kv_slots(meta)` (all of a sequence's slots) is called only if some prefix is cached."""
+              device: "torch.device | str | None" = None, unified: bool = False) -> "PrefillBatch":
+        """Pack `metas` and move the packed slots to `device` in one copy each (None: leave them where they are).
+        If some prefix is cached: `unified` builds the unified kernel's schedule (O(sequences), the cache is read
+        in place), else `kv_slots(meta)` (all of a sequence's slots) is gathered, O(tokens)."""
         import itertools
 
         import torch
@@ -103,7 +107,12 @@ class PrefillBatch:
         slots = torch.cat([m.slots for m in metas]) if len(metas) > 1 else metas[0].slots  # [T_new]
         dev = slots.device if device is None else torch.device(device)
         slots = slots.to(dev, non_blocking=True)
-        gathered = None
+        gathered = mixed = None
+        if cu_q != cu_k and unified:
+            from pabench.kernels import mixed_schedule
+
+            mixed = mixed_schedule(cu_q, [m.n_total for m in metas], [m.kv_ref for m in metas], dev)
+            return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=None, mixed=mixed)
         if cu_q != cu_k:
             gathered = torch.cat([kv_slots(m) for m in metas]).to(dev, non_blocking=True)  # [T_total]
         cu_q_dev = torch.tensor(cu_q, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]
@@ -131,6 +140,8 @@ class KVCacheBackend(Protocol):
     name: str
     layout: KVLayout
     is_paged: bool  # pages (a block manager) or contiguous reservations
+    unified_attention: bool  # mixed steps may run the unified Triton kernel (PrefillBatch.build(unified=True))
+    scratch_ref: int  # a kv_ref that reads only scratch memory: the unified kernel's warm-up
 
     # --- admission and growth (host side, cheap) ---
     def can_admit(self, seq: "Sequence", max_total_tokens: int, num_forks: int = 0,
@@ -194,7 +205,7 @@ class KVCacheBackend(Protocol):
     def prefill_attention(self, layer: int, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor",
                           batch: PrefillBatch) -> "torch.Tensor":
         """Causal attention of a packed prefill batch (q `[T_new, Hq, D]`; k, v the new tokens' `[T_new, Hkv, D]`,
-        already written), cached prefixes included: `[T_new, Hq, D]`."""
+        already written), cached prefixes included (read in place when `batch.mixed` is set): `[T_new, Hq, D]`."""
         ...
 
     def decode_attention(self, layer: int, q: "torch.Tensor") -> "torch.Tensor":

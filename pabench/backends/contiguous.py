@@ -58,10 +58,12 @@ class ContiguousBackend:
         self.max_model_len = max_model_len
         resolve_impl(attn_impl, torch.device(layout.device))  # an unknown impl, or Triton where it cannot run
         self.attn_impl = attn_impl
+        self.unified_attention = kernels.unified_supported(attn_impl, layout.device, layout.head_dim)
         self.allocator = ExtentAllocator(num_slots)
         dev, dt = layout.device, layout.torch_dtype
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
         # One extra scratch slot, never reserved: padding rows of a CUDA-graph batch write and read it.
+        self.scratch_ref = num_slots  # a kv_ref (region start) of the scratch slot (kernel warm-ups)
         self.k_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
         self.v_slab = torch.empty(L, num_slots + 1, H, D, dtype=dt, device=dev)  # [L, num_slots + 1, H, D]
         # The decode batch's (region start, length) per sequence; padding rows read the scratch slot, length 1.
@@ -184,7 +186,7 @@ class ContiguousBackend:
         start = seq.num_cached_tokens if start is None else start
         end = seq.num_tokens if end is None else end
         slots = torch.arange(region + start, region + end)  # [n_new] on the host
-        return PrefillMeta(slots=slots, n_new=end - start, n_total=end, kv_index=region)
+        return PrefillMeta(slots=slots, n_new=end - start, n_total=end, kv_index=region, kv_ref=region)
 
     def invalidate_decode_staging(self) -> None:
         """Sequences advanced outside decode steps (chunked prefill's mixed steps): restage every row next time."""
@@ -218,6 +220,9 @@ class ContiguousBackend:
 
     def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           batch: PrefillBatch) -> torch.Tensor:
+        if batch.mixed is not None:  # the unified kernel reads every region in place
+            return kernels.contiguous_mixed_attention(q, self.k_slab[layer], self.v_slab[layer],
+                                                      batch.mixed)  # [T_new, Hq, D]
         return attend_prefill(q, k, v, batch, self.k_slab[layer], self.v_slab[layer])  # [T_new, Hq, D]
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,7 @@ class PagedBackend:
         self.max_model_len = max_model_len
         resolve_impl(attn_impl, torch.device(layout.device))  # an unknown impl, or Triton where it cannot run
         self.attn_impl = attn_impl
+        self.unified_attention = kernels.unified_supported(attn_impl, layout.device, layout.head_dim)
         self.enable_prefix_caching = enable_prefix_caching
         if enable_prefix_caching:
             self.name = "paged+prefix"
@@ -83,6 +84,7 @@ class PagedBackend:
         self.max_pages_per_seq = -(-max_model_len // page_size)
         # The persistent device block table (one row per running sequence, plus the padding row).
         self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev)
+        self.scratch_ref = self.table.padding_row  # a kv_ref that reads only the scratch page (kernel warm-ups)
         # The decode batch's (block-table row, length) per sequence; padding rows read the padding row, length 1.
         self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev)
         self._live: dict[int, Sequence] = {}
@@ -162,17 +164,17 @@ class PagedBackend:
         self._live[seq.seq_id] = seq
 
     # ------------------------------------------------------------------ step preparation
-    def _slots_of(self, seq: Sequence, stop: int) -> torch.Tensor:
-        """Slots of positions 0..stop-1 through the page table, on the host (numpy: no per-sequence torch ops)."""
-        pids = np.asarray(seq.page_table.page_ids, dtype=np.int64)  # [num_pages_of_seq]
-        slots = (pids[:, None] * self.page_size + np.arange(self.page_size)).reshape(-1)[:stop]  # [stop]
-        return torch.from_numpy(slots)
-
     def prepare_prefill(self, seq: Sequence, start: int | None = None, end: int | None = None) -> PrefillMeta:
+        """The slots of positions [start, end) through the page table, on the host (numpy: O(new tokens + pages),
+        no per-sequence torch ops); the page ids stay for `kv_slots`, the table row for the unified kernel."""
         start = seq.num_cached_tokens if start is None else start
         end = seq.num_tokens if end is None else end
-        all_slots = self._slots_of(seq, end)  # [end] on the host
-        return PrefillMeta(slots=all_slots[start:], n_new=end - start, n_total=end, kv_index=all_slots)
+        ps = self.page_size
+        pids = np.asarray(seq.page_table.page_ids[:-(-end // ps)], dtype=np.int64)  # [pages covering 0..end-1]
+        pos = np.arange(start, end, dtype=np.int64)  # [n_new]
+        slots = torch.from_numpy(pids[pos // ps] * ps + pos % ps)  # [n_new]
+        return PrefillMeta(slots=slots, n_new=end - start, n_total=end, kv_index=pids,
+                           kv_ref=self.table.rows[seq.seq_id])
 
     def invalidate_decode_staging(self) -> None:
         """Sequences advanced outside decode steps (chunked prefill's mixed steps): restage every row next time."""
@@ -210,10 +212,15 @@ class PagedBackend:
         kernels.write_kv(self.k_pool[layer], self.v_pool[layer], slots, k, v, impl=self.attn_impl)
 
     def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
-        return meta.kv_index  # [n_total] computed by prepare_prefill through the page table
+        ps = self.page_size  # every slot of the sequence's pages, cut at n_total
+        return torch.from_numpy((meta.kv_index[:, None] * ps + np.arange(ps)).reshape(-1)[:meta.n_total])
 
     def prefill_attention(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           batch: PrefillBatch) -> torch.Tensor:
+        if batch.mixed is not None:  # the unified kernel reads every context through the device block table
+            self.table.flush()  # this step's new pages (a no-op after the first layer)
+            return kernels.paged_mixed_attention(q, self.k_pool[layer], self.v_pool[layer], self.table.tensor,
+                                                 batch.mixed)  # [T_new, Hq, D]
         H, D = self.layout.num_kv_heads, self.layout.head_dim  # a cached prefix is read through the page table:
         return attend_prefill(q, k, v, batch, self.k_pool[layer].view(-1, H, D),  # its slots index pages flattened
                               self.v_pool[layer].view(-1, H, D))  # [T_new, Hq, D]

@@ -294,6 +294,10 @@ def _warmup(p: Prepared, backend, sched) -> None:
         from pabench.engine.padding import warm_eager_decode
 
         warm_eager_decode(p.model, backend, p.config.max_num_seqs)
+    if p.config.device == "cuda" and p.config.chunked_prefill:  # each unified mixed-step kernel variant
+        from pabench.engine.padding import warm_mixed_attention
+
+        warm_mixed_attention(p.model, backend)
     del backend
     gc.collect()
     if p.config.device == "cuda":

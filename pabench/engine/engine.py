@@ -239,10 +239,14 @@ class Engine(BeamSteps):
         """One packed forward over positions [start, end) of each sequence (default: its uncached prompt); `ranges`
         is a mixed step's (prompt chunks, and decode tokens as ranges of one)."""
         h0 = time.perf_counter()
+        mixed = ranges is not None
         if ranges is None:
             ranges = [(st.seq.num_cached_tokens, st.seq.num_tokens) for st in states]
+        # mixed steps (ranges given) read every context in place with the unified kernel where the backend can;
+        # prefill-only steps keep FlashAttention varlen over the gathered cache (faster on long prompts)
+        unified = mixed and self.backend.unified_attention
         batch = PrefillBatch.build([self.backend.prepare_prefill(st.seq, a, b) for st, (a, b) in zip(states, ranges)],
-                                   self.backend.kv_slots, self.device)
+                                   self.backend.kv_slots, self.device, unified=unified)
         ids: list[int] = []
         for st, (a, b) in zip(states, ranges):
             ids.extend(st.seq.token_ids[a:b])

@@ -9,7 +9,8 @@ and the padding rows (at most one bucket's worth, never attended or written to t
 a launch-bound eager forward. The CPU has no such cost and runs unpadded.
 
 Eager decode steps (beam search runs them; CUDA graphs capture every bucket up front) meet batch sizes as
-they come: `warm_eager_decode` makes those GEMM choices and the decode kernels' Triton compiles before timing.
+they come: `warm_eager_decode` makes those GEMM choices and the decode kernels' Triton compiles before timing;
+`warm_mixed_attention` compiles the unified mixed-step kernel's variants for chunked-prefill runs.
 """
 
 from __future__ import annotations
@@ -84,3 +85,25 @@ def warm_eager_decode(model: DecoderModel, backend: KVCacheBackend, max_batch: i
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     return count
+
+
+@torch.inference_mode()
+def warm_mixed_attention(model: DecoderModel, backend: KVCacheBackend) -> int:
+    """Compile each variant of the unified mixed-step kernel (every query-block size) on the backend's scratch
+    slot, so a chunked run's first mixed step of a new kind pays no compile. Returns the calls (0: not used)."""
+    from pabench.backends.base import PrefillBatch
+    from pabench.kernels import mixed_schedule
+    from pabench.kernels.mixed import BLOCK_Q_SIZES
+
+    if not backend.unified_attention:
+        return 0
+    c = model.config
+    q = torch.randn(1, c.num_q_heads, c.head_dim, device=model.device).to(model.dtype)  # [1, Hq, D]
+    for block_q in BLOCK_Q_SIZES:
+        sched = mixed_schedule([0, 1], [1], [backend.scratch_ref], model.device, block_q)
+        batch = PrefillBatch(slots=torch.zeros(1, dtype=torch.int64), cu_q=(0, 1), cu_k=(0, 1), kv_slots=None,
+                             mixed=sched)
+        backend.prefill_attention(0, q, q[:, :c.num_kv_heads], q[:, :c.num_kv_heads], batch)  # [1, Hq, D]
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(BLOCK_Q_SIZES)

@@ -43,7 +43,7 @@ def _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _tile_pages(table_row_ptr, tile, end, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):
+def tile_pages(table_row_ptr, tile, end, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):
     """Physical page ids of the tile starting at logical position `tile` (0 past the end of the sequence)."""
     if PAGE_SIZE >= BLOCK_N:  # tiles start at multiples of BLOCK_N, so the whole tile lies in one page
         page = tl.load(table_row_ptr + tile // PAGE_SIZE, mask=tile < end, other=0)  # scalar
@@ -98,7 +98,7 @@ def _decode_chunk_kernel(
         v_base = v_ptr + kv_head * stride_vh
         if PAGED:
             table_row = table_ptr + seq * stride_tb
-            page = _tile_pages(table_row, start, end, PAGE_SIZE, BLOCK_N)  # first tile's pages
+            page = tile_pages(table_row, start, end, PAGE_SIZE, BLOCK_N)  # first tile's pages
         else:
             seq_start = tl.load(table_ptr + seq).to(tl.int64)
 
@@ -111,9 +111,9 @@ def _decode_chunk_kernel(
             if PAGED:
                 if PREFETCH_PAGES:
                     cur = page
-                    page = _tile_pages(table_row, tile + BLOCK_N, end, PAGE_SIZE, BLOCK_N)  # for the next tile
+                    page = tile_pages(table_row, tile + BLOCK_N, end, PAGE_SIZE, BLOCK_N)  # for the next tile
                 else:
-                    cur = _tile_pages(table_row, tile, end, PAGE_SIZE, BLOCK_N)
+                    cur = tile_pages(table_row, tile, end, PAGE_SIZE, BLOCK_N)
                 slot_in_page = tok % PAGE_SIZE
                 k_rows = cur * stride_kp + slot_in_page * stride_ks  # [BLOCK_N]
                 v_rows = cur * stride_vp + slot_in_page * stride_vs

@@ -79,3 +79,22 @@ def write_kv_reference(
         else:  # any strides: index (page, offset) directly instead of relying on a flattened view
             page_size = cache.shape[1]
             cache[slots // page_size, slots % page_size] = new.to(cache.dtype)  # [num_tokens, H, D]
+
+
+def mixed_attention_reference(q: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor],
+                              cu_q: list[int]) -> torch.Tensor:
+    """A mixed step in float64: sequence i's new tokens q[cu_q[i]:cu_q[i+1]] are the last of its keys k[i], v[i]
+    `[seq_len_i, Hkv, D]`, and token j of them sees keys 0 .. seq_len_i - q_len_i + j. Returns [T, Hq, D] float64."""
+    # q [T, Hq, D]
+    head_dim = q.shape[-1]
+    out = torch.empty(q.shape, dtype=torch.float64)  # [T, Hq, D]
+    for i, (ki, vi) in enumerate(zip(k, v)):
+        qi = q[cu_q[i]:cu_q[i + 1]].double()  # [n, Hq, D]
+        n, total, group = qi.shape[0], ki.shape[0], q.shape[1] // ki.shape[1]
+        kr = ki.double().repeat_interleave(group, dim=1)  # [total, Hq, D]
+        vr = vi.double().repeat_interleave(group, dim=1)  # [total, Hq, D]
+        scores = torch.einsum("nhd,thd->hnt", qi, kr) * head_dim**-0.5  # [Hq, n, total]
+        seen = torch.arange(total)[None, :] <= torch.arange(n)[:, None] + (total - n)  # [n, total]
+        scores = scores.masked_fill(~seen, float("-inf"))
+        out[cu_q[i]:cu_q[i + 1]] = torch.einsum("hnt,thd->nhd", scores.softmax(-1), vr)  # [n, Hq, D]
+    return out

@@ -11,7 +11,7 @@ from pabench.backends import KVLayout, make_backend
 from pabench.backends.base import PrefillBatch
 from pabench.core import Sequence
 
-H_Q, H_KV, D = 4, 2, 16
+H_Q, H_KV, D = 4, 2, 32  # head_dim 32: the smallest the Triton kernels tile
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor:
@@ -24,13 +24,15 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> 
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)  # [n, Hq, D]
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])  # gather + SDPA, or the unified kernel reading in place
 @pytest.mark.parametrize("backend_name", ["paged", "paged-noprefix", "contiguous-oracle"])
 @pytest.mark.parametrize("page_size", [1, 4, 16])
-def test_mixed_step_matches_float64(backend_name, page_size):
+def test_mixed_step_matches_float64(backend_name, page_size, impl):
     gen = torch.Generator().manual_seed(page_size)
     layout = KVLayout(1, H_KV, D, "fp32")
     backend = make_backend(backend_name, layout, kv_budget_bytes=4096 * layout.bytes_per_token, page_size=page_size,
-                           max_num_seqs=8, max_model_len=256, attn_impl="torch")
+                           max_num_seqs=8, max_model_len=256, attn_impl=impl)
+    assert backend.unified_attention == (impl == "triton")
     # (tokens so far, positions this step computes): two decode tokens, a first chunk, a middle chunk that starts
     # on no page boundary, a last chunk ending the prompt
     plan = [(37, (36, 37)), (9, (8, 9)), (50, (0, 21)), (70, (21, 45)), (33, (16, 33))]
@@ -46,7 +48,8 @@ def test_mixed_step_matches_float64(backend_name, page_size):
             backend.write_kv(0, backend.prepare_prefill(seq, 0, start).slots, kv[i][0][:start], kv[i][1][:start])
         seqs.append(seq)
         metas.append(backend.prepare_prefill(seq, start, end))
-    batch = PrefillBatch.build(metas, backend.kv_slots)
+    batch = PrefillBatch.build(metas, backend.kv_slots, unified=backend.unified_attention)
+    assert (batch.mixed is not None) == (impl == "triton")
     q = torch.randn(batch.cu_q[-1], H_Q, D, generator=gen)  # [T_new, Hq, D]
     k_new = torch.cat([kv[i][0][s:e] for i, (_, (s, e)) in enumerate(plan)])  # [T_new, Hkv, D]
     v_new = torch.cat([kv[i][1][s:e] for i, (_, (s, e)) in enumerate(plan)])

@@ -86,11 +86,13 @@ def test_bad_budgets_are_refused():
         assert done.returncode == 1 and len(lines) == 1 and needle in lines[0], done.stderr
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])  # triton: later chunks run the unified kernel (interpreter)
 @pytest.mark.parametrize("backend_name", ["paged", "contiguous-oracle"])
 @pytest.mark.parametrize("chunk", [16, 23])  # on and off page boundaries (page 16)
-def test_chunked_logits_match_one_shot_prefill(backend_name, chunk):
+def test_chunked_logits_match_one_shot_prefill(backend_name, chunk, impl):
     """The model's logits after the last chunk of a 70-token prompt equal those of one unchunked prefill, fp32."""
-    p = prepare(RunConfig(workload="default", backends=(backend_name,), warmup=False, num_requests=1))
+    p = prepare(RunConfig(workload="default", backends=(backend_name,), warmup=False, num_requests=1,
+                          attn_impl=impl))
     prompt = [1 + (7 * j) % 500 for j in range(70)]
     logits = {}
     original = p.model.forward
@@ -107,6 +109,7 @@ def test_chunked_logits_match_one_shot_prefill(backend_name, chunk):
 
     for mode in ("one-shot", "chunked"):
         engine = Engine(p.model, build_backend(p, backend_name), scheduler_config(p))
+        assert engine.backend.unified_attention == (impl == "triton")
         st = SeqState(Sequence(0, prompt), 0, 0, len(prompt), 4)
         p.model.forward = capture(mode)
         try:
@@ -123,3 +126,4 @@ def test_chunked_logits_match_one_shot_prefill(backend_name, chunk):
         finally:
             del p.model.forward
     torch.testing.assert_close(logits["chunked"], logits["one-shot"], rtol=1e-4, atol=1e-4)
+
