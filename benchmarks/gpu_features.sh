@@ -9,7 +9,10 @@
 #   chunked  `long-prompts` with paged and contiguous-oracle, unchunked (8192-token prefill budget, the default)
 #            and chunked at CHUNK_BUDGETS tokens per step (default "2048 512"), CHUNK_BUDGET KV (default 16GiB)
 #   longctx  `long-context-poisson` (prompts to 7,680 tokens, max_model_len 8192), the same comparison at CTX_BUDGETS
-#            (default "512") tokens per step (a stage for the mixed-step kernel's timing comes with that kernel)
+#            (default "512") tokens per step; UNCHUNKED=0 skips the unchunked run of chunked/longctx
+#   ctxgather  longctx's chunked runs with PABENCH_MIXED_ATTENTION=gather: mixed steps gather every context and run
+#            FlashAttention varlen, the path before the unified kernel (files ctx_gather_chunked_N)
+#   mixed    `benchmarks/mixed_attention.py`: one layer's mixed-step attention, unified vs gather vs separate launches
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
 # Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
 set -uo pipefail
@@ -17,7 +20,7 @@ OUT=${OUT:-results/gpu/e2e/features}
 mkdir -p "$OUT"
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STAGES=${STAGES-"tests beam chunked longctx"}
+STAGES=${STAGES-"tests beam chunked longctx mixed"}
 MODEL=${MODEL:-llama-3-8b}
 SHRINK=()
 [[ -n "${LAYERS:-}" ]] && SHRINK+=(--layers "$LAYERS")
@@ -46,7 +49,8 @@ chunking() {
     local prefix=$1 workload=$2 max_len=$3 budgets=$4 tokens
     local args=(--workload "$workload" --model "$MODEL" "${SHRINK[@]}" --dtype bf16 --kv-budget "${CHUNK_BUDGET:-16GiB}"
                 --max-num-seqs 256 --max-model-len "$max_len" --no-progress --backend paged,contiguous-oracle)
-    run $PY -m pabench run "${args[@]}" --csv "$OUT/${prefix}_unchunked.csv" --json "$OUT/${prefix}_unchunked.json"
+    [[ "${UNCHUNKED:-1}" == 1 && "$prefix" != *gather* ]] && \
+        run $PY -m pabench run "${args[@]}" --csv "$OUT/${prefix}_unchunked.csv" --json "$OUT/${prefix}_unchunked.json"
     for tokens in $budgets; do
         run $PY -m pabench run "${args[@]}" --chunked-prefill --max-batched-tokens "$tokens" \
             --csv "$OUT/${prefix}_chunked_$tokens.csv" --json "$OUT/${prefix}_chunked_$tokens.json"
@@ -54,4 +58,11 @@ chunking() {
 }
 want chunked && chunking long long-prompts 2048 "${CHUNK_BUDGETS:-2048 512}"
 want longctx && chunking ctx long-context-poisson 8192 "${CTX_BUDGETS:-512}"
+if want ctxgather; then
+    log "# PABENCH_MIXED_ATTENTION=gather"
+    export PABENCH_MIXED_ATTENTION=gather
+    chunking ctx_gather long-context-poisson 8192 "${CTX_BUDGETS:-512}"
+    unset PABENCH_MIXED_ATTENTION
+fi
+want mixed && run $PY benchmarks/mixed_attention.py --out "$OUT"
 exit 0

@@ -119,3 +119,36 @@ def test_kernel_bench_in_cuda_graphs_on_mixed_lengths():
     rows = run_kernel_bench(cfg)
     assert {r["impl"].split("[")[0] for r in rows} == {"triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa"}
     assert all(r["check"] == "ok" and r["timing"] == "cuda-graph" and r["median_us"] > 0 for r in rows), rows
+
+
+@pytest.mark.parametrize("block_q", [None, 4, 16])
+def test_mixed_step_bf16_long_context(block_q):
+    """The unified mixed-step kernel at serving sizes: a 300-token chunk at 1,500 tokens of context, decode rows
+    to 4,000 tokens, one whole first chunk; shuffled pages, against the float64 reference."""
+    from pabench.kernels import mixed_schedule, paged_mixed_attention
+    from pabench.kernels.reference import mixed_attention_reference
+
+    gen = torch.Generator().manual_seed(11)
+    plan = [(1800, 300), (4000, 1), (17, 1), (2500, 1), (129, 129), (640, 1)]
+    ks = [torch.randn(n, 8, 128, generator=gen).to(torch.bfloat16) for n, _ in plan]
+    vs = [torch.randn(n, 8, 128, generator=gen).to(torch.bfloat16) for n, _ in plan]
+    cu_q = [0]
+    for _, q_len in plan:
+        cu_q.append(cu_q[-1] + q_len)
+    q = torch.randn(cu_q[-1], 32, 128, generator=gen).to(torch.bfloat16)  # [T, Hq, D]
+    pages = [-(-n // 16) for n, _ in plan]
+    order = torch.randperm(sum(pages), generator=gen)
+    k_pool = torch.zeros(sum(pages), 16, 8, 128, dtype=torch.bfloat16)
+    v_pool = torch.zeros_like(k_pool)
+    table = torch.zeros(len(plan), max(pages), dtype=torch.int32)
+    used = 0
+    for i, (n, _) in enumerate(plan):
+        ids = order[used:used + pages[i]]
+        used += pages[i]
+        table[i, :pages[i]] = ids.int()
+        pad = pages[i] * 16 - n
+        k_pool[ids] = torch.cat([ks[i], ks[i][:pad]]).view(-1, 16, 8, 128)
+        v_pool[ids] = torch.cat([vs[i], vs[i][:pad]]).view(-1, 16, 8, 128)
+    sched = mixed_schedule(cu_q, [n for n, _ in plan], list(range(len(plan))), CUDA, block_q)
+    out = paged_mixed_attention(q.to(CUDA), k_pool.to(CUDA), v_pool.to(CUDA), table.to(CUDA), sched)
+    assert_close(out.cpu(), mixed_attention_reference(q, ks, vs, cu_q), torch.bfloat16)
