@@ -75,15 +75,33 @@ def check_output_path(path: str | os.PathLike[str], option: str = "output") -> N
         if not os.access(text, os.W_OK):
             raise ConfigError(f"{where}: not writable")
         return
-    parent = os.path.dirname(real)
-    while _stat(parent) is None:  # the missing directories are created at write time
+    parent = _writable_ancestor(where, os.path.dirname(real))
+    if st is not None and not os.access(real, os.W_OK):
+        raise ConfigError(f"{where}: permission denied (cannot write in {parent})")
+
+
+def _writable_ancestor(where: str, path: str) -> str:
+    """The nearest existing ancestor of `path` (itself included); ConfigError unless it is a writable directory
+    on a writable filesystem (the missing directories below it are created at write time)."""
+    parent = path
+    while _stat(parent) is None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise ConfigError(f"{where}: {parent} is not a directory")
     if _read_only_fs(parent):
         raise ConfigError(f"{where}: {parent} is on a read-only filesystem")
-    if not os.access(parent, os.W_OK | os.X_OK) or (st is not None and not os.access(real, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: permission denied (cannot write in {parent})")
+    return parent
+
+
+def check_output_dir(path: str | os.PathLike[str], option: str = "output") -> None:
+    """Raise ConfigError (one line naming `option` and the path) unless `path` is a directory pabench can write
+    files in, or one it can create (its nearest existing ancestor a writable directory)."""
+    text = os.fspath(path)
+    if not text.strip() or text == STDOUT:
+        raise ConfigError(f"{option}: {'empty path' if not text.strip() else '- (stdout)'}: give a directory")
+    _writable_ancestor(f"{option} {text}", os.path.realpath(text))
 
 
 def _identity(text: str) -> tuple:

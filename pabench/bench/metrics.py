@@ -5,6 +5,8 @@ Latency definitions (per request or per sample; kept in seconds here, exported i
 - TPOT: per sample with >= 2 tokens, (last token - first token) / (num tokens - 1).
 - ITL: every gap between consecutive tokens of each sample.
 Throughput: output tokens / wall; total = (prompt + output tokens) / wall; requests / wall.
+Goodput (`goodput.py`, with `--goodput`): good requests / wall, and their share. Extra percentiles (with
+`--metric-percentiles`) become `{metric}_p{P}_ms` columns beside the fixed p50/p90/p99.
 Memory means are over *working* steps (prefill/decode; "idle" steps, waiting for arrivals, are skipped);
 `mean_waste_pct` also skips steps with nothing reserved. Torch-free.
 """
@@ -18,10 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from pabench.bench.goodput import GoodputSpec, count_good
 from pabench.engine.records import RequestRecord, RunRecord, StepSample
+from pabench.errors import ConfigError
 
 PERCENTILES = (50, 90, 99)
 NAN = float("nan")
+# vLLM's --percentile-metrics names -> pabench's column prefix (vLLM's e2el is pabench's e2e)
+LATENCY_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,85 @@ class Result:
     capacity: dict[str, Any] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list, repr=False)  # raw, kept for JSON
     steps: list[StepSample] = field(default_factory=list, repr=False)  # raw, summarised in JSON
+    # --goodput: the targets, good requests per second of wall_s and their share of all requests (NaN without)
+    goodput: GoodputSpec | None = None
+    request_goodput: float = NAN
+    slo_attainment_pct: float = NAN
+    # --metric-percentiles beyond p50/p90/p99: export column (`ttft_p95_ms`) -> value in ms
+    extra_percentiles_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencyView:
+    """What the latency table shows (`--percentile-metrics`, `--metric-percentiles`, as `vllm bench serve`):
+    metrics among ttft, tpot, itl, e2el and percentiles in (0, 100]."""
+
+    metrics: tuple[str, ...] = ("ttft", "tpot", "itl")  # vLLM's defaults
+    percentiles: tuple[float, ...] = (99.0,)
+
+    def __post_init__(self) -> None:
+        if not self.metrics or not self.percentiles:
+            raise ConfigError("--percentile-metrics / --metric-percentiles: no value given")
+        for name in self.metrics:
+            if name not in LATENCY_METRICS:
+                raise ConfigError(f"--percentile-metrics: unknown metric {name!r}; choose from "
+                                  f"{', '.join(LATENCY_METRICS)}")
+        for p in self.percentiles:
+            if not (math.isfinite(p) and 0 < p <= 100):
+                raise ConfigError(f"--metric-percentiles: {p:g} is not a percentile in (0, 100]")
+        for what, values in (("--percentile-metrics", self.metrics), ("--metric-percentiles", self.percentiles)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{what}: a value is listed twice")
+
+    @classmethod
+    def from_options(cls, metrics: str | None, percentiles: str | None) -> LatencyView | None:
+        """The view the two options ask for; None when neither is given (pabench's own table)."""
+        if metrics is None and percentiles is None:
+            return None
+        names = tuple(m.strip().lower() for m in metrics.split(",")) if metrics is not None else cls.metrics
+        if percentiles is None:
+            return cls(names)
+        try:
+            values = tuple(float(p) for p in percentiles.split(","))
+        except ValueError:
+            raise ConfigError(f"--metric-percentiles: expected comma-separated numbers, got {percentiles!r}") from None
+        return cls(names, values)
+
+    @property
+    def extra_percentiles(self) -> tuple[float, ...]:
+        """The percentiles the exports do not already carry (p50, p90 and p99 always are)."""
+        return tuple(p for p in self.percentiles if p not in PERCENTILES)
+
+
+def percentile_column(metric: str, p: float) -> str:
+    """The export column of percentile `p` of a latency metric: ('ttft', 95) -> 'ttft_p95_ms', 99.9 -> p99.9."""
+    word = str(int(p)) if float(p).is_integer() else f"{p:g}"
+    return f"{LATENCY_METRICS.get(metric, metric)}_p{word}_ms"
+
+
+def percentile_ms(result: Result, metric: str, p: float) -> float:
+    """Percentile `p` of a latency metric (vLLM or pabench name) in ms: p50/p90/p99 from its Stats, others from
+    the extra columns the run computed (KeyError if it did not: pass them to `build_result`)."""
+    prefix = LATENCY_METRICS.get(metric, metric)
+    if p in PERCENTILES:
+        return getattr(getattr(result, f"{prefix}_s"), f"p{int(p)}") * 1e3
+    return result.extra_percentiles_ms[percentile_column(prefix, p)]
+
+
+def latency_samples(requests: list[RequestRecord]) -> dict[str, list[float]]:
+    """Every latency sample of a run, in seconds, keyed by pabench's prefix: ttft, tpot, itl, e2e."""
+    tpot, itl = _sample_gaps(requests)
+    return {"ttft": [r.first_token_s - r.arrival_s for r in requests], "tpot": tpot, "itl": itl,
+            "e2e": [r.finish_s - r.arrival_s for r in requests]}
+
+
+def _extra_percentiles(requests: list[RequestRecord], percentiles: tuple[float, ...]) -> dict[str, float]:
+    """{`ttft_p95_ms`: value} for every latency metric and each of `percentiles` (NaN with no samples)."""
+    out: dict[str, float] = {}
+    for prefix, samples in latency_samples(requests).items():
+        for p in percentiles:
+            out[percentile_column(prefix, p)] = float(np.percentile(samples, p)) * 1e3 if samples else NAN
+    return out
 
 
 def _per_second(count: float, wall_s: float) -> float:
@@ -138,12 +223,14 @@ def host_over_device(steps: list[StepSample]) -> float:
     return sum(s.host_s for s in steps) / sum(s.device_s for s in steps)
 
 
-def build_result(run: RunRecord) -> Result:
-    """Summarise one backend's run; empty runs give NaN statistics rather than errors."""
+def build_result(run: RunRecord, goodput: GoodputSpec | None = None, percentiles: tuple[float, ...] = ()) -> Result:
+    """Summarise one backend's run; empty runs give NaN statistics rather than errors. `goodput` adds the
+    goodput numbers, `percentiles` the extra percentile columns (those not in PERCENTILES)."""
     requests = run.requests
     num_output = sum(r.num_output_tokens for r in requests)
     num_prompt = sum(r.num_prompt_tokens for r in requests)
-    tpot, itl = _sample_gaps(requests)
+    samples = latency_samples(requests)
+    num_good = count_good(goodput, requests) if goodput is not None else 0
     decode = [s for s in run.steps if s.kind == "decode"]
     working = [s.memory for s in run.steps if s.kind != "idle"]
     # running sequences after every step that decodes: chunked prefill's mixed steps decode too
@@ -157,10 +244,10 @@ def build_result(run: RunRecord) -> Result:
         output_tok_s=_per_second(num_output, run.wall_s),
         total_tok_s=_per_second(num_prompt + num_output, run.wall_s),
         req_s=_per_second(len(requests), run.wall_s),
-        ttft_s=Stats.from_samples(r.first_token_s - r.arrival_s for r in requests),
-        tpot_s=Stats.from_samples(tpot),
-        itl_s=Stats.from_samples(itl),
-        e2e_s=Stats.from_samples(r.finish_s - r.arrival_s for r in requests),
+        ttft_s=Stats.from_samples(samples["ttft"]),
+        tpot_s=Stats.from_samples(samples["tpot"]),
+        itl_s=Stats.from_samples(samples["itl"]),
+        e2e_s=Stats.from_samples(samples["e2e"]),
         concurrency=concurrency,
         peak_concurrency=int(concurrency.max) if concurrency.count else 0,
         num_preemptions=run.num_preemptions,
@@ -193,12 +280,17 @@ def build_result(run: RunRecord) -> Result:
         capacity=dict(run.capacity),
         requests=list(requests),
         steps=list(run.steps),
+        goodput=goodput,
+        request_goodput=_per_second(num_good, run.wall_s) if goodput is not None else NAN,
+        slo_attainment_pct=100.0 * num_good / len(requests) if goodput is not None and requests else NAN,
+        extra_percentiles_ms=_extra_percentiles(requests, tuple(p for p in percentiles if p not in PERCENTILES)),
     )
 
 
-def metric_row(result: Result) -> dict[str, float | int]:
-    """Every metric of `result` as flat columns with units in their names (the CSV/JSON row, minus config)."""
-    return {
+def metric_row(result: Result) -> dict[str, Any]:
+    """Every metric of `result` as flat columns with units in their names (the CSV/JSON row, minus config).
+    The goodput and extra percentile columns are there only when the run asked for them."""
+    row = {
         "output_tok_per_s": result.output_tok_s,
         "total_tok_per_s": result.total_tok_s,
         "req_per_s": result.req_s,
@@ -235,6 +327,11 @@ def metric_row(result: Result) -> dict[str, float | int]:
         "num_prompt_tokens": result.num_prompt_tokens,
         "num_output_tokens": result.num_output_tokens,
     }
+    if result.goodput is not None:
+        row.update(goodput=result.goodput.text(), request_goodput=result.request_goodput,
+                   slo_attainment_pct=result.slo_attainment_pct)
+    row.update(result.extra_percentiles_ms)
+    return row
 
 
 def is_missing(value: Any) -> bool:

@@ -25,7 +25,8 @@ TIMING_METRICS = ("output_tok_per_s", "total_tok_per_s", "req_per_s", "ttft_p50_
 LEGACY_NAMES = {"e2e_p50_s": "e2e_p50_ms", "e2e_p99_s": "e2e_p99_ms"}
 # Every wall-clock column of an export (not only the checked ones): these may differ between repeats.
 _TIMING_PREFIXES = ("ttft_", "tpot_", "itl_", "e2e_", "decode_step_", "decode_device_", "host_")
-_TIMING_NAMES = frozenset({"output_tok_per_s", "total_tok_per_s", "req_per_s", "wall_s"})
+_TIMING_NAMES = frozenset({"output_tok_per_s", "total_tok_per_s", "req_per_s", "wall_s", "request_goodput",
+                           "slo_attainment_pct"})
 
 RepeatFn = Callable[[int, int], None]  # (repeat number from 1, repeats)
 
@@ -80,6 +81,8 @@ def aggregate(runs: list[Result]) -> tuple[Result, list[str]]:
                                       for s in dataclasses.fields(Stats)})
         elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             merged[f.name] = _median(values)
+        elif f.name == "extra_percentiles_ms":  # {column: ms}, the same columns in every repeat
+            merged[f.name] = {column: _median([v[column] for v in values]) for column in values[0]}
     rows = [metric_row(r) for r in runs]
     varied = [c for c in rows[0] if not is_timing(c) and not _same([row[c] for row in rows])]
     spreads = {spread_column(c): spread_pct([float(row[c]) for row in rows])

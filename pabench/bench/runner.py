@@ -7,6 +7,7 @@ concurrency, warms up on CUDA (Triton compilation stays out of the numbers), and
 
 from __future__ import annotations
 
+import datetime
 import gc
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
@@ -16,8 +17,10 @@ from pabench.units import check_page_size
 
 if TYPE_CHECKING:
     from pabench.backends.base import KVCacheBackend
+    from pabench.bench.goodput import GoodputSpec
 
 BUDGET_SEQS_DIVISOR = 8  # default KV budget: room for max_num_seqs / 8 sequences at max_model_len
+WARMUP_REQUESTS = {"cuda": 64, "cpu": 4}  # the workload's first requests the untimed warm-up serves, per device
 
 ProgressFn = Callable[[str, int, int], None]  # (backend, finished requests, total)
 
@@ -55,6 +58,8 @@ class RunConfig:
     warmup: bool | None = None  # default on: one-time costs (Triton compiles, lazy inits) stay out of the numbers
     realtime: bool = True  # honour Poisson arrival times on the wall clock
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
+    goodput: GoodputSpec | None = None  # --goodput: latency targets; adds request_goodput, slo_attainment_pct
+    percentiles: tuple[float, ...] = ()  # --metric-percentiles, each in (0, 100]: `{metric}_p{P}_ms` columns
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -204,8 +209,6 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
     c = p.config
     mc = p.model.config
     facts = backend.describe()
-    import datetime
-
     out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name,
            "layers": mc.num_layers, "device": _device_name(c.device),
            "dtype": c.dtype, "page_size": facts["page_size"],
@@ -282,7 +285,7 @@ def _warmup(p: Prepared, backend, sched) -> None:
     """Run the workload's first requests (outputs cut to 4 tokens) on a throwaway backend, so that one-time
     costs (Triton compiles, cuBLAS heuristics, allocator growth for these prefill and decode shapes) stay
     out of the timed run. The allocator cache is kept: the timed backend's pools reuse the same blocks."""
-    n = 64 if p.config.device == "cuda" else 4
+    n = WARMUP_REQUESTS[p.config.device]
     if p.config.device == "cuda":  # every prefill GEMM shape bucket once (engine/padding.py), for any run order
         from pabench.engine.padding import warm_prefill_gemms
 
@@ -366,7 +369,7 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
             gc.collect()
     for r in records:
         r.config.update(token_agreement(records[0], r))
-    return [build_result(r) for r in records], records, p, failures
+    return [build_result(r, p.config.goodput, p.config.percentiles) for r in records], records, p, failures
 
 
 def token_agreement(ref, other) -> dict:

@@ -174,7 +174,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
                 failed.append(as_failure(label, error))
                 gc.collect()
             else:
-                results.append(build_result(record))
+                results.append(build_result(record, cfg.goodput, cfg.percentiles))
             done += num_requests
             if on_progress is not None:
                 on_progress(label, done, total)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -52,17 +51,26 @@ def run(
         "--csv", help="Write one row per backend here (- for stdout).", rich_help_panel=OUT)] = None,
     json: Annotated[Optional[str], typer.Option(
         "--json", help="Write results plus raw per-request samples here (- for stdout).", rich_help_panel=OUT)] = None,
+    save_result: Annotated[Optional[str], typer.Option(
+        "--save-result", metavar="DIR", help="Also write one vLLM-format JSON per backend (vllm bench serve's "
+        "--save-result keys) into DIR, named <backend>-<workload>-<seed>.json.", rich_help_panel=OUT)] = None,
+    goodput: opt.Goodput = None,
+    percentile_metrics: opt.PercentileMetrics = None,
+    metric_percentiles: opt.MetricPercentiles = None,
     progress: opt.Progress = True,
 ) -> None:
     """Serve a workload through each KV cache backend and compare throughput, latency and KV waste."""
-    from pabench.atomic import check_outputs
+    from pabench.atomic import check_output_dir, check_outputs
     from pabench.backends import parse_backends
     from pabench.report.export import write_json
     from pabench.report.export import write_csv
     from pabench.report.tables import capacity_line, run_table, summary_line
+    from pabench.bench.goodput import GoodputSpec
+    from pabench.bench.metrics import LatencyView
     from pabench.bench.runner import RunConfig, interrupted_runs, prepare, run_benchmark
     from pabench.units import parse_size
 
+    view = LatencyView.from_options(percentile_metrics, metric_percentiles)
     cfg = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
                     device=device, dtype=dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
@@ -70,11 +78,17 @@ def run(
                     max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
                     min_prefill_seqs=min_prefill_seqs, num_requests=num_requests, seed=seed, attn_impl=attn_impl,
                     cuda_graphs=cuda_graphs, async_scheduling=async_scheduling, beam_width=beam_width,
-                    chunked_prefill=chunked_prefill, max_num_partial_prefills=max_num_partial_prefills)
+                    chunked_prefill=chunked_prefill, max_num_partial_prefills=max_num_partial_prefills,
+                    goodput=GoodputSpec.from_text(goodput) if goodput is not None else None,
+                    percentiles=view.percentiles if view else ())
     check_outputs({"--csv": csv, "--json": json})  # before the run: a bad path must not cost the whole run
+    if save_result is not None:
+        check_output_dir(save_result, "--save-result")
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
         p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
+    if save_result is not None:  # the file names need the workload's name and seed; still before the run
+        check_outputs({"--csv": csv, "--json": json, **_result_files(p, save_result)})
     out = out_console((csv, json))
     c = p.config
     beams = (f" | beam search, width {p.spec.beam_width} (synchronous engine, eager decode)"
@@ -92,7 +106,7 @@ def run(
                                                  len(c.backends) * len(p.requests), progress)
     if not results:  # every backend failed: nothing to show or write
         fail_runs(failures, finished=False)
-    out.print(run_table(results))
+    out.print(run_table(results, view=view))
     out.print(summary_line(results))
     if interrupted_runs(failures):
         out.print(f"[yellow]interrupted:[/] {', '.join(interrupted_runs(failures))} did not finish; the rows above "
@@ -106,7 +120,24 @@ def run(
         err.print(f"wrote {write_csv(results, csv)}")
     if json:
         err.print(f"wrote {write_json(results, json)}")
+    if save_result is not None:
+        from pabench.bench.contract import comparability
+        from pabench.report.vllm_result import write_vllm_results
+
+        for path in write_vllm_results(results, save_result, comparability(p), view.percentiles if view else ()):
+            err.print(f"wrote {path}")
     fail_runs(failures, finished=True)  # the finished backends are shown and written above
+
+
+def _result_files(p, directory: str) -> dict[str, str]:
+    """`--save-result`'s files of a prepared run, one per backend, keyed for `check_outputs`' messages."""
+    import os
+
+    from pabench.report.vllm_result import result_file_name
+
+    seed = p.spec.seed if p.config.seed is None else p.config.seed
+    return {f"--save-result ({b})": os.path.join(directory, result_file_name(b, p.spec.name, seed))
+            for b in p.config.backends}
 
 
 def _capacity(p) -> dict:
@@ -187,6 +218,7 @@ def sweep(
     json: Annotated[Optional[str], typer.Option(
         "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
         rich_help_panel=OUT)] = None,
+    goodput: opt.Goodput = None,
     progress: opt.Progress = True,
 ) -> None:
     """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
@@ -196,6 +228,7 @@ def sweep(
     """
     from pabench.atomic import atomic_write_text, check_outputs
     from pabench.backends import parse_backends
+    from pabench.bench.goodput import GoodputSpec
     from pabench.bench.runner import RunConfig
     from pabench.bench.sweep import SweepGrid
     from pabench.report.export import sweep_frame
@@ -212,7 +245,8 @@ def sweep(
                      num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
                      async_scheduling=async_scheduling, beam_width=beam_width, chunked_prefill=chunked_prefill,
-                     max_num_partial_prefills=max_num_partial_prefills)
+                     max_num_partial_prefills=max_num_partial_prefills,
+                     goodput=GoodputSpec.from_text(goodput) if goodput is not None else None)
     check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []
     results = _sweep_with_progress(grid, base, progress, failures)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-RUN, MEM, SCHED, OUT, GRID = "Run", "KV memory", "Scheduler", "Output", "Grid"
+RUN, MEM, SCHED, OUT, GRID, METRICS = "Run", "KV memory", "Scheduler", "Output", "Grid", "Metrics"
 
 Workload = Annotated[str, typer.Option(
     "--workload", "-w", help="Preset name (see `pabench workloads`) or a TOML file.", rich_help_panel=RUN)]
@@ -65,3 +65,14 @@ BeamWidth = Annotated[Optional[int], typer.Option(
          "1 = greedy). Beams share pages and fork / prune every step.", rich_help_panel=SCHED)]
 Progress = Annotated[bool, typer.Option(
     "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUT)]
+Goodput = Annotated[Optional[str], typer.Option(
+    help="Latency targets in ms, any subset of ttft:MS,tpot:MS,e2el:MS (vLLM's --goodput): a request is good when "
+         "each is met (<=); adds request_goodput (good requests/s) and slo_attainment_pct to the table and exports.",
+    rich_help_panel=METRICS)]
+PercentileMetrics = Annotated[Optional[str], typer.Option(
+    help="Latency metrics the table shows percentiles of: comma list of ttft, tpot, itl, e2el (vLLM's flag; "
+         "default with --metric-percentiles: ttft,tpot,itl). Exports keep every metric.", rich_help_panel=METRICS)]
+MetricPercentiles = Annotated[Optional[str], typer.Option(
+    help="Percentiles the table shows, e.g. 50,90,99 (in (0, 100]; vLLM's flag; default with --percentile-metrics: "
+         "99). Exports always have p50/p90/p99 and gain a {metric}_pP_ms column for each other one.",
+    rich_help_panel=METRICS)]

@@ -30,7 +30,7 @@ META_COLUMNS = ("pabench_version", "git_commit")
 # Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
 # "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
 TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
-                          "token_match_vs", *META_COLUMNS})
+                          "token_match_vs", "goodput", *META_COLUMNS})
 # Columns that only a paged cache has a value for: a contiguous row writes them empty (null in JSON), not the
 # page_size=1 / prefix_caching=False its `describe()` reports, which read as settings that were chosen.
 PAGED_ONLY_COLUMNS = ("page_size", "prefix_caching", "watermark", "prefix_hit_pct", "num_cow_copies",
@@ -149,12 +149,12 @@ def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---- JSON -------------------------------------------------------------------------------------------------
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> None and numpy scalars -> Python, recursively, so the JSON is standard."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -244,13 +244,13 @@ def results_json(results: list[Result], *, include_samples: bool = True) -> dict
         if not is_paged(r.backend):  # as in the rows: null where a contiguous cache has no such setting
             config.update({k: None for k in PAGED_ONLY_COLUMNS if k in config})
             capacity.update({k: None for k in ("page_size",) if k in capacity})
-        entry: dict[str, Any] = _json_safe({"backend": r.backend, "config": config, "capacity": capacity,
+        entry: dict[str, Any] = json_safe({"backend": r.backend, "config": config, "capacity": capacity,
                                             "steps": steps_summary(r.steps)})
-        if include_samples:  # finite floats and ints already: skip the (slow, per-value) _json_safe walk
+        if include_samples:  # finite floats and ints already: skip the (slow, per-value) json_safe walk
             entry["requests"] = [_request_json(q) for q in r.requests]
         backends.append(entry)
     return {"pabench_version": pabench.__version__, "git_commit": git_commit(),
-            "rows": _json_safe([result_row(r) for r in results]), "backends": backends}
+            "rows": json_safe([result_row(r) for r in results]), "backends": backends}
 
 
 def write_json(results: list[Result], path: str | Path, *, include_samples: bool = True) -> Path:

@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 
 from pabench.backends import is_paged
-from pabench.bench.metrics import Result, Stats, is_missing
+from pabench.bench.metrics import LatencyView, Result, Stats, is_missing, percentile_ms
 from pabench.bench.sweep import SWEEP_COLUMNS
 from pabench.bench.workloads import WorkloadSpec
 from pabench.report.fit import Column, FitTable
@@ -39,15 +39,18 @@ def cell(value: Any) -> str:
 
 # ---- terminal ---------------------------------------------------------------------------------------------
 
-def run_table(results: list[Result], width: int | None = None) -> Group:
-    """Two tables, one row per backend: serving (throughput, latency, concurrency) and KV memory. Each fits
-    `width` (default: the console's) by splitting its columns over stacked tables, never by cutting a cell."""
+def run_table(results: list[Result], width: int | None = None, view: LatencyView | None = None) -> Group:
+    """Two tables, one row per backend: serving (throughput, goodput with --goodput, latency, concurrency) and KV
+    memory. `view` picks the latency columns (default: TTFT p50/p99, TPOT p50, E2E p50). Each fits `width`
+    (default: the console's) by splitting its columns over stacked tables, never by cutting a cell."""
     backend = [Column("backend", [r.backend for r in results], "left", "bold")]
-    serving = [("out tok/s", lambda r: _num(r.output_tok_s)), ("req/s", lambda r: _num(r.req_s, 2)),
-               ("batch mean/max", lambda r: f"{_num(r.concurrency.mean)} / {r.peak_concurrency}"),
-               ("preempt", lambda r: str(r.num_preemptions)), ("wall", lambda r: f"{_num(r.wall_s, 1)} s"),
-               ("TTFT p50", lambda r: _ms(r.ttft_s.p50)), ("TTFT p99", lambda r: _ms(r.ttft_s.p99)),
-               ("TPOT p50", lambda r: _ms(r.tpot_s.p50)), ("E2E p50", lambda r: f"{_num(r.e2e_s.p50, 2)} s")]
+    serving = [("out tok/s", lambda r: _num(r.output_tok_s)), ("req/s", lambda r: _num(r.req_s, 2))]
+    if any(r.goodput is not None for r in results):
+        serving += [("goodput req/s", lambda r: _num(r.request_goodput, 2)),
+                    ("SLO met %", lambda r: _num(r.slo_attainment_pct))]
+    serving += [("batch mean/max", lambda r: f"{_num(r.concurrency.mean)} / {r.peak_concurrency}"),
+                ("preempt", lambda r: str(r.num_preemptions)), ("wall", lambda r: f"{_num(r.wall_s, 1)} s")]
+    serving += _latency_columns(view)
     memory = [("waste %", lambda r: _num(r.mean_waste_pct)), ("used %", lambda r: _num(r.mean_used_pct)),
               ("slack %", lambda r: _num(r.mean_slack_pct)), ("idle %", lambda r: _num(r.mean_idle_pct)),
               ("peak reserved", lambda r: format_bytes(r.peak_reserved_bytes)),
@@ -64,6 +67,18 @@ def run_table(results: list[Result], width: int | None = None) -> Group:
 
 def _ms(seconds: float) -> str:
     return "–" if is_missing(seconds) else f"{seconds * 1e3:,.1f} ms"
+
+
+_HEADERS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E"}
+
+
+def _latency_columns(view: LatencyView | None) -> list[tuple[str, Callable[[Result], str]]]:
+    """The serving table's latency columns: pabench's own four, or each (metric, percentile) of `view` in ms."""
+    if view is None:
+        return [("TTFT p50", lambda r: _ms(r.ttft_s.p50)), ("TTFT p99", lambda r: _ms(r.ttft_s.p99)),
+                ("TPOT p50", lambda r: _ms(r.tpot_s.p50)), ("E2E p50", lambda r: f"{_num(r.e2e_s.p50, 2)} s")]
+    return [(f"{_HEADERS[m]} p{p:g}", lambda r, m=m, p=p: _ms(percentile_ms(r, m, p) / 1e3))
+            for m in view.metrics for p in view.percentiles]
 
 
 def summary_line(results: list[Result]) -> str:
@@ -199,7 +214,8 @@ def workload_detail(spec: WorkloadSpec, num_draws: int = 4096) -> Table:
 
 # ---- sweeps ------------------------------------------------------------------------------------------------
 
-_TABLE_METRICS = (("output_tok_per_s", "out tok/s", 1), ("ttft_p50_ms", "TTFT p50 ms", 1),
+_TABLE_METRICS = (("output_tok_per_s", "out tok/s", 1), ("request_goodput", "goodput req/s", 2),
+                  ("slo_attainment_pct", "SLO met %", 1), ("ttft_p50_ms", "TTFT p50 ms", 1),
                   ("ttft_p99_ms", "TTFT p99 ms", 1), ("tpot_p50_ms", "TPOT p50 ms", 2),
                   ("mean_waste_pct", "KV waste %", 1), ("num_preemptions", "preempt", 0), ("wall_s", "wall s", 2))
 
