@@ -1,7 +1,8 @@
 """Time one layer of a chunked-prefill mixed step's attention, three ways, on llama-3-8b heads (32/8, head_dim 128,
 bf16, page 16, shuffled pages), on CUDA:
 
-  unified   the unified Triton kernel (`kernels/mixed.py`), paged and contiguous, query block auto / 4 / 16
+  unified   the unified Triton kernel (`kernels/mixed.py`), paged and contiguous, query block auto / 4 / 16; the
+            paged one also at the CONFIGS tilings and with its items in sequence order (not heaviest first)
   gather    what mixed steps ran before it: gather every row's whole context into a packed copy, then
             FlashAttention varlen over all sequences (PABENCH_MIXED_ATTENTION=gather)
   separate  the prompt chunks through gather + FlashAttention varlen, the decode rows through the paged decode
@@ -29,6 +30,13 @@ from pabench import kernels
 from pabench.kernels.reference import mixed_attention_reference
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
+CONFIGS = {  # tilings of the paged unified kernel timed beside the default (block_n, warps, stages, prefetch)
+    "n64_w4_s3": kernels.MixedConfig(64, 4, 3, False),
+    "n64_w4_s2_pf": kernels.MixedConfig(64, 4, 2, True),
+    "n64_w4_s3_pf": kernels.MixedConfig(64, 4, 3, True),
+    "n32_w4_s3_pf": kernels.MixedConfig(32, 4, 3, True),
+    "n64_w8_s3_pf": kernels.MixedConfig(64, 8, 3, True),
+}
 
 
 def lognormal(rng, n, mean, lo, hi):
@@ -155,6 +163,12 @@ def main() -> int:
         cont = kernels.contiguous_mixed_attention(d["q"], d["k_slab"], d["v_slab"], csched)
         err_layouts = float((cont.double() - out.double()).abs().max())  # one kernel, two layouts
         sep = separate_paths(d, plan)
+        in_order = kernels.mixed_schedule(d["cu_q"], d["lens"], refs, "cuda", heavy_first=False)
+        variants = {f"cfg_{name}_ms": do_bench(lambda c=cfg: kernels.paged_mixed_attention(
+            d["q"], d["k_pool"], d["v_pool"], d["table"], sched[None], config=c), return_mode="median")
+            for name, cfg in CONFIGS.items()}
+        variants["in_order_items_ms"] = do_bench(lambda: kernels.paged_mixed_attention(
+            d["q"], d["k_pool"], d["v_pool"], d["table"], in_order), return_mode="median")
         t = {"unified_paged_ms": do_bench(unified, return_mode="median"),
              "unified_paged_bq4_ms": do_bench(lambda: unified(4), return_mode="median"),
              "unified_paged_bq16_ms": do_bench(lambda: unified(16), return_mode="median"),
@@ -164,7 +178,7 @@ def main() -> int:
              "separate_ms": do_bench(sep, return_mode="median")}
         kv_bytes = 2 * sum(d["lens"]) * HKV * D * 2
         row = {"case": name, "num_seqs": len(plan), "q_tokens": d["cu_q"][-1], "kv_tokens": sum(d["lens"]),
-               "block_q_auto": sched[None].block_q, **{k: round(v, 4) for k, v in t.items()},
+               "block_q_auto": sched[None].block_q, **{k: round(v, 4) for k, v in {**t, **variants}.items()},
                "paged_over_contiguous": round(t["unified_paged_ms"] / t["unified_contiguous_ms"], 3),
                "gather_over_unified": round(t["gather_varlen_ms"] / t["unified_paged_ms"], 3),
                "separate_over_unified": round(t["separate_ms"] / t["unified_paged_ms"], 3),

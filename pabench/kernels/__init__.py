@@ -8,7 +8,7 @@ under TRITON_INTERPRET=1 (slow, for tests).
 from pabench.kernels.decode import (DecodeConfig, choose_decode_config, contiguous_decode_attention,
                                     paged_decode_attention, variant_batches)
 from pabench.kernels.kv_write import write_kv
-from pabench.kernels.mixed import (MixedSchedule, contiguous_mixed_attention, mixed_schedule,
+from pabench.kernels.mixed import (MixedConfig, MixedSchedule, contiguous_mixed_attention, mixed_schedule,
                                    paged_mixed_attention, unified_supported)
 from pabench.kernels.reference import contiguous_decode_reference, paged_decode_reference, write_kv_reference
 from pabench.kernels.peers import (decode_padding_mask, flashinfer_available, flex_available, flex_paged_decode,
@@ -17,6 +17,7 @@ from pabench.kernels.prefill import prefill_attention, varlen_path, varlen_prefi
 
 __all__ = [
     "DecodeConfig",
+    "MixedConfig",
     "MixedSchedule",
     "choose_decode_config",
     "contiguous_decode_attention",

@@ -38,12 +38,16 @@ def _mixed_kernel(
     stride_qt, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_tb,
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH_PAGES: tl.constexpr,
     DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
 ):
-    """One program = query tokens q0 .. q0 + BLOCK_Q - 1 of one sequence, one KV head, its GROUP query heads."""
-    item = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    """One program = query tokens q0 .. q0 + BLOCK_Q - 1 of one sequence, one KV head, its GROUP query heads.
+
+    The KV head is the fastest grid axis and items come heaviest first, so the longest contexts start first (the
+    programs of a long decode row would otherwise be the step's tail). PREFETCH_PAGES loads the next tile's page
+    ids one iteration ahead, so K/V addresses never wait on a table load of the same iteration."""
+    kv_head = tl.program_id(0)
+    item = tl.program_id(1)
     seq = tl.load(item_seq_ptr + item)
     q0 = tl.load(item_q0_ptr + item)  # first new token of the block, counted within the sequence's new tokens
     q_begin = tl.load(cu_q_ptr + seq)
@@ -71,13 +75,20 @@ def _mixed_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max (log2 domain); key 0 is seen by every row
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    table_row = table_ptr + ref * stride_tb
+    if PAGED:
+        page = tile_pages(table_row, 0, kv_end, PAGE_SIZE, BLOCK_N)  # the first tile's pages
     for tile in range(0, kv_end, BLOCK_N):
         tok = tile + offs_n  # [BLOCK_N] logical key positions
         tok_mask = tok < kv_end
         if PAGED:
-            page = tile_pages(table_ptr + ref * stride_tb, tile, kv_end, PAGE_SIZE, BLOCK_N)
-            k_rows = page * stride_kp + (tok % PAGE_SIZE) * stride_ks  # [BLOCK_N]
-            v_rows = page * stride_vp + (tok % PAGE_SIZE) * stride_vs
+            if PREFETCH_PAGES:
+                cur = page
+                page = tile_pages(table_row, tile + BLOCK_N, kv_end, PAGE_SIZE, BLOCK_N)  # for the next tile
+            else:
+                cur = tile_pages(table_row, tile, kv_end, PAGE_SIZE, BLOCK_N)
+            k_rows = cur * stride_kp + (tok % PAGE_SIZE) * stride_ks  # [BLOCK_N]
+            v_rows = cur * stride_vp + (tok % PAGE_SIZE) * stride_vs
         else:
             k_rows = (ref + tok) * stride_ks
             v_rows = (ref + tok) * stride_vs
@@ -128,7 +139,7 @@ class MixedSchedule:
     """One mixed step's sequences and work items, packed in one int32 device tensor (built once, read by every
     layer): cu_q [n + 1], seq_lens [n], refs [n] (table row or region start), item seq [m], item first q [m]."""
 
-    packed: torch.Tensor  # [1 + 3n + 2m] int32
+    packed: torch.Tensor  # int32, the five parts each padded to 16 bytes
     num_seqs: int
     num_items: int
     block_q: int
@@ -136,21 +147,29 @@ class MixedSchedule:
 
     def __post_init__(self) -> None:
         n, m = self.num_seqs, self.num_items
-        if n < 1 or m < n or self.packed.numel() != 1 + 3 * n + 2 * m or self.packed.dtype != torch.int32:
+        if n < 1 or m < n or self.packed.numel() != sum(_aligned(c) for c in self._counts()) or (
+                self.packed.dtype != torch.int32):
             raise ConfigError(f"mixed schedule: {n} sequences and {m} items do not fit a packed tensor of "
                               f"{self.packed.numel()} {self.packed.dtype}")
         if self.block_q < 1 or self.block_q & (self.block_q - 1):
             raise ConfigError(f"mixed schedule: block_q must be a power of two, got {self.block_q}")
 
-    def views(self) -> tuple[torch.Tensor, ...]:
-        """(cu_q, seq_lens, refs, item_seq, item_q0) as views of `packed`."""
+    def _counts(self) -> list[int]:
         n, m = self.num_seqs, self.num_items
-        return tuple(self.packed.split([n + 1, n, n, m, m]))
+        return [n + 1, n, n, m, m]
+
+    def views(self) -> tuple[torch.Tensor, ...]:
+        """(cu_q, seq_lens, refs, item_seq, item_q0) as views of `packed` (each 16-byte aligned)."""
+        counts = self._counts()
+        parts = self.packed.split([_aligned(c) for c in counts])
+        return tuple(p[:c] for p, c in zip(parts, counts))
 
 
 def mixed_schedule(cu_q: Sequence[int], seq_lens: Sequence[int], refs: Sequence[int],
-                   device: torch.device | str, block_q: int | None = None) -> MixedSchedule:
-    """The step's work items on the host (O(sequences + items), numpy), then one copy to `device`."""
+                   device: torch.device | str, block_q: int | None = None,
+                   heavy_first: bool = True) -> MixedSchedule:
+    """The step's work items on the host (O(sequences + items), numpy), then one copy to `device`; `heavy_first`
+    False keeps them in sequence order (the benchmark's A/B)."""
     cu = np.asarray(cu_q, dtype=np.int64)  # [n + 1]
     q_lens = np.diff(cu)  # [n]
     lens = np.asarray(seq_lens, dtype=np.int64)  # [n]
@@ -164,13 +183,50 @@ def mixed_schedule(cu_q: Sequence[int], seq_lens: Sequence[int], refs: Sequence[
     item_seq = np.repeat(np.arange(n), blocks)  # [m]
     first = np.cumsum(blocks) - blocks  # [n] first item of each sequence
     item_q0 = (np.arange(len(item_seq)) - np.repeat(first, blocks)) * block_q  # [m]
-    host = np.concatenate([cu, lens, np.asarray(refs, dtype=np.int64), item_seq, item_q0]).astype(np.int32)
-    packed = torch.from_numpy(host).to(device, non_blocking=True)  # [1 + 3n + 2m]
+    # keys each item reads (its last token's context), heaviest first: the longest programs start first
+    work = lens[item_seq] - q_lens[item_seq] + np.minimum(item_q0 + block_q, q_lens[item_seq])  # [m]
+    order = np.argsort(-work, kind="stable") if heavy_first else np.arange(len(work))  # [m]
+    parts = [cu, lens, np.asarray(refs, dtype=np.int64), item_seq[order], item_q0[order]]
+    host = np.zeros(sum(_aligned(len(x)) for x in parts), dtype=np.int32)  # each part 16-byte aligned: a
+    at = 0  # pointer's alignment is part of Triton's specialization key, so unaligned parts would recompile
+    for x in parts:
+        host[at:at + len(x)] = x
+        at += _aligned(len(x))
+    packed = torch.from_numpy(host).to(device, non_blocking=True)  # [sum of aligned part lengths]
     return MixedSchedule(packed, n, len(item_seq), block_q, max_q)
 
 
+def _aligned(count: int) -> int:
+    """int32 elements rounded up to a multiple of 4 (16 bytes)."""
+    return -(-count // 4) * 4
+
+
+@dataclass(frozen=True)
+class MixedConfig:
+    """Tiling of the unified kernel besides the schedule's query block: KV tile, warps, pipeline stages, page-id
+    prefetch. None picks the default (`default_mixed_config`)."""
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    prefetch_pages: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("block_n", "num_warps"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ConfigError(f"MixedConfig.{name} must be a power of two, got {value}")
+        if self.block_n < 16 or self.num_stages < 1:
+            raise ConfigError("MixedConfig needs block_n >= 16 and num_stages >= 1")
+
+
+def default_mixed_config(head_dim: int, dtype: torch.dtype) -> MixedConfig:
+    """64-token KV tiles (32 for fp32 or head_dim 256: registers), 4 warps, 2 stages."""
+    return MixedConfig(block_n=64 if head_dim <= 128 and dtype != torch.float32 else 32)
+
+
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, sched: MixedSchedule,
-            scale: float | None, block_n: int | None) -> torch.Tensor:
+            scale: float | None, config: MixedConfig | None) -> torch.Tensor:
     paged = table is not None
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads = k.shape[-2]
@@ -186,28 +242,28 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tens
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q)  # [T, Hq, D]
     block_m = max(16, triton.next_power_of_2(sched.block_q * group))
-    if block_n is None:
-        block_n = 64 if head_dim <= 128 and q.dtype != torch.float32 else 32
+    config = config or default_mixed_config(head_dim, q.dtype)
     if paged:  # k/v [num_pages, page_size, Hkv, D]
         strides = (k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), table.stride(0))
     else:  # k/v [num_slots, Hkv, D]
         strides = (0, k.stride(0), k.stride(1), 0, v.stride(0), v.stride(1), 0)
     scale = head_dim**-0.5 if scale is None else float(scale)
-    _mixed_kernel[(sched.num_items, num_kv_heads)](
+    _mixed_kernel[(num_kv_heads, sched.num_items)](
         q, k, v, table if paged else q, *sched.views(), out, scale * LOG2E,
         q.stride(0), q.stride(1), *strides, out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=page_size, PAGED=paged,
-        BLOCK_Q=sched.block_q, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_Q=sched.block_q, BLOCK_M=block_m, BLOCK_N=config.block_n,
+        PREFETCH_PAGES=config.prefetch_pages and paged,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
-        num_warps=4, num_stages=2,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
 
 def paged_mixed_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
                           sched: MixedSchedule, *, scale: float | None = None,
-                          block_n: int | None = None) -> torch.Tensor:
+                          config: MixedConfig | None = None) -> torch.Tensor:
     """A mixed step's attention over a paged cache, one Triton launch; sched.refs are rows of `table`.
 
     q [T, Hq, D] (sequences end to end, as cu_q says); k_cache/v_cache [num_pages, page_size, Hkv, D];
@@ -218,13 +274,13 @@ def paged_mixed_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     if k_cache.dim() != 4 or table.dim() != 2:
         raise ConfigError(f"paged mixed attention needs k/v [pages, page, Hkv, D] and a 2-D table, got "
                           f"{tuple(k_cache.shape)} and {tuple(table.shape)}")
-    return _launch(q, k_cache, v_cache, table, sched, scale, block_n)
+    return _launch(q, k_cache, v_cache, table, sched, scale, config)
 
 
 def contiguous_mixed_attention(q: torch.Tensor, k_slab: torch.Tensor, v_slab: torch.Tensor, sched: MixedSchedule,
-                               *, scale: float | None = None, block_n: int | None = None) -> torch.Tensor:
+                               *, scale: float | None = None, config: MixedConfig | None = None) -> torch.Tensor:
     """The same over a slab `[num_slots, Hkv, D]`; sched.refs are region starts. Returns [T, Hq, D]."""
     resolve_impl("triton", q.device)
     if k_slab.dim() != 3:
         raise ConfigError(f"contiguous mixed attention needs k/v [slots, Hkv, D], got {tuple(k_slab.shape)}")
-    return _launch(q, k_slab, v_slab, None, sched, scale, block_n)
+    return _launch(q, k_slab, v_slab, None, sched, scale, config)

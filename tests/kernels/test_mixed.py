@@ -8,7 +8,7 @@ import torch
 from kernel_checks import assert_close
 
 from pabench.errors import ConfigError
-from pabench.kernels import contiguous_mixed_attention, mixed_schedule, paged_mixed_attention
+from pabench.kernels import MixedConfig, contiguous_mixed_attention, mixed_schedule, paged_mixed_attention
 from pabench.kernels.reference import mixed_attention_reference
 
 NUM_KV_HEADS = 2
@@ -52,15 +52,16 @@ def _step(plan, group, head_dim, dtype, page_size, seed):
     return q, cu_q, (k_pool, v_pool, table), (k_slab, v_slab, starts), expect
 
 
-@pytest.mark.parametrize("block_q", [None, 1, 4, 16])
+@pytest.mark.parametrize("block_q,prefetch", [(None, False), (1, True), (4, False), (16, True)])
 @pytest.mark.parametrize("plan,group,page_size", [(STEPS[0], 2, 16), (STEPS[1], 3, 4), (STEPS[2], 1, 1),
                                                   (STEPS[0], 4, 8)])
-def test_mixed_fp32_both_layouts(plan, group, page_size, block_q):
+def test_mixed_fp32_both_layouts(plan, group, page_size, block_q, prefetch):
     q, cu_q, (k_pool, v_pool, table), (k_slab, v_slab, starts), expect = _step(plan, group, 32, torch.float32,
                                                                                page_size, seed=group + page_size)
     lens = [n for n, _ in plan]
     paged = paged_mixed_attention(q, k_pool, v_pool, table,
-                                  mixed_schedule(cu_q, lens, list(range(1, len(plan) + 1)), "cpu", block_q))
+                                  mixed_schedule(cu_q, lens, list(range(1, len(plan) + 1)), "cpu", block_q),
+                                  config=MixedConfig(block_n=16, prefetch_pages=prefetch))
     contiguous = contiguous_mixed_attention(q, k_slab, v_slab, mixed_schedule(cu_q, lens, starts, "cpu", block_q))
     assert_close(paged, expect, torch.float32)
     assert_close(contiguous, expect, torch.float32)
@@ -76,11 +77,14 @@ def test_mixed_low_precision(dtype):
     assert_close(out, expect, dtype)
 
 
-def test_schedule_items_cover_every_token_once():
+def test_schedule_items_cover_every_token_once_heaviest_first():
     sched = mixed_schedule([0, 1, 6, 23], [40, 5, 30], [0, 1, 2], "cpu", block_q=4)
-    cu, lens, refs, item_seq, item_q0 = (t.tolist() for t in sched.views())
+    views = sched.views()
+    cu, lens, refs, item_seq, item_q0 = (t.tolist() for t in views)
     assert (cu, lens, refs) == ([0, 1, 6, 23], [40, 5, 30], [0, 1, 2])
-    assert list(zip(item_seq, item_q0)) == [(0, 0), (1, 0), (1, 4), (2, 0), (2, 4), (2, 8), (2, 12), (2, 16)]
+    # keys read: seq 0 40; seq 2's blocks 17, 21, 25, 29, 30; seq 1's 4, 5
+    assert list(zip(item_seq, item_q0)) == [(0, 0), (2, 16), (2, 12), (2, 8), (2, 4), (2, 0), (1, 4), (1, 0)]
+    assert all(v.data_ptr() % 16 == 0 for v in views)  # Triton specializes on pointer alignment
 
 
 @pytest.mark.parametrize("cu_q,lens", [([0, 0], [3]), ([0, 5], [4]), ([1, 3], [3]), ([0], [])])
