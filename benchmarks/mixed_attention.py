@@ -31,9 +31,9 @@ from pabench.kernels.reference import mixed_attention_reference
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CONFIGS = {  # tilings of the paged unified kernel timed beside the default (block_n, warps, stages, prefetch)
+    "n64_w4_s2": kernels.MixedConfig(64, 4, 2, False),
     "n64_w4_s3": kernels.MixedConfig(64, 4, 3, False),
     "n64_w4_s2_pf": kernels.MixedConfig(64, 4, 2, True),
-    "n64_w4_s3_pf": kernels.MixedConfig(64, 4, 3, True),
     "n32_w4_s3_pf": kernels.MixedConfig(32, 4, 3, True),
     "n64_w8_s3_pf": kernels.MixedConfig(64, 8, 3, True),
 }

@@ -208,8 +208,8 @@ class MixedConfig:
 
     block_n: int = 64
     num_warps: int = 4
-    num_stages: int = 2
-    prefetch_pages: bool = False
+    num_stages: int = 3
+    prefetch_pages: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps"):
@@ -221,7 +221,8 @@ class MixedConfig:
 
 
 def default_mixed_config(head_dim: int, dtype: torch.dtype) -> MixedConfig:
-    """64-token KV tiles (32 for fp32 or head_dim 256: registers), 4 warps, 2 stages."""
+    """64-token KV tiles (32 for fp32 or head_dim 256: registers), 4 warps, 3 stages, page ids one tile ahead:
+    the best or within 6% of the best of the tilings timed on the H200 (benchmarks/NOTES.md, eleventh session)."""
     return MixedConfig(block_n=64 if head_dim <= 128 and dtype != torch.float32 else 32)
 
 
