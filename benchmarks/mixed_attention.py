@@ -31,11 +31,11 @@ from pabench.kernels.reference import mixed_attention_reference
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CONFIGS = {  # tilings of the paged unified kernel timed beside the default (block_n, warps, stages, prefetch)
-    "n64_w4_s2": kernels.MixedConfig(64, 4, 2, False),
-    "n64_w4_s3": kernels.MixedConfig(64, 4, 3, False),
-    "n64_w4_s2_pf": kernels.MixedConfig(64, 4, 2, True),
-    "n32_w4_s3_pf": kernels.MixedConfig(32, 4, 3, True),
-    "n64_w8_s3_pf": kernels.MixedConfig(64, 8, 3, True),
+    "n64_w4_s2": kernels.MixedConfig(64, 4, 2, 0),
+    "n64_w4_s3_pf2": kernels.MixedConfig(64, 4, 3, 2),
+    "n64_w4_s4_pf2": kernels.MixedConfig(64, 4, 4, 2),
+    "n32_w4_s3_pf": kernels.MixedConfig(32, 4, 3, 1),
+    "n32_w4_s4_pf2": kernels.MixedConfig(32, 4, 4, 2),
 }
 
 
@@ -164,9 +164,12 @@ def main() -> int:
         err_layouts = float((cont.double() - out.double()).abs().max())  # one kernel, two layouts
         sep = separate_paths(d, plan)
         in_order = kernels.mixed_schedule(d["cu_q"], d["lens"], refs, "cuda", heavy_first=False)
-        variants = {f"cfg_{name}_ms": do_bench(lambda c=cfg: kernels.paged_mixed_attention(
-            d["q"], d["k_pool"], d["v_pool"], d["table"], sched[None], config=c), return_mode="median")
-            for name, cfg in CONFIGS.items()}
+        variants = {}
+        for name, cfg in CONFIGS.items():  # each tiling paged and contiguous: the page-table cost per tiling
+            variants[f"cfg_{name}_ms"] = do_bench(lambda c=cfg: kernels.paged_mixed_attention(
+                d["q"], d["k_pool"], d["v_pool"], d["table"], sched[None], config=c), return_mode="median")
+            variants[f"cfg_{name}_contiguous_ms"] = do_bench(lambda c=cfg: kernels.contiguous_mixed_attention(
+                d["q"], d["k_slab"], d["v_slab"], csched, config=c), return_mode="median")
         variants["in_order_items_ms"] = do_bench(lambda: kernels.paged_mixed_attention(
             d["q"], d["k_pool"], d["v_pool"], d["table"], in_order), return_mode="median")
         t = {"unified_paged_ms": do_bench(unified, return_mode="median"),

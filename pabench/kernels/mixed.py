@@ -44,8 +44,8 @@ def _mixed_kernel(
     """One program = query tokens q0 .. q0 + BLOCK_Q - 1 of one sequence, one KV head, its GROUP query heads.
 
     The KV head is the fastest grid axis and items come heaviest first, so the longest contexts start first (the
-    programs of a long decode row would otherwise be the step's tail). PREFETCH_PAGES loads the next tile's page
-    ids one iteration ahead, so K/V addresses never wait on a table load of the same iteration."""
+    programs of a long decode row would otherwise be the step's tail). PREFETCH_PAGES (0, 1, 2) loads page ids that
+    many tiles ahead, so K/V addresses never wait on a table load of the same iteration."""
     kv_head = tl.program_id(0)
     item = tl.program_id(1)
     seq = tl.load(item_seq_ptr + item)
@@ -78,11 +78,16 @@ def _mixed_kernel(
     table_row = table_ptr + ref * stride_tb
     if PAGED:
         page = tile_pages(table_row, 0, kv_end, PAGE_SIZE, BLOCK_N)  # the first tile's pages
+        page2 = tile_pages(table_row, BLOCK_N, kv_end, PAGE_SIZE, BLOCK_N)  # the second's (prefetch distance 2)
     for tile in range(0, kv_end, BLOCK_N):
         tok = tile + offs_n  # [BLOCK_N] logical key positions
         tok_mask = tok < kv_end
         if PAGED:
-            if PREFETCH_PAGES:
+            if PREFETCH_PAGES == 2:  # page ids two tiles ahead: deeper pipelines never wait on the table
+                cur = page
+                page = page2
+                page2 = tile_pages(table_row, tile + 2 * BLOCK_N, kv_end, PAGE_SIZE, BLOCK_N)
+            elif PREFETCH_PAGES == 1:
                 cur = page
                 page = tile_pages(table_row, tile + BLOCK_N, kv_end, PAGE_SIZE, BLOCK_N)  # for the next tile
             else:
@@ -209,15 +214,15 @@ class MixedConfig:
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
-    prefetch_pages: bool = True
+    prefetch_pages: int = 1  # tiles ahead whose page ids are loaded: 0, 1 or 2
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps"):
             value = getattr(self, name)
             if value < 1 or value & (value - 1):
                 raise ConfigError(f"MixedConfig.{name} must be a power of two, got {value}")
-        if self.block_n < 16 or self.num_stages < 1:
-            raise ConfigError("MixedConfig needs block_n >= 16 and num_stages >= 1")
+        if self.block_n < 16 or self.num_stages < 1 or self.prefetch_pages not in (0, 1, 2):
+            raise ConfigError("MixedConfig needs block_n >= 16, num_stages >= 1 and prefetch_pages 0, 1 or 2")
 
 
 def default_mixed_config(head_dim: int, dtype: torch.dtype) -> MixedConfig:
@@ -254,7 +259,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tens
         q.stride(0), q.stride(1), *strides, out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=page_size, PAGED=paged,
         BLOCK_Q=sched.block_q, BLOCK_M=block_m, BLOCK_N=config.block_n,
-        PREFETCH_PAGES=config.prefetch_pages and paged,
+        PREFETCH_PAGES=int(config.prefetch_pages) if paged else 0,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
         num_warps=config.num_warps, num_stages=config.num_stages,

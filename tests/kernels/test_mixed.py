@@ -52,7 +52,7 @@ def _step(plan, group, head_dim, dtype, page_size, seed):
     return q, cu_q, (k_pool, v_pool, table), (k_slab, v_slab, starts), expect
 
 
-@pytest.mark.parametrize("block_q,prefetch", [(None, False), (1, True), (4, False), (16, True)])
+@pytest.mark.parametrize("block_q,prefetch", [(None, 0), (1, 1), (4, 2), (16, 1), (None, 2)])
 @pytest.mark.parametrize("plan,group,page_size", [(STEPS[0], 2, 16), (STEPS[1], 3, 4), (STEPS[2], 1, 1),
                                                   (STEPS[0], 4, 8)])
 def test_mixed_fp32_both_layouts(plan, group, page_size, block_q, prefetch):
