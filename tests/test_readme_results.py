@@ -258,3 +258,48 @@ def test_chunked_prefill_table_matches_s10_2():
         for cell, key in zip(cells[2:], ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms", "itl_max_ms",
                                          "ttft_p50_ms", "ttft_p99_ms")):
             near(cell, r[key])
+
+
+S11 = E2E / "s11-3-mixed-h200"
+
+
+def test_unified_mixed_step_table_matches_s11_3():
+    rows = table("| unified mixed step, file |")
+    assert len(rows) == 6
+    for cells in rows:
+        r = row_of(S11 / f"{cells[0].strip('`')}.csv", cells[1])
+        assert bool(r["chunked_prefill"]) == ("_chunked_" in cells[0])
+        for cell, key in zip(cells[2:], ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms", "itl_max_ms",
+                                         "tpot_p50_ms", "ttft_p99_ms")):
+            near(cell, r[key])
+
+
+def test_mixed_attention_table_matches_s11_3():
+    rows = table("| mixed attention, case |")
+    frame = pd.read_csv(S11 / "mixed_attention.csv").set_index("case")
+    assert len(rows) == len(frame) == 5
+    for cells in rows:
+        r = frame.loc[cells[0]]
+        assert int(number(cells[1])) == r["q_tokens"] and int(number(cells[2])) == r["kv_tokens"]
+        for cell, key in zip(cells[3:], ("unified_paged_ms", "unified_contiguous_ms", "gather_varlen_ms",
+                                         "separate_ms", "gather_over_unified", "separate_over_unified")):
+            near(cell, r[key])
+
+
+def test_chunking_ratios_in_the_text_follow_s11_3():
+    """The prose's 5.3x / 5.6x (and the gather path's 2.9x / 3.0x) are ITL p99 unchunked / chunked in one call."""
+    def p99(name, backend):
+        return row_of(S11 / f"{name}.csv", backend)["itl_p99_ms"]
+    for backend, unified, gather in (("paged", 5.3, 2.9), ("contiguous-oracle", 5.6, 3.0)):
+        assert round(p99("ctx_unchunked", backend) / p99("ctx_chunked_512", backend), 1) == unified
+        assert round(p99("ctx_unchunked", backend) / p99("ctx_gather_chunked_512", backend), 1) == gather
+    assert "5.3× (paged) and 5.6× (oracle)" in README and "2.9× and 3.0×" in README
+
+
+def test_mixed_kernel_page_table_cost_range_follows_the_files():
+    s3 = pd.read_csv(S11 / "mixed_attention.csv")
+    s4 = pd.read_csv(E2E / "s11-4-mixed-tilings-h200" / "mixed_attention.csv")
+    default = s3["unified_paged_ms"] / s3["unified_contiguous_ms"]
+    two_stages = s4["cfg_n64_w4_s2_ms"] / s4["cfg_n64_w4_s2_contiguous_ms"]
+    assert f"**{default.min():.2f}–{default.max():.2f}×**" in README
+    assert f"({two_stages.min():.2f}–{two_stages.max():.2f}× at 2 stages" in README
