@@ -32,10 +32,10 @@ from pabench.kernels.reference import mixed_attention_reference
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CONFIGS = {  # tilings of the paged unified kernel timed beside the default (block_n, warps, stages, prefetch)
     "n64_w4_s2": kernels.MixedConfig(64, 4, 2, 0),
-    "n64_w4_s3_pf2": kernels.MixedConfig(64, 4, 3, 2),
-    "n64_w4_s4_pf2": kernels.MixedConfig(64, 4, 4, 2),
+    "n16_w4_s3_pf": kernels.MixedConfig(16, 4, 3, 1),  # one page per tile (page 16): affine addresses inside it
+    "n16_w4_s4_pf": kernels.MixedConfig(16, 4, 4, 1),
+    "n16_w2_s3_pf": kernels.MixedConfig(16, 2, 3, 1),
     "n32_w4_s3_pf": kernels.MixedConfig(32, 4, 3, 1),
-    "n32_w4_s4_pf2": kernels.MixedConfig(32, 4, 4, 2),
 }
 
 
