@@ -12,6 +12,8 @@
 #            (default "512") tokens per step; UNCHUNKED=0 skips the unchunked run of chunked/longctx
 #   ctxgather  longctx's chunked runs with PABENCH_MIXED_ATTENTION=gather: mixed steps gather every context and run
 #            FlashAttention varlen, the path before the unified kernel (files ctx_gather_chunked_N)
+#   beamorder  `beam-search` at BEAM_LOOSE with each order in BEAM_ORDERS (default: oracle then max, max then
+#            oracle): does the first backend of a beam run lose at equal batch? (files beam_order_N)
 #   mixed    `benchmarks/mixed_attention.py`: one layer's mixed-step attention, unified vs gather vs separate launches
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
 # Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
@@ -42,6 +44,15 @@ if want beam; then
             --max-num-seqs 256 --max-model-len 512 --no-progress \
             --backend "${BEAM_BACKENDS:-paged,contiguous-max,contiguous-oracle,paged-reprefill}" \
             --csv "$OUT/beam_$budget.csv" --json "$OUT/beam_$budget.json"
+    done
+fi
+if want beamorder; then
+    i=0
+    for order in ${BEAM_ORDERS:-contiguous-oracle,contiguous-max contiguous-max,contiguous-oracle}; do
+        i=$((i + 1))
+        run $PY -m pabench run --workload beam-search --model "$MODEL" "${SHRINK[@]}" --dtype bf16 \
+            --kv-budget "${BEAM_LOOSE:-16GiB}" --max-num-seqs 256 --max-model-len 512 --no-progress --backend "$order" \
+            --csv "$OUT/beam_order_$i.csv" --json "$OUT/beam_order_$i.json"
     done
 fi
 # chunking PREFIX WORKLOAD MAX_MODEL_LEN "TOKENS..." -- paged and contiguous-oracle unchunked, then chunked at each budget
