@@ -12,6 +12,7 @@ from typing import Any
 
 import pabench
 from pabench.errors import ConfigError
+from pabench.bench.trace import Trace, read_trace
 from pabench.bench.workloads import LengthDist, SharedPrefix, WorkloadSpec
 
 
@@ -40,7 +41,7 @@ def _take(table: dict[str, Any], key: str, kind: type, where: str, path: str, de
 
 
 _TOP_KEYS = ("name", "description", "num_requests", "arrival", "rate", "burstiness", "num_samples", "beam_width",
-             "length_penalty", "seed", "prompt", "output", "shared_prefix")
+             "length_penalty", "seed", "prompt", "output", "shared_prefix", "trace")
 _DIST_KEYS = ("kind", "mean", "range_ratio", "std", "sigma", "min", "max")
 _PREFIX_KEYS = ("num_prefixes", "length")
 
@@ -81,16 +82,20 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
     _reject_unknown(table, _TOP_KEYS, source, "")
     name = _take(table, "name", str, source, "", default_name)
     description = _take(table, "description", str, source, "")
-    num_requests = _take(table, "num_requests", int, source, "")
     arrival = _take(table, "arrival", str, source, "")
+    trace = _trace(table, arrival, source)
+    num_requests = _take(table, "num_requests", int, source, "", trace.num_rows if trace else ...)
     rate = _take(table, "rate", float, source, "", None)
     burstiness = _take(table, "burstiness", float, source, "", 1.0)
     num_samples = _take(table, "num_samples", int, source, "", 1)
     beam_width = _take(table, "beam_width", int, source, "", 1)
     length_penalty = _take(table, "length_penalty", float, source, "", 1.0)
     seed = _take(table, "seed", int, source, "", 0)
-    prompt = _length_dist(_take(table, "prompt", dict, source, ""), source, "prompt")
-    output = _length_dist(_take(table, "output", dict, source, ""), source, "output")
+    if trace is not None:  # the trace's columns, described (the rows themselves are replayed)
+        prompt, output = LengthDist.from_lengths(trace.prompt_lens), LengthDist.from_lengths(trace.output_lens)
+    else:
+        prompt = _length_dist(_take(table, "prompt", dict, source, ""), source, "prompt")
+        output = _length_dist(_take(table, "output", dict, source, ""), source, "output")
     shared_prefix = None
     if "shared_prefix" in table:
         raw = dict(_take(table, "shared_prefix", dict, source, ""))
@@ -101,7 +106,21 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
     return WorkloadSpec(name=name, description=description, num_requests=num_requests, arrival=arrival,
                         prompt=prompt, output=output, rate=rate, burstiness=burstiness,
                         shared_prefix=shared_prefix, num_samples=num_samples, beam_width=beam_width,
-                        length_penalty=length_penalty, seed=seed, source=source)
+                        length_penalty=length_penalty, seed=seed, source=source, trace=trace)
+
+
+def _trace(table: dict[str, Any], arrival: str, source: str) -> Trace | None:
+    """arrival = "trace": the file named by `trace` (relative to the TOML file), read and checked; it gives every
+    length, so [prompt] and [output] are refused. Any other arrival: `trace` is refused."""
+    if arrival != "trace":
+        if "trace" in table:
+            raise ConfigError(f"{source}: trace: only used with arrival = 'trace'")
+        return None
+    for key in ("prompt", "output"):
+        if key in table:
+            raise ConfigError(f"{source}: {key}: not used with arrival = 'trace' (the trace gives every length)")
+    path = Path(_take(table, "trace", str, source, ""))
+    return read_trace(path if path.is_absolute() else Path(source).parent / path)
 
 
 def load_workload(name_or_path: str) -> WorkloadSpec:

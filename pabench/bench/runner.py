@@ -148,7 +148,7 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     from pabench.bench.budget import check_fits_memory
     from pabench.engine.model import DecoderModel, ModelConfig
     from pabench.bench.presets import load_workload
-    from pabench.bench.workloads import generate
+    from pabench.bench.workloads import generate, with_rate
 
     spec = load_workload(cfg.workload)
     if cfg.beam_width is not None:
@@ -171,8 +171,8 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     cfg = cfg.resolve()
     parse_backends(",".join(cfg.backends))
     mcfg = ModelConfig.from_name(cfg.model, cfg.layers)
-    if cfg.rate is not None:
-        spec = replace(spec, arrival="poisson", rate=cfg.rate)
+    if cfg.rate is not None:  # Poisson at that rate, or a trace's times rescaled to it
+        spec = with_rate(spec, cfg.rate)
     requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
                         num_requests=cfg.num_requests, seed=cfg.seed)
     layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)

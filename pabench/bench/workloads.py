@@ -10,15 +10,17 @@ same requests, on any machine. Torch-free on purpose (`pabench workloads` must s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pabench.bench.trace import Trace, check_trace_fits
 from pabench.errors import ConfigError
 from pabench.units import MAX_SEED, check_seed
 
 LENGTH_KINDS = ("fixed", "uniform", "normal", "lognormal")
-ARRIVALS = ("burst", "poisson")
+TRACE_KIND = "trace"  # the lengths a trace file lists: described by mean and range, never sampled
+ARRIVALS = ("burst", "poisson", "trace")
 _KIND_PARAM = {"uniform": "range_ratio", "normal": "std", "lognormal": "sigma"}  # the one extra key each needs
 # Poisson arrivals are honoured on the wall clock, so a tiny rate (1e-9 req/s) would make a run sleep for years
 # in silence. An hour of arrivals is far past any benchmark pabench ships (poisson.toml: ~25 s) and still short
@@ -36,6 +38,7 @@ class LengthDist:
     - normal: Normal(mean, std).
     - lognormal: heavy-tailed; `sigma` is the underlying normal's sigma and mu = ln(mean) - sigma^2/2, so the
       distribution's mean (before clipping) is `mean`.
+    - trace: the lengths of a trace file's rows (`from_lengths`), not a distribution to sample from.
     normal and lognormal are unbounded, so they need `max`. Errors read "KEY: problem" (the loader adds the file).
     """
 
@@ -48,7 +51,7 @@ class LengthDist:
     max: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in LENGTH_KINDS:
+        if self.kind not in LENGTH_KINDS + (TRACE_KIND,):
             raise ConfigError(f"kind: unknown kind {self.kind!r} (expected one of {', '.join(LENGTH_KINDS)})")
         if not (math.isfinite(self.mean) and self.mean > 0):
             raise ConfigError(f"mean: must be > 0 (got {self.mean})")
@@ -68,10 +71,15 @@ class LengthDist:
                 raise ConfigError(f"{key}: must be > 0 (got {value})")
         if self.min < 1:
             raise ConfigError(f"min: must be >= 1 (got {self.min})")
-        if self.max is None and self.kind in ("normal", "lognormal"):
+        if self.max is None and self.kind in ("normal", "lognormal", TRACE_KIND):
             raise ConfigError(f"max: required for kind {self.kind!r} (it is unbounded)")
         if self.max is not None and self.max < self.min:
             raise ConfigError(f"max: min > max ({self.min} > {self.max})")
+
+    @classmethod
+    def from_lengths(cls, lengths: tuple[int, ...] | list[int]) -> LengthDist:
+        """The `trace` kind: the mean and range of a trace column (what tables and the contract show)."""
+        return cls(TRACE_KIND, float(np.mean(lengths)), min=int(min(lengths)), max=int(max(lengths)))
 
     @property
     def lower(self) -> int:
@@ -92,6 +100,7 @@ class LengthDist:
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Draw `n` lengths from `rng`: int64 array of shape [n], every value in [min, upper]."""
+        assert self.kind != TRACE_KIND, "a trace's lengths are read from its rows, not sampled"
         if self.kind == "fixed":
             raw = np.full(n, int(self.mean), dtype=np.int64)  # [n]
         elif self.kind == "uniform":
@@ -109,8 +118,9 @@ class LengthDist:
         if self.kind == "fixed":
             return f"fixed {self.lower}"
         extra = {"uniform": f" ±{self.range_ratio or 0:.0%}", "normal": f" sd {self.std or 0:g}",
-                 "lognormal": f" σ {self.sigma or 0:g}"}[self.kind]
-        return f"{self.kind} ~{self.mean:g}{extra} [{self.lower}-{self.upper}]"
+                 "lognormal": f" σ {self.sigma or 0:g}", TRACE_KIND: ""}[self.kind]
+        mean = f"{self.mean:.3g}" if self.kind == TRACE_KIND else f"{self.mean:g}"  # a trace's mean is measured
+        return f"{self.kind} ~{mean}{extra} [{self.lower}-{self.upper}]"
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,8 @@ class WorkloadSpec:
 
     Arrivals: "burst" puts every request at t=0; "poisson" draws inter-arrival gaps from
     Gamma(shape=burstiness, scale=1/(rate*burstiness)) (mean 1/rate; burstiness 1.0 is a Poisson process,
-    < 1 burstier, > 1 more regular; vLLM's --burstiness). The first request arrives at t=0.
+    < 1 burstier, > 1 more regular; vLLM's --burstiness); "trace" replays a `Trace` file's rows (times and
+    lengths; `prompt`/`output` then describe its columns). The first request arrives at t=0.
     """
 
     name: str
@@ -150,6 +161,7 @@ class WorkloadSpec:
     length_penalty: float = 1.0  # beam search's final score: cum_logprob / num_tokens ** length_penalty
     seed: int = 0
     source: str = ""  # file the spec came from, for error messages
+    trace: Trace | None = None  # arrival = "trace": the rows replayed (num_requests takes the first ones)
 
     def error(self, key: str, problem: str) -> ConfigError:
         """A ConfigError reading "FILE: KEY: problem" (the caller raises it)."""
@@ -162,8 +174,14 @@ class WorkloadSpec:
             raise self.error("arrival", f"unknown arrival {self.arrival!r} (expected one of {', '.join(ARRIVALS)})")
         if self.arrival == "poisson" and (self.rate is None or not (math.isfinite(self.rate) and self.rate > 0)):
             raise self.error("rate", f"must be > 0 requests/s for poisson arrival (got {self.rate})")
-        if self.arrival == "burst" and self.rate is not None:
+        if self.arrival != "poisson" and self.rate is not None:
             raise self.error("rate", "only used with arrival = 'poisson'")
+        if (self.arrival == "trace") != (self.trace is not None):
+            raise self.error("trace", "a trace file goes with arrival = 'trace', and arrival = 'trace' needs one")
+        if self.trace is not None and self.shared_prefix is not None:
+            raise self.error("shared_prefix", "not used with arrival = 'trace' (the trace gives whole prompt lengths)")
+        if self.trace is not None and self.num_requests > self.trace.num_rows:
+            raise self.error("num_requests", f"{self.num_requests} > the {self.trace.num_rows} rows of the trace")
         if not (math.isfinite(self.burstiness) and self.burstiness > 0):
             raise self.error("burstiness", f"must be > 0 (got {self.burstiness})")
         if self.num_samples < 1:
@@ -183,6 +201,8 @@ class WorkloadSpec:
     @property
     def max_request_len(self) -> int:
         """Longest prompt + output one request can need (prefix + prompt.upper + output.upper)."""
+        if self.trace is not None:
+            return max(p + o for p, o in zip(self.trace.prompt_lens, self.trace.output_lens))
         prefix_len = self.shared_prefix.length if self.shared_prefix else 0
         return prefix_len + self.prompt.upper + self.output.upper
 
@@ -190,6 +210,8 @@ class WorkloadSpec:
         """'burst' or e.g. 'poisson 8 req/s' (with burstiness when it is not 1)."""
         if self.arrival == "burst":
             return "burst"
+        if self.trace is not None:
+            return self.trace.text()
         return f"poisson {self.rate:g} req/s" + (f" burstiness {self.burstiness:g}" if self.burstiness != 1 else "")
 
 
@@ -224,6 +246,13 @@ class Request:
         return len(self.prompt_token_ids)
 
 
+def with_rate(spec: WorkloadSpec, rate: float) -> WorkloadSpec:
+    """`spec` at `rate` requests/s (`sweep --rates`): Poisson arrivals, or a trace's times rescaled to that mean."""
+    if spec.trace is not None:
+        return replace(spec, trace=spec.trace.scaled_to(rate))
+    return replace(spec, arrival="poisson", rate=rate)
+
+
 def check_arrival_span(rate: float, num_requests: int) -> None:
     """Refuse Poisson arrivals expected to span more than MAX_ARRIVAL_SPAN_S (the run would mostly sleep)."""
     span = (num_requests - 1) / rate  # the expected time of the last arrival: n - 1 gaps of mean 1 / rate
@@ -247,7 +276,7 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
     """Requests for `spec` (optionally overriding its count and seed); deterministic in (spec, seed)."""
     if vocab_size < 1:
         raise ConfigError(f"vocab_size: must be >= 1 (got {vocab_size})")
-    if spec.max_request_len > max_model_len:
+    if spec.trace is None and spec.max_request_len > max_model_len:  # a trace's rows are checked one by one
         prefix = "shared_prefix.length + " if spec.shared_prefix else ""
         raise spec.error(f"{prefix}prompt.max + output.max",
                           f"a request can need {spec.max_request_len} tokens > max_model_len {max_model_len}")
@@ -255,15 +284,24 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
     if n < 1:
         raise ConfigError(f"num_requests: must be >= 1 (got {n})")
     rng = np.random.default_rng(spec.seed if seed is None else check_seed(seed))
-    if spec.arrival == "poisson":
+    if spec.trace is not None:
+        check_trace_fits(spec.trace, n, max_model_len)
+        if spec.trace.arrival_s[n - 1] > MAX_ARRIVAL_SPAN_S:
+            raise ConfigError(f"{spec.trace.path}: {n} rows arrive over {_duration(spec.trace.arrival_s[n - 1])}; "
+                              f"arrival spans over {_duration(MAX_ARRIVAL_SPAN_S)} are refused")
+        arrivals = np.asarray(spec.trace.arrival_s[:n])  # [n]
+        prompt_lens = np.asarray(spec.trace.prompt_lens[:n], dtype=np.int64)  # [n]
+        output_lens = np.asarray(spec.trace.output_lens[:n], dtype=np.int64)  # [n]
+    elif spec.arrival == "poisson":
         check_arrival_span(spec.rate, n)
         scale = 1.0 / (spec.rate * spec.burstiness)
         gaps = rng.gamma(shape=spec.burstiness, scale=scale, size=n - 1)  # [n - 1]
         arrivals = np.concatenate([[0.0], np.cumsum(gaps)])  # [n]
     else:
         arrivals = np.zeros(n)  # [n]
-    prompt_lens = spec.prompt.sample(rng, n)  # [n]
-    output_lens = spec.output.sample(rng, n)  # [n]
+    if spec.trace is None:
+        prompt_lens = spec.prompt.sample(rng, n)  # [n]
+        output_lens = spec.output.sample(rng, n)  # [n]
     prefixes: list[list[int]] = []
     prefix_ids: list[int | None] = [None] * n
     if spec.shared_prefix is not None:

@@ -206,9 +206,13 @@ def workload_detail(spec: WorkloadSpec, num_draws: int = 4096) -> Table:
                        ("output", spec.output.short()), ("longest request", f"{spec.max_request_len} tokens")):
         table.add_row(key, value)
     for name, dist in (("prompt", spec.prompt), ("output", spec.output)):
-        st = Stats.from_samples(dist.sample(rng, num_draws))
-        table.add_row(f"{name} sampled", f"mean {st.mean:.1f}  p50 {st.p50:.0f}  p90 {st.p90:.0f}  "
-                                         f"p99 {st.p99:.0f}  max {st.max:.0f}  ({num_draws} draws)")
+        if spec.trace is not None:  # a trace's lengths are its rows: described, not drawn
+            lengths = spec.trace.prompt_lens if name == "prompt" else spec.trace.output_lens
+            st, label, count = Stats.from_samples(np.asarray(lengths)), f"{name} in the trace", f"{len(lengths)} rows"
+        else:
+            st, label, count = Stats.from_samples(dist.sample(rng, num_draws)), f"{name} sampled", f"{num_draws} draws"
+        table.add_row(label, f"mean {st.mean:.1f}  p50 {st.p50:.0f}  p90 {st.p90:.0f}  "
+                             f"p99 {st.p99:.0f}  max {st.max:.0f}  ({count})")
     return table
 
 
