@@ -14,6 +14,8 @@
 #            FlashAttention varlen, the path before the unified kernel (files ctx_gather_chunked_N)
 #   beamorder  `beam-search` at BEAM_LOOSE with each order in BEAM_ORDERS (default: oracle then max, max then
 #            oracle): does the first backend of a beam run lose at equal batch? (files beam_order_N)
+#   models   `pabench kernels --models all` (issue 19's shape list: every model's heads, uniform, lognormal and skewed
+#            lengths, page 16), the Triton kernels and SDPA only (MODEL_IMPLS; FlexAttention compiles per shape)
 #   mixed    `benchmarks/mixed_attention.py`: one layer's mixed-step attention, unified vs gather vs separate launches
 # MODEL, LAYERS (empty: all) and NREQ (empty: the preset's) shrink the runs for a CPU smoke check of this script.
 # Through the `device` tool, write to a scratch OUT and tar it into the tool's $OUT (it returns at most 8 files).
@@ -76,4 +78,6 @@ if want ctxgather; then
     unset PABENCH_MIXED_ATTENTION
 fi
 want mixed && run $PY benchmarks/mixed_attention.py --out "$OUT"
+want models && run $PY -m pabench kernels --models all --impls "${MODEL_IMPLS:-triton-paged,triton-contiguous,torch-sdpa}" \
+    --csv "$OUT/kernels_models.csv" --json "$OUT/kernels_models.json"
 exit 0

@@ -294,8 +294,16 @@ def kernels(
         help="Context length, or mean length for lognormal (custom case). Default: 4096 (256 on a CPU).",
         show_default=False)] = None,
     lengths: Annotated[str, typer.Option(help="fixed or lognormal (custom case).")] = "fixed",
-    page_sizes: Annotated[str, typer.Option(
-        help="Comma-separated page sizes for the paged kernel.")] = "8,16,32,64,128",
+    page_sizes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated page sizes for the paged kernel. Default: 8,16,32,64,128 (16 with --models).",
+        show_default=False)] = None,
+    models: Annotated[Optional[str], typer.Option(
+        help="Instead of --case: each model's head shape (all, or a comma list: llama-3-8b, llama-3-70b, "
+             "llama-3.2-1b, llama-3.2-3b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-72b, mistral-7b, llama-2-7b) with "
+             "uniform, lognormal and skewed lengths.", show_default=False)] = None,
+    impls: Annotated[Optional[str], typer.Option(
+        help="Comma-separated implementations to time (default: every one available here).",
+        show_default=False)] = None,
     num_q_heads: Annotated[int, typer.Option(help="Query heads.")] = 32,
     num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,
     head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
@@ -314,13 +322,30 @@ def kernels(
     from pabench.report.kernels import kernel_summary, kernel_table
     from pabench.kernelbench.run import KernelBenchConfig, run_kernel_bench
 
+    from pabench.errors import ConfigError
+    from pabench.kernelbench.models import parse_models, run_models_bench
+    from pabench.kernelbench.run import IMPLS
+
+    names = parse_models(models) if models is not None else None
+    if names is not None and (batch is not None or context is not None):
+        raise ConfigError("--models sets each case's shape; drop --batch and --context")
+    chosen = tuple(i.strip() for i in (impls or "").split(",") if i.strip())
+    if [i for i in chosen if i not in IMPLS]:
+        raise ConfigError(f"--impls: unknown {', '.join(i for i in chosen if i not in IMPLS)}; choose from "
+                          f"{', '.join(IMPLS)}")
+    sizes = page_sizes or ("16" if names else "8,16,32,64,128")
     cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
-                            page_sizes=int_list(page_sizes, "--page-sizes"), num_q_heads=num_q_heads,
+                            page_sizes=int_list(sizes, "--page-sizes"), num_q_heads=num_q_heads,
                             num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device,
-                            cuda_graphs=cuda_graphs)
+                            cuda_graphs=cuda_graphs, impls=chosen)
     check_outputs({"--csv": csv, "--json": json})  # before the timing runs
     err = err_console()
-    rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
+    if names is not None:
+        from pabench.kernelbench.run import resolve_device
+
+        rows = run_models_bench(names, cfg, resolve_device(device).type != "cuda", progress=lambda m: err.print(m))
+    else:
+        rows = run_kernel_bench(cfg, progress=lambda msg: err.print(msg))
     out = out_console((csv, json))
     out.print(kernel_table(rows))
     for line in kernel_summary(rows):

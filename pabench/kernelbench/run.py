@@ -24,12 +24,12 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||ref|| for a passing check
 CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # on a CPU, defaults shrink to this: only the torch paths, a smoke test
 DEFAULT_BATCH, DEFAULT_CONTEXT = 64, 4096  # the custom case's shape when --batch / --context are not given
-LENGTHS = ("fixed", "lognormal")
+LENGTHS = ("fixed", "lognormal", "skewed")
 
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """A decode batch shape: `batch` sequences of `context` tokens, or lognormal lengths around `context`."""
+    """A decode batch shape: `batch` sequences of `context` tokens, lognormal lengths around `context`, or skewed."""
 
     batch: int
     context: int
@@ -117,9 +117,13 @@ class KernelBenchConfig:
 
 
 def case_lengths(spec: CaseSpec, seed: int = 0) -> list[int]:
-    """Sequence lengths of a case: all equal, or lognormal(ln(context) - 0.5, 1) clipped to [16, 8 * context]."""
+    """Sequence lengths of a case: all equal; lognormal(ln(context) - 0.5, 1) clipped to [16, 8 * context]; or
+    skewed: one sequence of batch * context / 2 tokens beside batch - 1 of context / 2 (half the KV in one)."""
     if spec.lengths == "fixed":
         return [spec.context] * spec.batch
+    if spec.lengths == "skewed":
+        short = max(1, spec.context // 2)
+        return [max(short, spec.batch * spec.context // 2)] + [short] * (spec.batch - 1)
     import numpy as np
 
     raw = np.random.default_rng(seed).lognormal(mean=math.log(spec.context) - 0.5, sigma=1.0, size=spec.batch)
@@ -217,10 +221,7 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     from pabench.kernels import contiguous_decode_reference, sdpa_decode_attention
 
     say = progress or (lambda message: None)
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but torch sees no CUDA device")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    device = resolve_device(cfg.device)
     dtype = getattr(torch, DTYPES[cfg.dtype])
     impls = cfg.impls or default_impls(device)
     shapes = {}  # case -> (lengths, note), every case sized and checked against memory before anything runs
@@ -278,6 +279,15 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def resolve_device(name: str) -> Any:
+    """'auto' | 'cpu' | 'cuda' -> torch.device ('auto': CUDA when torch sees one)."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _free_memory(device: Any) -> tuple[int, str]:

@@ -125,3 +125,37 @@ def test_a_huge_explicit_case_is_refused_before_its_lengths_are_drawn(monkeypatc
     res = CliRunner().invoke(app, ["kernels", "--device", "cpu", "--batch", "100000000", "--context", "100000000"])
     assert res.exit_code == 1, res.output
     assert res.stderr.strip().startswith("pabench: error: batch 100000000 x context 100000000 needs")
+
+
+def test_models_run_every_length_set_with_the_models_head_shape():
+    """`kernels --models`: each model's heads, three length sets, rows tagged (CPU smoke shapes)."""
+    from pabench.kernelbench.models import MODEL_SHAPES, run_models_bench
+    from pabench.kernelbench.run import KernelBenchConfig
+
+    cfg = KernelBenchConfig(case="custom", page_sizes=(16,), device="cpu", impls=("torch-reference",),
+                            warmup_ms=0.0, rep_ms=1.0)
+    rows = run_models_bench(["qwen2.5-7b"], cfg, on_cpu=True)
+    assert [r["lengths"] for r in rows] == ["uniform", "lognormal", "skewed"]
+    shape = MODEL_SHAPES["qwen2.5-7b"]
+    assert all((r["num_q_heads"], r["num_kv_heads"], r["head_dim"]) == (28, 4, 128) == (
+        shape.num_q_heads, shape.num_kv_heads, shape.head_dim) for r in rows)
+    assert all(r["check"] == "ok" and r["case"] == f"qwen2.5-7b/{r['lengths']}" for r in rows)
+
+
+def test_skewed_lengths_put_half_the_kv_in_one_sequence():
+    from pabench.kernelbench.run import CaseSpec, case_lengths
+
+    lens = case_lengths(CaseSpec(64, 2048, "skewed"))
+    assert len(lens) == 64 and lens[0] == 65536 and set(lens[1:]) == {1024}
+
+
+@pytest.mark.parametrize("args,needle", [(["--models", "gpt-5"], "unknown gpt-5"),
+                                         (["--models", "all", "--context", "9"], "drop --batch and --context"),
+                                         (["--impls", "cuda-magic"], "unknown cuda-magic")])
+def test_models_and_impls_bad_input_is_one_line(args, needle):
+    from typer.testing import CliRunner
+
+    from pabench.cli import app
+
+    res = CliRunner().invoke(app, ["kernels", "--device", "cpu", *args])
+    assert res.exit_code == 1 and needle in res.output and "Traceback" not in res.output
