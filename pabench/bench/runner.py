@@ -214,15 +214,14 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
            "dtype": c.dtype, "page_size": facts["page_size"],
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,
-           "num_requests": len(p.requests),
-           "seed": p.spec.seed if c.seed is None else c.seed,
+           "num_requests": len(p.requests), "seed": p.spec.seed if c.seed is None else c.seed,
            "prefix_caching": facts["prefix_caching"], "watermark": facts["watermark"],
            "attn_impl": c.attn_impl, "cuda_graphs": bool(c.cuda_graphs),
            "async_scheduling": bool(c.async_scheduling), "arrival": p.spec.arrival_text(),
            "beam_width": p.spec.beam_width, "chunked_prefill": bool(c.chunked_prefill),
            "interrupted": False}  # set on every finished run when Ctrl-C cut the benchmark short
-    out.update(c.extra)
-    return out
+    from pabench.bench.contract import comparability  # lazily: contract imports this module
+    return {**out, **c.extra, "comparability": comparability(p)}  # every export states what it compares with
 
 
 def run_backend(p: Prepared, backend_name: str, on_progress: ProgressFn | None = None):

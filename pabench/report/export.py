@@ -30,7 +30,8 @@ META_COLUMNS = ("pabench_version", "git_commit")
 # Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
 # "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
 TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
-                          "token_match_vs", "goodput", *META_COLUMNS})
+                          "token_match_vs", "goodput", "comparability", *META_COLUMNS})
+CONTRACT_COLUMN = "comparability"  # the run's comparability contract (bench/contract.py): the last column
 # Columns that only a paged cache has a value for: a contiguous row writes them empty (null in JSON), not the
 # page_size=1 / prefix_caching=False its `describe()` reports, which read as settings that were chosen.
 PAGED_ONLY_COLUMNS = ("page_size", "prefix_caching", "watermark", "prefix_hit_pct", "num_cow_copies",
@@ -75,7 +76,7 @@ def result_row(result: Result) -> dict[str, Any]:
     metrics = metric_row(result)
     row: dict[str, Any] = {"backend": result.backend}
     for key, value in result.config.items():
-        if key == "backend":
+        if key in ("backend", CONTRACT_COLUMN):
             continue
         if key in metrics:
             if value != metrics[key]:
@@ -87,6 +88,8 @@ def result_row(result: Result) -> dict[str, Any]:
     row.update(pabench_version=pabench.__version__, git_commit=git_commit())
     if not is_paged(result.backend):
         row.update({column: None for column in PAGED_ONLY_COLUMNS if column in row})
+    if CONTRACT_COLUMN in result.config:  # one JSON-encoded cell in a CSV (results_json puts the object back)
+        row[CONTRACT_COLUMN] = _flat_value(result.config[CONTRACT_COLUMN])
     return row
 
 
@@ -101,6 +104,8 @@ def _typed(values: pd.Series) -> pd.Series:
 def results_frame(results: list[Result]) -> pd.DataFrame:
     """One row per result, flat columns with units in their names (see `result_row`); ints stay ints."""
     frame = pd.DataFrame([result_row(r) for r in results], dtype=object)
+    if CONTRACT_COLUMN in frame.columns:  # last, after every backend's own columns
+        frame = frame[[c for c in frame.columns if c != CONTRACT_COLUMN] + [CONTRACT_COLUMN]]
     return frame.apply(_typed).infer_objects() if not frame.empty else frame
 
 
@@ -241,6 +246,7 @@ def results_json(results: list[Result], *, include_samples: bool = True) -> dict
     backends = []
     for r in results:
         config, capacity = dict(r.config), dict(r.capacity)
+        config.pop(CONTRACT_COLUMN, None)  # stated once per row, as an object
         if not is_paged(r.backend):  # as in the rows: null where a contiguous cache has no such setting
             config.update({k: None for k in PAGED_ONLY_COLUMNS if k in config})
             capacity.update({k: None for k in ("page_size",) if k in capacity})
@@ -249,8 +255,10 @@ def results_json(results: list[Result], *, include_samples: bool = True) -> dict
         if include_samples:  # finite floats and ints already: skip the (slow, per-value) json_safe walk
             entry["requests"] = [_request_json(q) for q in r.requests]
         backends.append(entry)
-    return {"pabench_version": pabench.__version__, "git_commit": git_commit(),
-            "rows": json_safe([result_row(r) for r in results]), "backends": backends}
+    rows = [{**result_row(r), **({CONTRACT_COLUMN: r.config[CONTRACT_COLUMN]} if CONTRACT_COLUMN in r.config else {})}
+            for r in results]
+    return {"pabench_version": pabench.__version__, "git_commit": git_commit(), "rows": json_safe(rows),
+            "backends": backends}
 
 
 def write_json(results: list[Result], path: str | Path, *, include_samples: bool = True) -> Path:
