@@ -67,6 +67,8 @@ def comparability(p: Prepared) -> dict[str, Any]:
         "arrival": spec.arrival_text(),
         "request_rate": _request_rate(p),  # vLLM's values: a number, or "inf" = all at t=0
         "trace": _trace(p),
+        "ramp": ({"strategy": spec.ramp, "start_rate": spec.ramp_start_rate, "end_rate": spec.ramp_end_rate}
+                 if spec.ramp else None),  # vLLM's --ramp-up-strategy/-start-rps/-end-rps; request_rate is null then
         "burstiness": spec.burstiness,
         "warmup": {"num_requests": warm, "output_len": 4 if warm else 0,
                    "what": "untimed, on a throwaway cache of the same backend, before each backend's timed run"

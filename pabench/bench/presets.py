@@ -41,7 +41,8 @@ def _take(table: dict[str, Any], key: str, kind: type, where: str, path: str, de
 
 
 _TOP_KEYS = ("name", "description", "num_requests", "arrival", "rate", "burstiness", "num_samples", "beam_width",
-             "length_penalty", "seed", "prompt", "output", "shared_prefix", "trace")
+             "length_penalty", "seed", "prompt", "output", "shared_prefix", "trace", "ramp", "ramp_start_rate",
+             "ramp_end_rate")
 _DIST_KEYS = ("kind", "mean", "range_ratio", "std", "sigma", "min", "max")
 _PREFIX_KEYS = ("num_prefixes", "length")
 
@@ -87,6 +88,8 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
     num_requests = _take(table, "num_requests", int, source, "", trace.num_rows if trace else ...)
     rate = _take(table, "rate", float, source, "", None)
     burstiness = _take(table, "burstiness", float, source, "", 1.0)
+    ramp = {key: _take(table, key, str if key == "ramp" else float, source, "", None)
+            for key in ("ramp", "ramp_start_rate", "ramp_end_rate")}
     num_samples = _take(table, "num_samples", int, source, "", 1)
     beam_width = _take(table, "beam_width", int, source, "", 1)
     length_penalty = _take(table, "length_penalty", float, source, "", 1.0)
@@ -106,7 +109,7 @@ def parse_workload(text: str, source: str, default_name: str = "workload") -> Wo
     return WorkloadSpec(name=name, description=description, num_requests=num_requests, arrival=arrival,
                         prompt=prompt, output=output, rate=rate, burstiness=burstiness,
                         shared_prefix=shared_prefix, num_samples=num_samples, beam_width=beam_width,
-                        length_penalty=length_penalty, seed=seed, source=source, trace=trace)
+                        length_penalty=length_penalty, seed=seed, source=source, trace=trace, **ramp)
 
 
 def _trace(table: dict[str, Any], arrival: str, source: str) -> Trace | None:

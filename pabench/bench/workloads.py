@@ -21,6 +21,7 @@ from pabench.units import MAX_SEED, check_seed
 LENGTH_KINDS = ("fixed", "uniform", "normal", "lognormal")
 TRACE_KIND = "trace"  # the lengths a trace file lists: described by mean and range, never sampled
 ARRIVALS = ("burst", "poisson", "trace")
+RAMPS = ("linear", "exponential")  # vLLM's --ramp-up-strategy: how a Poisson rate moves from start to end
 _KIND_PARAM = {"uniform": "range_ratio", "normal": "std", "lognormal": "sigma"}  # the one extra key each needs
 # Poisson arrivals are honoured on the wall clock, so a tiny rate (1e-9 req/s) would make a run sleep for years
 # in silence. An hour of arrivals is far past any benchmark pabench ships (poisson.toml: ~25 s) and still short
@@ -145,6 +146,9 @@ class WorkloadSpec:
     Gamma(shape=burstiness, scale=1/(rate*burstiness)) (mean 1/rate; burstiness 1.0 is a Poisson process,
     < 1 burstier, > 1 more regular; vLLM's --burstiness); "trace" replays a `Trace` file's rows (times and
     lengths; `prompt`/`output` then describe its columns). The first request arrives at t=0.
+    A ramp (Poisson only, in place of `rate`) moves the rate from `ramp_start_rate` to `ramp_end_rate` over the
+    requests as vLLM's ramp-up does: request i's gap is drawn at the rate reached at progress i / (n - 1), linearly
+    or exponentially (start * (end / start) ** progress).
     """
 
     name: str
@@ -162,6 +166,9 @@ class WorkloadSpec:
     seed: int = 0
     source: str = ""  # file the spec came from, for error messages
     trace: Trace | None = None  # arrival = "trace": the rows replayed (num_requests takes the first ones)
+    ramp: str | None = None  # "linear" or "exponential" (Poisson): the rate ramps from ramp_start_rate to ramp_end_rate
+    ramp_start_rate: float | None = None
+    ramp_end_rate: float | None = None
 
     def error(self, key: str, problem: str) -> ConfigError:
         """A ConfigError reading "FILE: KEY: problem" (the caller raises it)."""
@@ -172,7 +179,9 @@ class WorkloadSpec:
             raise self.error("num_requests", f"must be >= 1 (got {self.num_requests})")
         if self.arrival not in ARRIVALS:
             raise self.error("arrival", f"unknown arrival {self.arrival!r} (expected one of {', '.join(ARRIVALS)})")
-        if self.arrival == "poisson" and (self.rate is None or not (math.isfinite(self.rate) and self.rate > 0)):
+        self._check_ramp()
+        if self.arrival == "poisson" and self.ramp is None and (
+                self.rate is None or not (math.isfinite(self.rate) and self.rate > 0)):
             raise self.error("rate", f"must be > 0 requests/s for poisson arrival (got {self.rate})")
         if self.arrival != "poisson" and self.rate is not None:
             raise self.error("rate", "only used with arrival = 'poisson'")
@@ -198,6 +207,34 @@ class WorkloadSpec:
         except ConfigError:
             raise self.error("seed", f"must be an integer in [0, 2**63 - 1 = {MAX_SEED}] (got {self.seed!r})") from None
 
+    def _check_ramp(self) -> None:
+        """A ramp goes with Poisson arrivals, replaces `rate`, and needs a start and an end rate > 0."""
+        rates = {"ramp_start_rate": self.ramp_start_rate, "ramp_end_rate": self.ramp_end_rate}
+        if self.ramp is None:
+            for key, value in rates.items():
+                if value is not None:
+                    raise self.error(key, "only used with a ramp (ramp = 'linear' or 'exponential')")
+            return
+        if self.ramp not in RAMPS:
+            raise self.error("ramp", f"unknown ramp {self.ramp!r} (expected one of {', '.join(RAMPS)})")
+        if self.arrival != "poisson":
+            raise self.error("ramp", "only used with arrival = 'poisson'")
+        if self.rate is not None:
+            raise self.error("rate", "a ramp sets the rate (ramp_start_rate to ramp_end_rate): drop rate")
+        for key, value in rates.items():
+            if value is None or not (math.isfinite(value) and value > 0):
+                raise self.error(key, f"must be > 0 requests/s for a ramp (got {value})")
+
+    def rates(self, n: int) -> np.ndarray:
+        """The Poisson rate each of `n` requests' gaps is drawn at: [n] (the first request arrives at t=0)."""
+        if self.ramp is None:
+            return np.full(n, self.rate)  # [n]
+        progress = np.arange(n) / max(n - 1, 1)  # [n]
+        start, end = self.ramp_start_rate, self.ramp_end_rate
+        if self.ramp == "linear":
+            return start + (end - start) * progress  # [n]
+        return start * (end / start) ** progress  # [n]
+
     @property
     def max_request_len(self) -> int:
         """Longest prompt + output one request can need (prefix + prompt.upper + output.upper)."""
@@ -212,6 +249,9 @@ class WorkloadSpec:
             return "burst"
         if self.trace is not None:
             return self.trace.text()
+        if self.ramp is not None:
+            return (f"poisson ramp {self.ramp} {self.ramp_start_rate:g}->{self.ramp_end_rate:g} req/s"
+                    + (f" burstiness {self.burstiness:g}" if self.burstiness != 1 else ""))
         return f"poisson {self.rate:g} req/s" + (f" burstiness {self.burstiness:g}" if self.burstiness != 1 else "")
 
 
@@ -250,14 +290,17 @@ def with_rate(spec: WorkloadSpec, rate: float) -> WorkloadSpec:
     """`spec` at `rate` requests/s (`sweep --rates`): Poisson arrivals, or a trace's times rescaled to that mean."""
     if spec.trace is not None:
         return replace(spec, trace=spec.trace.scaled_to(rate))
-    return replace(spec, arrival="poisson", rate=rate)
+    return replace(spec, arrival="poisson", rate=rate, ramp=None, ramp_start_rate=None, ramp_end_rate=None)
 
 
-def check_arrival_span(rate: float, num_requests: int) -> None:
-    """Refuse Poisson arrivals expected to span more than MAX_ARRIVAL_SPAN_S (the run would mostly sleep)."""
-    span = (num_requests - 1) / rate  # the expected time of the last arrival: n - 1 gaps of mean 1 / rate
+def check_arrival_span(rate: float | np.ndarray, num_requests: int) -> None:
+    """Refuse Poisson arrivals expected to span more than MAX_ARRIVAL_SPAN_S (the run would mostly sleep).
+    `rate`: one rate, or each request's ([num_requests], a ramp)."""
+    rates = np.broadcast_to(np.asarray(rate, dtype=float), (num_requests,))  # [n]
+    span = float(np.sum(1.0 / rates[1:]))  # the expected time of the last arrival: n - 1 gaps of mean 1 / rate
     if span > MAX_ARRIVAL_SPAN_S:
-        raise ConfigError(f"rate {rate:g} req/s: {num_requests} requests would arrive over ~{_duration(span)} "
+        text = f"{rate:g} req/s" if np.ndim(rate) == 0 else f"{rates[0]:g}->{rates[-1]:g} req/s"
+        raise ConfigError(f"rate {text}: {num_requests} requests would arrive over ~{_duration(span)} "
                           f"(expected); arrival spans over {_duration(MAX_ARRIVAL_SPAN_S)} are refused: raise the "
                           f"rate or lower num_requests")
 
@@ -293,8 +336,10 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
         prompt_lens = np.asarray(spec.trace.prompt_lens[:n], dtype=np.int64)  # [n]
         output_lens = np.asarray(spec.trace.output_lens[:n], dtype=np.int64)  # [n]
     elif spec.arrival == "poisson":
-        check_arrival_span(spec.rate, n)
-        scale = 1.0 / (spec.rate * spec.burstiness)
+        rates = spec.rates(n)  # [n]
+        check_arrival_span(spec.rate if spec.ramp is None else rates, n)
+        # one rate: a scalar scale, as before ramps existed (the same draws, so the same requests for a seed)
+        scale = 1.0 / (spec.rate * spec.burstiness) if spec.ramp is None else 1.0 / (rates[1:] * spec.burstiness)
         gaps = rng.gamma(shape=spec.burstiness, scale=scale, size=n - 1)  # [n - 1]
         arrivals = np.concatenate([[0.0], np.cumsum(gaps)])  # [n]
     else:

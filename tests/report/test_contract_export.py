@@ -25,7 +25,7 @@ kind = "fixed"
 mean = 3
 """
 KEYS = {"prompts", "input_len", "output_len", "range_ratio_formula", "shared_prefix", "num_samples", "beam_width",
-        "ignore_eos", "arrival", "request_rate", "trace", "burstiness", "warmup", "seed", "prefix_cache", "client",
+        "ignore_eos", "arrival", "request_rate", "trace", "ramp", "burstiness", "warmup", "seed", "prefix_cache", "client",
         "model"}
 
 
