@@ -54,28 +54,6 @@ def tile_pages(table_row_ptr, tile, end, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.co
 
 
 @triton.jit
-def attend_tile(q, k_ptrs, v_ptrs, tok_mask, seen, m_i, l_i, acc, sm_scale_log2, DOT_PRECISION: tl.constexpr,
-                DOT_UPCAST: tl.constexpr):
-    """One K/V tile of online softmax (log2 domain): load K and V at `k_ptrs`, `v_ptrs` [N, D] (rows past the end
-    masked by `tok_mask` [N]), score the rows of q [M, D] against the keys each has `seen` [M, N] (or [1, N]),
-    and fold them into the running max, sum and output (m_i, l_i [M], acc [M, D]). Shared by both kernels."""
-    k = tl.load(k_ptrs, mask=tok_mask[:, None], other=0.0)  # [N, D]
-    if DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
-        k = k.to(tl.float32)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [M, N]
-    s = tl.where(seen, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])  # [M, N]
-    l_i = l_i * alpha + tl.sum(p, axis=1)
-    v = tl.load(v_ptrs, mask=tok_mask[:, None], other=0.0)  # [N, D]
-    if DOT_UPCAST:
-        v = v.to(tl.float32)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def _decode_chunk_kernel(
     # inputs: q [B, Hq, D]; k/v cache [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [B, pages] or starts [B]
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
@@ -142,9 +120,20 @@ def _decode_chunk_kernel(
             else:
                 k_rows = (seq_start + tok) * stride_ks
                 v_rows = (seq_start + tok) * stride_vs
-            m_i, l_i, acc = attend_tile(q, k_base + k_rows[:, None] + offs_d[None, :],
-                                        v_base + v_rows[:, None] + offs_d[None, :], tok_mask, tok_mask[None, :],
-                                        m_i, l_i, acc, sm_scale_log2, DOT_PRECISION, DOT_UPCAST)
+            k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+            if DOT_UPCAST:
+                k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [BLOCK_H, BLOCK_N]
+            s = tl.where(tok_mask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])  # [BLOCK_H, BLOCK_N]
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+            if DOT_UPCAST:
+                v = v.to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            m_i = m_new
 
         out_ptrs = part_out_ptr + chunk_id * stride_oc + q_heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(out_ptrs, acc / l_i[:, None], mask=h_mask[:, None])

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from pabench.errors import ConfigError
 from pabench.kernels.checks import SUPPORTED_HEAD_DIMS, resolve_impl
-from pabench.kernels.decode import LOG2E, attend_tile, tile_pages
+from pabench.kernels.decode import LOG2E, tile_pages
 from pabench.units import check_page_size
 
 
@@ -97,10 +97,20 @@ def _mixed_kernel(
         else:
             k_rows = (ref + tok) * stride_ks
             v_rows = (ref + tok) * stride_vs
-        seen = (tok[None, :] <= pos[:, None]) & tok_mask[None, :]  # [BLOCK_M, BLOCK_N] causal
-        m_i, l_i, acc = attend_tile(q, k_base + k_rows[:, None] + offs_d[None, :],
-                                    v_base + v_rows[:, None] + offs_d[None, :], tok_mask, seen,
-                                    m_i, l_i, acc, sm_scale_log2, DOT_PRECISION, DOT_UPCAST)
+        k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+        if DOT_UPCAST:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [BLOCK_M, BLOCK_N]
+        s = tl.where((tok[None, :] <= pos[:, None]) & tok_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
+        if DOT_UPCAST:
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
 
     out = acc / l_i[:, None]
     tl.store(out_ptr + q_rows[:, None] * stride_ot + q_heads[:, None] * stride_oh + offs_d[None, :],
