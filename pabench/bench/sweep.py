@@ -5,7 +5,8 @@ hyperfine-style: a `sweep_*` column per swept parameter, then every column of `r
 travel in `RunConfig.extra`, so they are part of each result's config. Contiguous backends reserve tokens, not
 pages: the page size cannot change what they do, so they run once per point of the OTHER parameters, with
 `sweep_page_size` left empty (NaN in the CSV) and `page_size` 1 (token granularity), instead of being re-run,
-identically, at every page size.
+identically, at every page size. `search_slo` (`sweep --slo`) then bisects between the swept rates for the highest
+rate each backend sustains within latency targets.
 """
 
 from __future__ import annotations
@@ -183,3 +184,145 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
     if failures is None and failed:
         raise ConfigError(str(failed[0]))
     return results
+
+
+# ---- the SLO search: the highest rate that meets latency targets (vLLM's `bench sweep serve_sla`) ------------
+
+_STATS = ("mean", "std", "p50", "p90", "p99", "min", "max")
+SLO_COLUMNS = frozenset({f"{m}_{s}_ms" for m in ("ttft", "tpot", "itl", "e2e") for s in _STATS} | {
+    "output_tok_per_s", "total_tok_per_s", "req_per_s", "request_goodput", "slo_attainment_pct", "num_preemptions",
+    "mean_waste_pct"})
+_VLLM_METRIC = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
+ProbeFn = Callable[[float], "bool | None"]  # run at this rate: did it meet the SLO (None: the run failed)
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    """Targets on export columns, each `(column, "<=" or ">=", bound)`: a run meets the SLO when every one holds
+    (a missing or NaN value does not). vLLM's names are taken too: `p99_ttft_ms` is `ttft_p99_ms`."""
+
+    criteria: tuple[tuple[str, str, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.criteria:
+            raise ConfigError("--slo: no target given; expected e.g. ttft_p99_ms<=500,tpot_p99_ms<=50")
+        for column, op, bound in self.criteria:
+            if column not in SLO_COLUMNS:
+                raise ConfigError(f"--slo: unknown column {column!r}; use an export column such as ttft_p99_ms, "
+                                  "tpot_p50_ms, e2e_p90_ms, req_per_s or slo_attainment_pct (with --goodput)")
+            if op not in ("<=", ">=") or not math.isfinite(bound):
+                raise ConfigError(f"--slo: {column}{op}{bound}: expected COLUMN<=NUMBER or COLUMN>=NUMBER")
+
+    @classmethod
+    def from_text(cls, text: str) -> SloSpec:
+        """Parse 'ttft_p99_ms<=500,tpot_p99_ms<=50' (or vLLM's 'p99_ttft_ms<=500')."""
+        criteria = []
+        for item in (part.strip() for part in text.split(",")):
+            op = "<=" if "<=" in item else ">=" if ">=" in item else None
+            column, _, value = item.partition(op) if op else (item, "", "")
+            try:
+                bound = float(value)
+            except ValueError:
+                raise ConfigError(f"--slo: {item!r} is not COLUMN<=NUMBER (e.g. ttft_p99_ms<=500)") from None
+            criteria.append((_column_name(column.strip()), op, bound))
+        return cls(tuple(criteria))
+
+    def text(self) -> str:
+        """The targets as the option takes them."""
+        return ",".join(f"{column}{op}{bound:g}" for column, op, bound in self.criteria)
+
+    def met(self, row: dict[str, Any]) -> bool:
+        """Does an export row (`metric_row`) meet every target?"""
+        def holds(value: Any, op: str, bound: float) -> bool:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return False
+            return value <= bound if op == "<=" else value >= bound
+
+        return all(holds(row.get(column), op, bound) for column, op, bound in self.criteria)
+
+
+def _column_name(name: str) -> str:
+    """vLLM's `p99_ttft_ms` / `mean_e2el_ms` as pabench's `ttft_p99_ms` / `e2e_mean_ms`; others unchanged."""
+    parts = name.split("_")
+    if len(parts) == 3 and parts[2] == "ms" and parts[1] in _VLLM_METRIC:
+        stat = "p50" if parts[0] == "median" else parts[0]
+        return f"{_VLLM_METRIC[parts[1]]}_{stat}_ms"
+    return name
+
+
+@dataclass(frozen=True)
+class SloFinding:
+    """One backend at one point of the other swept values: the highest rate that met the SLO in a run (None: not
+    even the lowest swept rate), the lowest rate tested that missed it (None: every rate met it), the probes run."""
+
+    backend: str
+    point: SweepPoint  # the rate field unset
+    max_rate: float | None
+    min_failing_rate: float | None
+    num_probes: int
+
+
+def bisect_rate(measured: dict[float, bool], probe: ProbeFn, iterations: int) -> tuple[float | None, float | None,
+                                                                                        int]:
+    """(highest passing rate, lowest failing rate above it, probes run): start from the swept rates' bracket (the
+    highest pass below the lowest failure) and halve it, geometrically, `iterations` times, one run per midpoint.
+    The rate returned was always run and passed. Assumes latency grows with the rate, as vLLM's search does."""
+    failing = [r for r, ok in measured.items() if not ok]
+    hi = min(failing, default=None)
+    passing = [r for r, ok in measured.items() if ok and (hi is None or r < hi)]
+    lo = max(passing, default=None)
+    probes = 0
+    while lo is not None and hi is not None and probes < iterations:
+        mid = float(f"{math.sqrt(lo * hi):.4g}")  # the geometric midpoint: rates are swept over ratios
+        if mid in (lo, hi):
+            break
+        probes += 1
+        ok = probe(mid)
+        if ok is None:  # the run failed: keep what was measured
+            break
+        lo, hi = (mid, hi) if ok else (lo, mid)
+    return lo, hi, probes
+
+
+def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Result], iterations: int = 3,
+               failures: list | None = None) -> tuple[list[SloFinding], list[Result]]:
+    """Per backend and point of the other swept values, the highest rate meeting `slo` (`bisect_rate` over the
+    sweep's `results` at `grid.rates`); returns the findings and the probe runs' results (config `slo_probe`)."""
+    from pabench.bench.metrics import build_result, metric_row
+    from pabench.bench.runner import as_failure, prepare, run_backend
+
+    if not grid.rates:
+        raise ConfigError("--slo needs --rates: the search bisects between the swept rates")
+    groups: dict[tuple, dict[float, bool]] = {}
+    for r in results:
+        key = (r.backend, *(_finite(r.config.get(c)) for c in SWEEP_COLUMNS if c != "sweep_rate"))
+        met = slo.met(metric_row(r))
+        r.config.update(slo=slo.text(), slo_met=met, slo_probe=False)
+        groups.setdefault(key, {})[float(r.config["sweep_rate"])] = met
+    findings, probes_done, model = [], [], None
+    for (backend, page_size, budget, seqs), measured in groups.items():
+        point = SweepPoint(page_size, budget, None, seqs)
+
+        def probe(rate: float, point: SweepPoint = point, backend: str = backend) -> bool | None:
+            nonlocal model
+            cfg = replace(point, rate=rate).config(base, grid.swept, (backend,))
+            try:
+                prepared = prepare(cfg, model=model)
+                model = prepared.model
+                result = build_result(run_backend(prepared, backend), cfg.goodput, cfg.percentiles)
+            except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
+                (failures if failures is not None else []).append(as_failure(f"{backend} slo probe {rate:g}", error))
+                return None
+            met = slo.met(metric_row(result))
+            result.config.update(slo=slo.text(), slo_met=met, slo_probe=True)
+            probes_done.append(result)
+            return met
+
+        lo, hi, n = bisect_rate(measured, probe, iterations)
+        findings.append(SloFinding(backend, point, lo, hi, n))
+    return findings, probes_done
+
+
+def _finite(value: Any) -> Any:
+    """A swept value, or None for an unswept / not-applicable one (NaN)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value

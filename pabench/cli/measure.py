@@ -219,6 +219,12 @@ def sweep(
         "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
         rich_help_panel=OUT)] = None,
     goodput: opt.Goodput = None,
+    slo: Annotated[Optional[str], typer.Option(
+        help="Targets on export columns, e.g. ttft_p99_ms<=500,tpot_p99_ms<=50 (vLLM's p99_ttft_ms too): per backend "
+             "and point, the highest rate meeting all, bisected between the swept --rates.",
+        rich_help_panel=opt.METRICS)] = None,
+    slo_iterations: Annotated[int, typer.Option(
+        min=0, help="With --slo: bisection runs per backend and point.", rich_help_panel=opt.METRICS)] = 3,
     progress: opt.Progress = True,
 ) -> None:
     """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
@@ -230,9 +236,10 @@ def sweep(
     from pabench.backends import parse_backends
     from pabench.bench.goodput import GoodputSpec
     from pabench.bench.runner import RunConfig
-    from pabench.bench.sweep import SweepGrid
+    from pabench.bench.sweep import SloSpec, SweepGrid, search_slo
+    from pabench.errors import ConfigError
     from pabench.report.export import sweep_frame
-    from pabench.report.tables import sweep_summary, sweep_table
+    from pabench.report.tables import slo_table, sweep_summary, sweep_table
     from pabench.units import parse_size
 
     grid = SweepGrid(
@@ -249,13 +256,23 @@ def sweep(
                      goodput=GoodputSpec.from_text(goodput) if goodput is not None else None)
     check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []
+    search = SloSpec.from_text(slo) if slo is not None else None
+    if search is not None and not grid.rates:
+        raise ConfigError("--slo needs --rates: the search bisects between the swept rates")
     results = _sweep_with_progress(grid, base, progress, failures)
+    findings = None
+    if search is not None and results:
+        with err_console().status("SLO search...") if progress else contextlib.nullcontext():
+            findings, probes = search_slo(grid, base, search, results, slo_iterations, failures)
+        results += probes
     frame = sweep_frame(results, grid.swept)
     if frame.empty:  # every run failed: nothing to show or write
         fail_runs(failures, finished=False)
     out = out_console((csv, json))
     out.print(sweep_table(frame))
     out.print(sweep_summary(frame))
+    if findings:
+        out.print(slo_table(findings, search))
     err_console().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
     if json:
         from pabench.report.export import write_json

@@ -275,3 +275,21 @@ def sweep_summary(frame: pd.DataFrame) -> str:
         return "no comparable runs"
     return (f"{paged_names[0]} served " + ", ".join(parts)
             + f" (geometric mean over {len(paged)} {paged_names[0]} run(s), matched on the other swept values).")
+
+
+def slo_table(findings: list, slo) -> Table:
+    """`sweep --slo`: per backend and point, the highest rate a run met every target at, and the lowest that
+    missed (the bracket the bisection left)."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", title=f"highest request rate meeting {slo.text()}",
+                  title_justify="left", caption="each max rate was run and met every target; a rate between it and "
+                                                "the first miss was not tested")
+    for header in ("backend", "KV budget", "page size", "max_num_seqs", "max rate req/s", "first miss req/s",
+                   "probes"):
+        table.add_column(header, justify="left" if header == "backend" else "right")
+    for f in findings:
+        p = f.point
+        table.add_row(f.backend, format_bytes(p.kv_budget_bytes, exact=True) if p.kv_budget_bytes else "–",
+                      str(p.page_size or "–"), str(p.max_num_seqs or "–"),
+                      "none" if f.max_rate is None else f"{f.max_rate:g}",
+                      "none (all met)" if f.min_failing_rate is None else f"{f.min_failing_rate:g}", str(f.num_probes))
+    return table
