@@ -25,8 +25,8 @@ kind = "fixed"
 mean = 3
 """
 KEYS = {"prompts", "input_len", "output_len", "range_ratio_formula", "shared_prefix", "num_samples", "beam_width",
-        "ignore_eos", "arrival", "request_rate", "trace", "ramp", "burstiness", "warmup", "seed", "prefix_cache", "client",
-        "model"}
+        "ignore_eos", "arrival", "request_rate", "trace", "ramp", "burstiness", "warmup", "seed", "prefix_cache",
+        "client", "model"}
 
 
 def invoke(*args):
