@@ -63,6 +63,8 @@ def choose_panels(frame: pd.DataFrame, kernels: pd.DataFrame | None = None) -> l
                    if c in frame.columns]
     elif {"ttft_p50_ms", "tpot_p50_ms"} <= set(frame.columns):
         panels.append("latency")
+    if "slo_met" in frame.columns and varies(frame, "sweep_rate"):  # sweep --slo
+        panels.append("slo_rate_vs_budget")
     page_sweep = page_size_column(frame) is not None
     if page_sweep and "mean_waste_pct" in frame.columns:
         panels.append("waste_vs_page_size")

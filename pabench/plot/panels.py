@@ -174,6 +174,33 @@ def _panel_time_vs_page_size(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFram
     return None if target is ax else target
 
 
+def max_met_rate(rates_met: dict[float, bool]) -> float:
+    """The highest rate that met the SLO below the lowest that missed it (NaN: none did); the rule `sweep --slo`
+    reports by (bench/sweep.py's `bisect_rate`), applied to the rows of an export."""
+    first_miss = min((r for r, met in rates_met.items() if not met), default=math.inf)
+    return max((r for r, met in rates_met.items() if met and r < first_miss), default=math.nan)
+
+
+def _panel_slo_rate_vs_budget(ax: Axes, frame: pd.DataFrame, kernels: pd.DataFrame | None) -> None:
+    """`sweep --slo`: per series, the highest request rate that met every target against the KV budget."""
+    import pandas as pd  # the module imports it for types only
+
+    budget = first_column(frame, "sweep_kv_budget_bytes", "kv_budget_bytes")
+    label = series_labels(frame, True)
+    series = {}
+    for name in dict.fromkeys(label):
+        rows = frame[label == name]
+        by_budget = {b / MIB: max_met_rate(dict(zip(group["sweep_rate"].astype(float),
+                                                    group["slo_met"].astype(str) == "True")))
+                     for b, group in rows.groupby(budget)}
+        series[name] = pd.Series(by_budget).sort_index()
+    _lines(ax, series)
+    _log2_axis(ax, frame[budget] / MIB, "KV budget (MiB)")
+    ax.set_ylabel("max request rate within the SLO (req/s)")
+    slo = frame["slo"].dropna().astype(str)
+    ax.set_title(f"Max sustainable rate vs KV budget ({slo.iloc[0] if len(slo) else 'SLO'})", fontsize=9)
+
+
 PANELS: dict[str, Callable[[Axes, pd.DataFrame, pd.DataFrame | None], Axes | None]] = {
     "throughput_vs_budget": _panel_throughput_vs_budget,
     "throughput_vs_max_num_seqs": _panel_throughput_vs_max_num_seqs,
@@ -184,6 +211,7 @@ PANELS: dict[str, Callable[[Axes, pd.DataFrame, pd.DataFrame | None], Axes | Non
     "latency": _panel_latency,
     "waste_vs_page_size": _panel_waste_vs_page_size,
     "time_vs_page_size": _panel_time_vs_page_size,
+    "slo_rate_vs_budget": _panel_slo_rate_vs_budget,
 }
 
 

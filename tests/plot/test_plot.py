@@ -67,6 +67,7 @@ def test_every_panel_choose_panels_names_has_a_drawing():
                       & (frame["sweep_rate"] == frame["sweep_rate"].min())]
     chosen = set(choose_panels(frame, kernels)) | set(choose_panels(pd.read_csv(RUN_CSV), kernels))
     chosen |= set(choose_panels(one_point.assign(sweep_max_num_seqs=[4, 8, 16])))
+    chosen |= set(choose_panels(frame.assign(slo="ttft_p99_ms<=5", slo_met=frame["ttft_p99_ms"] <= 5)))  # sweep --slo
     assert chosen == set(PANELS)  # every panel reachable, none without a drawing function
 
 
