@@ -287,9 +287,10 @@ def bisect_rate(measured: dict[float, bool], probe: ProbeFn, iterations: int) ->
 def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Result], iterations: int = 3,
                failures: list | None = None) -> tuple[list[SloFinding], list[Result]]:
     """Per backend and point of the other swept values, the highest rate meeting `slo` (`bisect_rate` over the
-    sweep's `results` at `grid.rates`); returns the findings and the probe runs' results (config `slo_probe`)."""
+    sweep's `results` at `grid.rates`); returns the findings and the probe runs' results (config `slo_probe`).
+    Ctrl-C stops the search: what was measured is kept (marked `interrupted`), with an entry in `failures`."""
     from pabench.bench.metrics import build_result, metric_row
-    from pabench.bench.runner import as_failure, prepare, run_backend
+    from pabench.bench.runner import BackendFailure, as_failure, mark_interrupted, prepare, run_backend
 
     if not grid.rates:
         raise ConfigError("--slo needs --rates: the search bisects between the swept rates")
@@ -299,17 +300,27 @@ def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Res
         met = slo.met(metric_row(r))
         r.config.update(slo=slo.text(), slo_met=met, slo_probe=False)
         groups.setdefault(key, {})[float(r.config["sweep_rate"])] = met
-    findings, probes_done, model = [], [], None
+    findings, probes_done, model, stopped = [], [], None, False
     for (backend, page_size, budget, seqs), measured in groups.items():
         point = SweepPoint(page_size, budget, None, seqs)
 
         def probe(rate: float, point: SweepPoint = point, backend: str = backend) -> bool | None:
-            nonlocal model
+            nonlocal model, stopped
+            if stopped:
+                return None
             cfg = replace(point, rate=rate).config(base, grid.swept, (backend,))
             try:
                 prepared = prepare(cfg, model=model)
                 model = prepared.model
                 result = build_result(run_backend(prepared, backend), cfg.goodput, cfg.percentiles)
+            except KeyboardInterrupt:  # keep what was measured; the caller writes it marked and exits 130
+                if failures is None:
+                    raise
+                stopped = True
+                failures.append(BackendFailure(f"{backend} slo probe {rate:g}", "not finished (Ctrl-C)",
+                                               interrupted=True))
+                mark_interrupted(results + probes_done)
+                return None
             except Exception as error:  # noqa: BLE001 - as_failure re-raises what is not an expected failure
                 (failures if failures is not None else []).append(as_failure(f"{backend} slo probe {rate:g}", error))
                 return None

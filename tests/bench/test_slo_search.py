@@ -93,3 +93,26 @@ def test_slo_without_rates_is_refused_before_any_run(tmp_path):
     res = CliRunner().invoke(app, ["sweep", "--slo", "ttft_p99_ms<=5", "--csv", str(tmp_path / "s.csv"),
                                    "--no-progress"])
     assert res.exit_code == 1 and "--slo needs --rates" in res.output and not (tmp_path / "s.csv").exists()
+
+
+def test_ctrl_c_in_a_probe_keeps_what_was_measured(tmp_path, monkeypatch):
+    import pabench.bench.runner as runner_module
+    from pabench.bench.runner import RunConfig
+    from pabench.bench.sweep import SweepGrid, run_sweep, search_slo
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    base = RunConfig(workload=str(path), backends=("paged", "contiguous-max"), layers=1, max_model_len=64,
+                     device="cpu")
+    grid = SweepGrid(rates=(5.0, 1000.0))
+    results = run_sweep(grid, base)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "run_backend", interrupted)
+    failures: list = []
+    findings, probes = search_slo(grid, base, SloSpec.from_text("req_per_s<=30"), results, 2, failures)
+    assert probes == [] and [f.max_rate for f in findings] == [5.0, 5.0]  # the swept rates' answer stands
+    assert len(failures) == 1 and failures[0].interrupted  # one Ctrl-C, and no further probe was started
+    assert all(r.config["interrupted"] for r in results)
