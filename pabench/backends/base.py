@@ -107,12 +107,12 @@ class PrefillBatch:
         slots = torch.cat([m.slots for m in metas]) if len(metas) > 1 else metas[0].slots  # [T_new]
         dev = slots.device if device is None else torch.device(device)
         slots = slots.to(dev, non_blocking=True)
-        gathered = mixed = None
         if cu_q != cu_k and unified:
             from pabench.kernels import mixed_schedule
 
             mixed = mixed_schedule(cu_q, [m.n_total for m in metas], [m.kv_ref for m in metas], dev)
             return PrefillBatch(slots=slots, cu_q=cu_q, cu_k=cu_k, kv_slots=None, mixed=mixed)
+        gathered = None
         if cu_q != cu_k:
             gathered = torch.cat([kv_slots(m) for m in metas]).to(dev, non_blocking=True)  # [T_total]
         cu_q_dev = torch.tensor(cu_q, dtype=torch.int32).to(dev, non_blocking=True)  # [n + 1]

@@ -87,7 +87,7 @@ class KernelBenchConfig:
             raise ConfigError(f"dtype must be one of {tuple(DTYPES)} and head_dim >= 1")
         unknown = set(self.impls) - set(IMPLS)
         if unknown:
-            raise ConfigError(f"unknown impls {sorted(unknown)}; choose from {IMPLS}")
+            raise ConfigError(f"impls: unknown {', '.join(sorted(unknown))}; choose from {', '.join(IMPLS)}")
         if self.warmup_ms < 0 or self.rep_ms <= 0:
             raise ConfigError("warmup_ms must be >= 0 and rep_ms > 0")
         if self.device not in ("auto", "cpu", "cuda"):
