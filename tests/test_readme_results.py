@@ -249,29 +249,29 @@ def test_beam_search_table_matches_s10_2():
         assert int(number(cells[7])) == r["recomputed_tokens"]
 
 
-def test_chunked_prefill_table_matches_s10_2():
-    rows = table("| chunked prefill, file |")
-    assert len(rows) == 8
+def check_chunking_table(header: str, folder: Path, num_rows: int, keys: tuple[str, ...]) -> None:
+    """A chunked-prefill table: each row's file (first cell, `name` -> folder/name.csv) and backend, chunked exactly
+    when the file name says so, then one cell per key in `keys`."""
+    rows = table(header)
+    assert len(rows) == num_rows
     for cells in rows:
-        r = row_of(S10 / f"{cells[0].strip('`')}.csv", cells[1])
+        r = row_of(folder / f"{cells[0].strip('`')}.csv", cells[1])
         assert bool(r["chunked_prefill"]) == ("_chunked_" in cells[0])
-        for cell, key in zip(cells[2:], ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms", "itl_max_ms",
-                                         "ttft_p50_ms", "ttft_p99_ms")):
+        for cell, key in zip(cells[2:], keys, strict=True):
             near(cell, r[key])
+
+
+def test_chunked_prefill_table_matches_s10_2():
+    check_chunking_table("| chunked prefill, file |", S10, 8, ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms",
+                                                                "itl_max_ms", "ttft_p50_ms", "ttft_p99_ms"))
 
 
 S11 = E2E / "s11-3-mixed-h200"
 
 
 def test_unified_mixed_step_table_matches_s11_3():
-    rows = table("| unified mixed step, file |")
-    assert len(rows) == 6
-    for cells in rows:
-        r = row_of(S11 / f"{cells[0].strip('`')}.csv", cells[1])
-        assert bool(r["chunked_prefill"]) == ("_chunked_" in cells[0])
-        for cell, key in zip(cells[2:], ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms", "itl_max_ms",
-                                         "tpot_p50_ms", "ttft_p99_ms")):
-            near(cell, r[key])
+    check_chunking_table("| unified mixed step, file |", S11, 6, ("output_tok_per_s", "itl_p50_ms", "itl_p99_ms",
+                                                                   "itl_max_ms", "tpot_p50_ms", "ttft_p99_ms"))
 
 
 def test_mixed_attention_table_matches_s11_3():
