@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from pabench.cli import measure, results, learn  # noqa: F401,I001  registers the commands, in help order
+from pabench.cli import run, sweep, kernels, results, learn  # noqa: F401,I001  registers the commands, in help order
 from pabench.cli.app import app, print_error
 
 __all__ = ["app", "main"]

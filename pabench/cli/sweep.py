@@ -1,0 +1,130 @@
+"""`pabench sweep`: a grid of runs (and `--slo` searches) over sizes, budgets and rates. Parse, call the library
+(imported lazily), print."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Optional
+
+import typer
+
+from pabench.cli import options as opt
+from pabench.cli.app import app, err_console, fail_runs, float_list, friendly, int_list, out_console
+from pabench.cli.options import GRID, OUT
+
+
+@app.command()
+@friendly
+def sweep(
+    page_sizes: Annotated[Optional[str], typer.Option(
+        help="Comma-separated page sizes (paged backends only).", rich_help_panel=GRID)] = "8,16,32",
+    kv_budgets: Annotated[Optional[str], typer.Option(
+        help="Comma-separated KV budgets, e.g. 32MiB,64MiB. Default: run's default budget.",
+        rich_help_panel=GRID)] = None,
+    rates: Annotated[Optional[str], typer.Option(
+        help="Comma-separated request rates (requests/s, Poisson). Default: the workload's arrivals.",
+        rich_help_panel=GRID)] = None,
+    max_num_seqs: Annotated[Optional[str], typer.Option(
+        help="Comma-separated batch limits. Default: run's default.", rich_help_panel=GRID)] = None,
+    backend: opt.Backend = "all",
+    workload: opt.Workload = "default",
+    model: opt.Model = None,
+    layers: opt.Layers = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = None,
+    num_requests: opt.NumRequests = None,
+    seed: opt.Seed = None,
+    max_model_len: opt.MaxModelLen = None,
+    prefix_caching: opt.PrefixCaching = None,
+    min_prefill_seqs: opt.MinPrefillSeqs = 1,
+    attn_impl: opt.AttnImpl = "auto",
+    watermark: opt.Watermark = 0.04,
+    max_batched_tokens: opt.MaxBatchedTokens = 8192,
+    cuda_graphs: opt.CudaGraphs = None,
+    async_scheduling: opt.AsyncScheduling = None,
+    beam_width: opt.BeamWidth = None,
+    chunked_prefill: opt.ChunkedPrefill = False,
+    max_num_partial_prefills: opt.MaxNumPartialPrefills = 1,
+    csv: Annotated[str, typer.Option(
+        "--csv", help="The tidy CSV: one row per (point, backend) (- for stdout).",
+        rich_help_panel=OUT)] = "results/sweep.csv",
+    json: Annotated[Optional[str], typer.Option(
+        "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
+        rich_help_panel=OUT)] = None,
+    goodput: opt.Goodput = None,
+    slo: Annotated[Optional[str], typer.Option(
+        help="Targets on export columns, e.g. ttft_p99_ms<=500,tpot_p99_ms<=50 (vLLM's p99_ttft_ms too): per backend "
+             "and point, the highest rate meeting all, bisected between the swept --rates.",
+        rich_help_panel=opt.METRICS)] = None,
+    slo_iterations: Annotated[int, typer.Option(
+        min=0, help="With --slo: bisection runs per backend and point.", rich_help_panel=opt.METRICS)] = 3,
+    progress: opt.Progress = True,
+) -> None:
+    """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
+
+    Contiguous backends do not depend on the page size: they run once per point of the other parameters,
+    with an empty sweep_page_size.
+    """
+    from pabench.atomic import atomic_write_text, check_outputs
+    from pabench.backends import parse_backends
+    from pabench.bench.goodput import GoodputSpec
+    from pabench.bench.runner import RunConfig
+    from pabench.bench.sweep import SloSpec, SweepGrid, search_slo
+    from pabench.errors import ConfigError
+    from pabench.report.export import sweep_frame
+    from pabench.report.tables import slo_table, sweep_summary, sweep_table
+    from pabench.units import parse_size
+
+    grid = SweepGrid(
+        page_sizes=int_list(page_sizes, "--page-sizes") if page_sizes else None,
+        kv_budgets=tuple(parse_size(s) for s in kv_budgets.split(",") if s.strip()) if kv_budgets else None,
+        rates=float_list(rates, "--rates") if rates else None,
+        max_num_seqs=int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
+    base = RunConfig(workload=workload, backends=tuple(parse_backends(backend)), model=model, layers=layers,
+                     device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
+                     num_requests=num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
+                     watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
+                     async_scheduling=async_scheduling, beam_width=beam_width, chunked_prefill=chunked_prefill,
+                     max_num_partial_prefills=max_num_partial_prefills,
+                     goodput=GoodputSpec.from_text(goodput) if goodput is not None else None)
+    check_outputs({"--csv": csv, "--json": json})  # before the first run
+    failures: list = []
+    search = SloSpec.from_text(slo) if slo is not None else None
+    if search is not None and not grid.rates:
+        raise ConfigError("--slo needs --rates: the search bisects between the swept rates")
+    results = _sweep_with_progress(grid, base, progress, failures)
+    findings = None
+    if search is not None and results:
+        with err_console().status("SLO search...") if progress else contextlib.nullcontext():
+            findings, probes = search_slo(grid, base, search, results, slo_iterations, failures)
+        results += probes
+    frame = sweep_frame(results, grid.swept)
+    if frame.empty:  # every run failed: nothing to show or write
+        fail_runs(failures, finished=False)
+    out = out_console((csv, json))
+    out.print(sweep_table(frame))
+    out.print(sweep_summary(frame))
+    if findings:
+        out.print(slo_table(findings, search))
+    err_console().print(f"wrote {atomic_write_text(csv, frame.to_csv(index=False))}")
+    if json:
+        from pabench.report.export import write_json
+
+        err_console().print(f"wrote {write_json(results, json)}")
+    fail_runs(failures, finished=True)  # the finished runs are shown and written above
+
+
+def _sweep_with_progress(grid, base, enabled: bool, failures: list) -> list:
+    """`run_sweep` under one rich progress bar on stderr (total = runs x requests)."""
+    from pabench.bench.sweep import run_sweep
+
+    if not enabled:
+        return run_sweep(grid, base, failures=failures)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        return run_sweep(grid, base, lambda label, done, total: bar.update(task, description=label,
+                                                                          completed=done, total=total),
+                         failures)
