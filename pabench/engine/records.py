@@ -1,6 +1,7 @@
 """What one engine run produces: per-request timestamps, per-step samples, counters. Pure data, no torch.
 
-The bench layer (`pabench.bench.metrics`) turns a `RunRecord` into a `Result` with nested `Stats`.
+The bench layer (`pabench.bench.metrics`) turns a `RunRecord` into a `Result` with nested `Stats`; `token_agreement`
+compares two runs' output tokens.
 All times are seconds since the run's start (host clock, taken after device synchronisation on GPU).
 """
 
@@ -64,3 +65,23 @@ class RunRecord:
     recomputed_tokens: int = 0  # prefill tokens computed again (a preempted sequence's, a restarted beam search's)
     capacity: dict[str, Any] = field(default_factory=dict)  # what the budget holds: pages, tokens, max-length seqs
     output_token_ids: dict[int, tuple[tuple[int, ...], ...]] = field(default_factory=dict)  # request -> samples' tokens
+
+
+def token_agreement(ref: RunRecord, other: RunRecord) -> dict:
+    """How many output tokens `other` shares with `ref` position by position, and how many requests match whole.
+
+    Paging must be transparent: on CPU in fp32 every backend produces the same tokens. In bf16 on GPU, backends
+    that run different batch sizes round their matmuls differently (and a recompute after preemption runs the
+    prefill path, not the decode path), which can flip a near-tie argmax, after which that sample's
+    continuation differs; the rates say how often.
+    """
+    same_tokens = total_tokens = same_requests = 0
+    for rid, samples in ref.output_token_ids.items():
+        theirs = other.output_token_ids.get(rid, ())
+        same_requests += samples == theirs
+        for a, b in zip(samples, theirs):
+            total_tokens += len(a)
+            same_tokens += sum(x == y for x, y in zip(a, b))
+    n = max(1, len(ref.output_token_ids))
+    return {"token_match_vs": ref.backend, "token_match_pct": 100.0 * same_tokens / max(1, total_tokens),
+            "request_match_pct": 100.0 * same_requests / n}
