@@ -303,3 +303,29 @@ def test_mixed_kernel_page_table_cost_range_follows_the_files():
     two_stages = s4["cfg_n64_w4_s2_ms"] / s4["cfg_n64_w4_s2_contiguous_ms"]
     assert f"**{default.min():.2f}–{default.max():.2f}×**" in README
     assert f"({two_stages.min():.2f}–{two_stages.max():.2f}× at 2 stages" in README
+
+
+def test_slo_search_table_matches_s12_1():
+    """The max-rate-within-SLO table: per backend and budget, the highest rate met below the first miss in the
+    file the row names ('none' when the lowest swept rate missed, 'all met' when no rate missed)."""
+    folder = E2E / "s12-1-slo-h200"
+    rows = table("| KV budget (4 layers), file")
+    assert len(rows) == 5
+    backends = ("paged", "contiguous-oracle", "contiguous-max")
+    for first, _, *cells in rows:
+        budget_text, name = (part.strip() for part in first.split(","))
+        frame = pd.read_csv(folder / name)
+        mib = number(budget_text) * (1024 if "GiB" in budget_text else 1)
+        at_budget = frame[frame["sweep_kv_budget_bytes"] == mib * 2**20]
+        for backend, cell in zip(backends, cells):
+            runs = at_budget[at_budget["backend"] == backend]
+            met = dict(zip(runs["sweep_rate"].astype(float), runs["slo_met"].astype(str) == "True"))
+            first_miss = min((r for r, ok in met.items() if not ok), default=None)
+            best = max((r for r, ok in met.items() if ok and (first_miss is None or r < first_miss)), default=None)
+            if best is None:
+                assert cell.startswith("none") and number(cell) == first_miss, (first, backend, cell)
+            else:
+                same(cell, best)
+                assert ("all met" in cell) == (first_miss is None), (first, backend, cell)
+    both = pd.concat(pd.read_csv(p) for p in folder.glob("slo_*.csv"))
+    assert both["tpot_p99_ms"].max() < 5  # the text: TTFT binds, TPOT p99 stayed under 5 ms
