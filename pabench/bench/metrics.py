@@ -121,6 +121,9 @@ class Result:
     slo_attainment_pct: float = NAN
     # --metric-percentiles beyond p50/p90/p99: export column (`ttft_p95_ms`) -> value in ms
     extra_percentiles_ms: dict[str, float] = field(default_factory=dict)
+    # `run --repeat N` over seeds: export column -> half-width of its 95% confidence interval (the numbers above
+    # are then means over the seeds; bench/repeat.py); empty for a single run
+    ci95: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Runs are paired on their full configuration (report/pairing.py). `check` holds what is deterministic for a seed
 (memory, preemptions, schedule) exactly, and timing only when asked, within the larger of the tolerance and the
-spread that `pabench run --repeat N` measured: a guard that fails on noise gets switched off.
+spread or the confidence interval that `pabench run --repeat N` measured: a guard that fails on noise gets switched
+off.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich import box
 from rich.table import Table
 
 from pabench.bench.metrics import is_missing
-from pabench.bench.repeat import LEGACY_NAMES, TIMING_METRICS, spread_column
+from pabench.bench.repeat import LEGACY_NAMES, TIMING_METRICS, ci_column, spread_column
 from pabench.errors import ConfigError
 from pabench.report.fit import Column, FitTable
 from pabench.report.pairing import pair_runs
@@ -153,12 +154,22 @@ def chosen_metrics(baseline: pd.DataFrame, metrics: tuple[str, ...] | None, timi
 
 def _tolerance(metric: str, max_regression: float, before: pd.Series, now: pd.Series,
                names: tuple[str, str], run: str) -> float:
-    """EXACT for a deterministic metric; for a timing one the largest of max_regression and either side's
-    repeat spread (and a deterministic metric that a repeated run saw vary gets its spread too)."""
-    floor = max_regression if metric in TIMING_METRICS else EXACT
+    """EXACT for a deterministic metric; for a timing one the largest of max_regression, either side's repeat
+    spread and, for means over seeds, the two 95% intervals combined (sqrt(a² + b²)) relative to the baseline
+    (a deterministic metric that a repeated run saw vary gets its spread too; over the same seeds it is exact).
+    `names`: (baseline, current), for messages."""
+    timing = metric in TIMING_METRICS
     column = spread_column(metric)
-    spreads = [_number(row.get(column), name, column, run) for row, name in ((before, names[0]), (now, names[1]))]
-    return max([floor, *(s / 100 for s in spreads if s is not None and math.isfinite(s))])
+    sides = ((before, names[0]), (now, names[1]))
+    spreads = [_number(row.get(column), name, column, run) for row, name in sides]
+    allowed = [max_regression if timing else EXACT, *(s / 100 for s in spreads if s is not None and math.isfinite(s))]
+    base = _number(before.get(metric), names[0], metric, run)
+    if timing and base:
+        cis = [_number(row.get(ci_column(metric)), name, ci_column(metric), run) for row, name in sides]
+        cis = [c for c in cis if c is not None and math.isfinite(c)]
+        if cis:
+            allowed.append(math.sqrt(sum(c * c for c in cis)) / abs(base))
+    return max(allowed)
 
 
 def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regression: float,
@@ -191,7 +202,7 @@ def check_regressions(current: pd.DataFrame, baseline: pd.DataFrame, max_regress
             c = _number(pair.current[metric], names[0], metric, pair.run)
             if b is None:  # nothing to hold it to (e.g. device time on a CPU run)
                 continue
-            allowed = _tolerance(metric, max_regression, pair.baseline, pair.current, names, pair.run)
+            allowed = _tolerance(metric, max_regression, pair.baseline, pair.current, names[::-1], pair.run)
             worse = math.inf if c is None else _worsening(metric, b, c)
             bad = worse > allowed
             if bad:

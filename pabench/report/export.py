@@ -21,6 +21,7 @@ import pabench
 from pabench.atomic import atomic_write_text
 from pabench.backends import is_paged
 from pabench.bench.metrics import PERCENTILES, Result, Stats, host_over_device, metric_row
+from pabench.bench.repeat import ci_column
 from pabench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ META_COLUMNS = ("pabench_version", "git_commit")
 # Export columns that hold text. `read_results` reads them as text: pandas would otherwise parse a commit such as
 # "3e92438" as the float 3e92438 (= inf) and "1234567" as an int.
 TEXT_COLUMNS = frozenset({"backend", "date", "workload", "model", "device", "dtype", "attn_impl", "arrival",
-                          "token_match_vs", "goodput", "comparability", *META_COLUMNS})
+                          "token_match_vs", "goodput", "comparability", "seeds", *META_COLUMNS})
 CONTRACT_COLUMN = "comparability"  # the run's comparability contract (bench/contract.py): the last column
 # Columns that only a paged cache has a value for: a contiguous row writes them empty (null in JSON), not the
 # page_size=1 / prefix_caching=False its `describe()` reports, which read as settings that were chosen.
@@ -84,10 +85,11 @@ def result_row(result: Result) -> dict[str, Any]:
             continue
         row[key] = _flat_value(value)
     row.update(metrics)
+    row.update({ci_column(column): value for column, value in result.ci95.items()})  # `run --repeat` over seeds
     row.update({f"capacity_{k}": _flat_value(v) for k, v in result.capacity.items()})
     row.update(pabench_version=pabench.__version__, git_commit=git_commit())
     if not is_paged(result.backend):
-        row.update({column: None for column in PAGED_ONLY_COLUMNS if column in row})
+        row.update({c: None for column in PAGED_ONLY_COLUMNS for c in (column, ci_column(column)) if c in row})
     if CONTRACT_COLUMN in result.config:  # one JSON-encoded cell in a CSV (results_json puts the object back)
         row[CONTRACT_COLUMN] = _flat_value(result.config[CONTRACT_COLUMN])
     return row
@@ -230,12 +232,13 @@ def decode_by_batch(steps: list[StepSample]) -> list[dict[str, Any]]:
 
 
 def _request_json(request: RequestRecord) -> dict[str, Any]:
-    """One raw request sample, times rounded to the microsecond. Per-token times are summarised per sample
-    (first, last, count) so a 1000-request GPU run stays a few hundred KB; ITL stats are in the rows."""
+    """One raw request sample, times rounded to the microsecond: its timestamps, a per-sample summary (first,
+    last, count) and every output token's time, so a latency plot can be drawn from the file alone."""
     doc = {f.name: getattr(request, f.name) for f in dataclasses.fields(request) if f.name != "token_times_s"}
     doc["sample_first_token_s"] = [round(float(t[0]), 6) for t in request.token_times_s]  # [num_samples]
     doc["sample_finish_s"] = [round(float(t[-1]), 6) for t in request.token_times_s]  # [num_samples]
     doc["sample_num_tokens"] = [len(t) for t in request.token_times_s]  # [num_samples]
+    doc["token_times_s"] = [[round(float(x), 6) for x in t] for t in request.token_times_s]  # [num_samples][len]
     for key in ("arrival_s", "first_token_s", "finish_s"):
         doc[key] = round(float(doc[key]), 6)
     return doc

@@ -15,7 +15,8 @@ from rich.console import Group
 from rich.table import Table
 
 from pabench.backends import is_paged
-from pabench.bench.metrics import LatencyView, Result, Stats, is_missing, percentile_ms
+from pabench.bench.metrics import LatencyView, Result, Stats, is_missing, percentile_column, percentile_ms
+from pabench.bench.repeat import Repeated, seeds_text
 from pabench.bench.sweep import SWEEP_COLUMNS
 from pabench.bench.workloads import WorkloadSpec
 from pabench.report.fit import Column, FitTable
@@ -41,18 +42,24 @@ def cell(value: Any) -> str:
 
 def run_table(results: list[Result], width: int | None = None, view: LatencyView | None = None) -> Group:
     """Two tables, one row per backend: serving (throughput, goodput with --goodput, latency, concurrency) and KV
-    memory. `view` picks the latency columns (default: TTFT p50/p99, TPOT p50, E2E p50). Each fits `width`
-    (default: the console's) by splitting its columns over stacked tables, never by cutting a cell."""
+    memory. `view` picks the latency columns (default: TTFT p50/p99, TPOT p50, E2E p50). A mean over seeds
+    (`run --repeat`) shows `mean ± 95% CI` in the main columns. Each fits `width` (default: the console's) by
+    splitting its columns over stacked tables, never by cutting a cell."""
     backend = [Column("backend", [r.backend for r in results], "left", "bold")]
-    serving = [("out tok/s", lambda r: _num(r.output_tok_s)), ("req/s", lambda r: _num(r.req_s, 2))]
+    serving = [("out tok/s", lambda r: _pm(r, "output_tok_per_s", r.output_tok_s)),
+               ("req/s", lambda r: _pm(r, "req_per_s", r.req_s, 2))]
     if any(r.goodput is not None for r in results):
-        serving += [("goodput req/s", lambda r: _num(r.request_goodput, 2)),
-                    ("SLO met %", lambda r: _num(r.slo_attainment_pct))]
-    serving += [("batch mean/max", lambda r: f"{_num(r.concurrency.mean)} / {r.peak_concurrency}"),
-                ("preempt", lambda r: str(r.num_preemptions)), ("wall", lambda r: f"{_num(r.wall_s, 1)} s")]
+        serving += [("goodput req/s", lambda r: _pm(r, "request_goodput", r.request_goodput, 2)),
+                    ("SLO met %", lambda r: _pm(r, "slo_attainment_pct", r.slo_attainment_pct))]
+    serving += [("batch mean/max", lambda r: f"{_pm(r, 'concurrency_mean', r.concurrency.mean)} / "
+                                             f"{_count(r, 'peak_concurrency', r.peak_concurrency)}"),
+                ("preempt", lambda r: _count(r, "num_preemptions", r.num_preemptions)),
+                ("wall", lambda r: _pm(r, "wall_s", r.wall_s, 1, " s"))]
     serving += _latency_columns(view)
-    memory = [("waste %", lambda r: _num(r.mean_waste_pct)), ("used %", lambda r: _num(r.mean_used_pct)),
-              ("slack %", lambda r: _num(r.mean_slack_pct)), ("idle %", lambda r: _num(r.mean_idle_pct)),
+    memory = [("waste %", lambda r: _pm(r, "mean_waste_pct", r.mean_waste_pct)),
+              ("used %", lambda r: _pm(r, "mean_used_pct", r.mean_used_pct)),
+              ("slack %", lambda r: _pm(r, "mean_slack_pct", r.mean_slack_pct)),
+              ("idle %", lambda r: _pm(r, "mean_idle_pct", r.mean_idle_pct)),
               ("peak reserved", lambda r: format_bytes(r.peak_reserved_bytes)),
               ("saved by sharing", lambda r: format_bytes(r.peak_saved_bytes)),
               # a contiguous cache has no prefix cache: n/a, not 0.0
@@ -65,8 +72,22 @@ def run_table(results: list[Result], width: int | None = None, view: LatencyView
                  FitTable(backend, columns(memory), title="KV memory (token-level, mean over steps)", width=width))
 
 
-def _ms(seconds: float) -> str:
-    return "–" if is_missing(seconds) else f"{seconds * 1e3:,.1f} ms"
+def _pm(result: Result, column: str, value: float, digits: int = 1, unit: str = "", ci_scale: float = 1.0) -> str:
+    """A cell: '1,234.5' with `digits` and `unit`; '1,234.5 ± 12.3' when `result` is a mean over seeds with an
+    interval for export column `column` (its half-width times `ci_scale`, into the cell's unit); '–' if missing."""
+    if is_missing(value):
+        return "–"
+    ci = result.ci95.get(column)
+    spread = "" if ci is None or is_missing(ci) else f" ± {ci * ci_scale:,.{digits}f}"
+    return f"{value:,.{digits}f}{spread}{unit}"
+
+
+def _count(result: Result, column: str, value: float) -> str:
+    """A count: an integer as it is, a mean over seeds with one decimal (and its interval)."""
+    ci = result.ci95.get(column)
+    if isinstance(value, (int, np.integer)) and (ci is None or is_missing(ci) or ci == 0):
+        return f"{value:,}"
+    return _pm(result, column, value)
 
 
 _HEADERS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E"}
@@ -75,15 +96,20 @@ _HEADERS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E"}
 def _latency_columns(view: LatencyView | None) -> list[tuple[str, Callable[[Result], str]]]:
     """The serving table's latency columns: pabench's own four, or each (metric, percentile) of `view` in ms."""
     if view is None:
-        return [("TTFT p50", lambda r: _ms(r.ttft_s.p50)), ("TTFT p99", lambda r: _ms(r.ttft_s.p99)),
-                ("TPOT p50", lambda r: _ms(r.tpot_s.p50)), ("E2E p50", lambda r: f"{_num(r.e2e_s.p50, 2)} s")]
-    return [(f"{_HEADERS[m]} p{p:g}", lambda r, m=m, p=p: _ms(percentile_ms(r, m, p) / 1e3))
+        return [("TTFT p50", lambda r: _pm(r, "ttft_p50_ms", r.ttft_s.p50 * 1e3, 1, " ms")),
+                ("TTFT p99", lambda r: _pm(r, "ttft_p99_ms", r.ttft_s.p99 * 1e3, 1, " ms")),
+                ("TPOT p50", lambda r: _pm(r, "tpot_p50_ms", r.tpot_s.p50 * 1e3, 1, " ms")),
+                ("E2E p50", lambda r: _pm(r, "e2e_p50_ms", r.e2e_s.p50, 2, " s", ci_scale=1e-3))]
+    return [(f"{_HEADERS[m]} p{p:g}", lambda r, m=m, p=p: _pm(r, percentile_column(m, p), percentile_ms(r, m, p), 1,
+                                                               " ms"))
             for m in view.metrics for p in view.percentiles]
 
 
-def summary_line(results: list[Result]) -> str:
+def summary_line(results: list[Result], repeated: Repeated | None = None) -> str:
     """'paged served 3.12× the output tokens/s of contiguous-max (and 0.92× contiguous-oracle: slower), with ...':
-    every baseline paged lost to is marked slower. A `prefix_line` follows on a second line when that pair ran."""
+    every baseline paged lost to is marked slower. With `repeated` over seeds each ratio is taken per seed, then
+    given as mean ± 95% CI (': within noise' when the interval holds 1). A `prefix_line` follows on a second
+    line when that pair ran."""
     paged = next((r for r in results if is_paged(r.backend) and r.backend != "paged-reprefill"), None)
     others = [r for r in results if not is_paged(r.backend)]
     extra = [line for line in (prefix_line(results), reprefill_line(results)) if line]
@@ -94,10 +120,17 @@ def summary_line(results: list[Result]) -> str:
         if best is None:
             return "no results"
         return (f"only {', '.join(r.backend for r in results)} ran: best {best.backend} "
-                f"at {_num(best.output_tok_s)} output tok/s (nothing to compare paged against)" + tail)
+                f"at {_pm(best, 'output_tok_per_s', best.output_tok_s)} output tok/s (nothing to compare paged "
+                "against)" + tail)
+    over_seeds = repeated is not None and not repeated.same_seed and len(repeated.runs) > 1
 
     def versus(other: Result) -> tuple[str, str]:
-        """('2.10×', ''), or ('0.72×', ': slower') when paged lost to `other`."""
+        """('2.10×', ''), ('0.72×', ': slower') when paged lost to `other`; over seeds ('1.02× ± 0.05', ...)."""
+        paired = repeated.ratio(paged.backend, other.backend) if over_seeds else None
+        if paired is not None and paired.n > 1:
+            noise = paired.includes(1.0)
+            verdict = ": within noise" if noise else ": slower" if round(paired.mean, 2) < 1 else ""
+            return f"{paired.mean:.2f}× ± {paired.ci95:.2f}", verdict
         value = _ratio(paged.output_tok_s, other.output_tok_s)
         return ("n/a×", "") if value is None else (f"{value:.2f}×", ": slower" if round(value, 2) < 1 else "")
 
@@ -110,8 +143,11 @@ def summary_line(results: list[Result]) -> str:
             other_ratio, other_slower = versus(other)
             phrases.append(f"{other_ratio} {other.backend}{other_slower}")
         line += f" (and {', '.join(phrases)})"
-    return (line + f", with {_num(paged.mean_waste_pct)}% KV waste vs {_num(first.mean_waste_pct)}% for "
-            f"{first.backend}." + tail)
+    line += (f", with {_pm(paged, 'mean_waste_pct', paged.mean_waste_pct)}% KV waste vs "
+             f"{_pm(first, 'mean_waste_pct', first.mean_waste_pct)}% for {first.backend}")
+    if over_seeds:
+        line += f" (mean and 95% CI over seeds {seeds_text(list(repeated.seeds))}; each ratio taken per seed)"
+    return line + "." + tail
 
 
 def _ratio(a: float, b: float) -> float | None:

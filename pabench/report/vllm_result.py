@@ -5,7 +5,8 @@ header keys, checked against vllm-project/vllm at 009e6d4): `duration` and the r
 `start_times` in seconds, every `*_ms` statistic in ms, `std` the population std (np.std), `median` np.median,
 `pXX` linear percentiles. Where pabench differs (no network or client, no tokenizer, dummy weights, n > 1 samples)
 is in the README's "vLLM-format results" and in each file's `comparability` object. A file is
-`<backend>-<workload>-<seed>.json`, written atomically.
+`<backend>-<workload>-<seed>.json`, written atomically: `run --repeat N` over seeds writes one per backend and seed
+(each a single run, as vLLM's files are), with `--same-seed` one per backend (the medians).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def vllm_result(result: Result, contract: dict[str, Any], percentiles: tuple[flo
         "model_id": row.get("model"),
         "tokenizer_id": None,  # no tokenizer: prompts are token ids
         "num_prompts": result.num_requests,
-        "request_rate": contract["request_rate"],
-        "burstiness": contract["burstiness"],
+        "request_rate": contract.get("request_rate"),
+        "burstiness": contract.get("burstiness"),
         "max_concurrency": None,  # no client-side concurrency limit (max_num_seqs bounds the engine's batch)
         "duration": wall,
         "completed": result.num_requests,
@@ -98,12 +99,21 @@ def vllm_result(result: Result, contract: dict[str, Any], percentiles: tuple[flo
     return json_safe(doc)
 
 
-def write_vllm_results(results: list[Result], directory: str | Path, contract: dict[str, Any],
+def result_files(directory: str | Path, backends: tuple[str, ...], workload: str,
+                 seeds: tuple[int, ...]) -> dict[str, Path]:
+    """The files `write_vllm_results` will write for these backends and seeds (one per seed of `run --repeat`
+    over seeds), keyed '--save-result (<backend>, seed <seed>)' for `check_outputs`' messages."""
+    return {f"--save-result ({b}, seed {s})": Path(directory) / result_file_name(b, workload, s)
+            for s in dict.fromkeys(seeds) for b in backends}
+
+
+def write_vllm_results(results: list[Result], directory: str | Path, contract: dict[str, Any] | None = None,
                        percentiles: tuple[float, ...] = ()) -> list[Path]:
-    """Write `vllm_result` of each result to `directory` (created), one atomic file per backend."""
+    """Write `vllm_result` of each result to `directory` (created), one atomic file per backend. `contract`: the
+    run's comparability contract; None takes each result's own (the one its export rows state)."""
     written = []
     for r in results:
         path = Path(directory) / result_file_name(r.backend, str(r.config.get("workload")), r.config.get("seed", 0))
-        doc = vllm_result(r, contract, percentiles)
+        doc = vllm_result(r, contract if contract is not None else r.config.get("comparability", {}), percentiles)
         written.append(atomic_write_text(path, json.dumps(doc, separators=(",", ":")) + "\n"))
     return written
