@@ -36,13 +36,15 @@ def check(
     result: Annotated[Path, typer.Argument(help="The export to check (CSV or JSON).")],
     baseline: Annotated[Path, typer.Option(help="The export it must not be worse than.")],
     max_regression: Annotated[str, typer.Option(
-        help="Timing tolerance, e.g. 10% or 0.1; a repeated run's spread widens it (see --timing).")] = "10%",
+        help="Timing tolerance, e.g. 10% or 0.1; a repeated run's spread or interval widens it (see --timing).")
+    ] = "10%",
     metrics: Annotated[Optional[str], typer.Option(
         help="Comma-separated metrics to check, e.g. mean_waste_pct,num_preemptions. Default: every deterministic "
              "one the baseline has (memory, preemptions, schedule).")] = None,
     timing: Annotated[bool, typer.Option(
         "--timing", help="Also check throughput, TTFT/TPOT/ITL/E2E p50 and p99 and wall time: a change fails when "
-                         "it exceeds max(--max-regression, either file's <metric>_spread_pct from `run --repeat`).")
+                         "it exceeds max(--max-regression, either file's <metric>_spread_pct from `run --repeat N "
+                         "--same-seed`, both files' <metric>_ci95 from `run --repeat N` combined, relative).")
     ] = False,
     allow_config_mismatch: Annotated[bool, typer.Option(
         "--allow-config-mismatch", help="Pair runs by backend (and sweep columns) even when their configurations "
