@@ -5,7 +5,7 @@ so a kernel that reads past a sequence's end cannot pass by accident. Used by `p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -20,6 +20,12 @@ class DecodeData:
     seq_starts: Any  # int32 [batch]
     seq_lens: Any  # int32 [batch]
     generator: Any = field(repr=False, default=None)
+    k_scale: Any = None  # fp32 [1] when the slab is fp8 (e4m3), else None
+    v_scale: Any = None
+
+    def scales(self) -> dict[str, Any]:
+        """The kernels' k_scale/v_scale keyword arguments ({} for a float slab)."""
+        return {} if self.k_scale is None else {"k_scale": self.k_scale, "v_scale": self.v_scale}
 
 
 def make_decode_data(lens: list[int], num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: Any, device: Any,
@@ -38,6 +44,23 @@ def make_decode_data(lens: list[int], num_q_heads: int, num_kv_heads: int, head_
     v_slab = torch.randn(num_slots, num_kv_heads, head_dim, **kw).to(dtype)  # [num_slots, Hkv, D]
     as_int = dict(device=device, dtype=torch.int32)
     return DecodeData(lens, q, k_slab, v_slab, torch.tensor(starts, **as_int), torch.tensor(lens, **as_int), gen)
+
+
+def to_fp8(data: DecodeData) -> DecodeData:
+    """The same batch with K/V stored as fp8 e4m3 under per-tensor amax scales (kernels/fp8.py's format); q keeps
+    its dtype, as the kernels read an fp8 cache with q's."""
+    from pabench.kernels.fp8 import amax_scale, quantize
+
+    k_scale, v_scale = amax_scale(data.k_slab), amax_scale(data.v_slab)  # fp32 [1] each
+    return replace(data, k_slab=quantize(data.k_slab, k_scale), v_slab=quantize(data.v_slab, v_scale),
+                   k_scale=k_scale, v_scale=v_scale)
+
+
+def _bytes(t: Any) -> Any:
+    """A byte view of an fp8 tensor (torch indexes no fp8 tensor on the CPU), the tensor itself otherwise."""
+    import torch
+
+    return t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t
 
 
 def _noise_pair(data: DecodeData, shape: tuple[int, ...]) -> tuple[Any, Any]:
@@ -67,8 +90,8 @@ def paginate(data: DecodeData, page_size: int) -> tuple[Any, Any, Any]:
         pages = perm[first : first + used]  # [used]
         table[b, :used] = pages.to(torch.int32)  # [used]
         slots = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()[:n]  # [n]
-        k_cache.view(-1, *shape[2:])[slots] = data.k_slab[start : start + n]  # [n, Hkv, D]
-        v_cache.view(-1, *shape[2:])[slots] = data.v_slab[start : start + n]  # [n, Hkv, D]
+        _bytes(k_cache).view(-1, *shape[2:])[slots] = _bytes(data.k_slab[start : start + n])  # [n, Hkv, D]
+        _bytes(v_cache).view(-1, *shape[2:])[slots] = _bytes(data.v_slab[start : start + n])  # [n, Hkv, D]
         first += used
     return k_cache, v_cache, table
 
@@ -79,6 +102,6 @@ def pad_slab(data: DecodeData) -> tuple[Any, Any]:
     shape = (batch, max_len) + tuple(data.k_slab.shape[1:])
     k_pad, v_pad = _noise_pair(data, shape)  # [batch, max_len, Hkv, D] each; padding stays noise
     for b, (start, n) in enumerate(zip(data.seq_starts.tolist(), data.lens)):
-        k_pad[b, :n] = data.k_slab[start : start + n]  # [n, Hkv, D]
-        v_pad[b, :n] = data.v_slab[start : start + n]  # [n, Hkv, D]
+        _bytes(k_pad)[b, :n] = _bytes(data.k_slab[start : start + n])  # [n, Hkv, D]
+        _bytes(v_pad)[b, :n] = _bytes(data.v_slab[start : start + n])  # [n, Hkv, D]
     return k_pad, v_pad

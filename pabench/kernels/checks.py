@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from pabench.errors import ConfigError
+from pabench.kernels.fp8 import is_fp8
 from pabench.units import check_page_size
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128, 256)  # the Triton kernels tile the whole head dim at once
@@ -72,9 +73,11 @@ def check_decode_inputs(
     if k.dim() != cache_rank or k.shape != v.shape:
         raise ConfigError(f"{cache_name} must match, got {tuple(k.shape)} and {tuple(v.shape)}")
     _same("devices", {"q": q, "k": k, "v": v, "table": table, "seq_lens": seq_lens}, "device")
-    _same("dtypes", {"q": q, "k": k, "v": v}, "dtype")
+    _same("dtypes", {"k": k, "v": v}, "dtype")
     if q.dtype not in FLOAT_DTYPES:
         raise ConfigError(f"q/k/v dtype must be one of {FLOAT_DTYPES}, got {q.dtype}")
+    if k.dtype != q.dtype and not is_fp8(k.dtype):  # an fp8 cache is read with q's dtype
+        raise ConfigError(f"the cache's dtype must be q's ({q.dtype}) or fp8 e4m3, got {k.dtype}")
     if table.dtype not in INDEX_DTYPES or seq_lens.dtype not in INDEX_DTYPES:
         raise ConfigError(f"page_table/seq_starts and seq_lens must be int32 (or int64), "
                           f"got {table.dtype}, {seq_lens.dtype}")

@@ -25,6 +25,7 @@ from pabench.errors import ConfigError
 from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
                                     check_triton_decode, resolve_impl)
 from pabench.kernels.batched import contiguous_decode_batched, paged_decode_batched
+from pabench.kernels.fp8 import check_scales, is_fp8
 
 LOG2E = 1.4426950408889634
 POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
@@ -55,8 +56,9 @@ def tile_pages(table_row_ptr, tile, end, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.co
 
 @triton.jit
 def _decode_chunk_kernel(
-    # inputs: q [B, Hq, D]; k/v cache [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [B, pages] or starts [B]
-    q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr,
+    # inputs: q [B, Hq, D]; k/v cache [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [B, pages] or starts [B];
+    # k/v scales [1] fp32 (read only when KV_FP8)
+    q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale_ptr,
     # outputs: fp32 partials, normalized, per (chunk, q head): out [C, Hq, D], log2-sum-exp lse [C, Hq]
     part_out_ptr, part_lse_ptr,
     # runtime scalars
@@ -67,12 +69,14 @@ def _decode_chunk_kernel(
     # compile-time shape and tiling
     NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-    PREFETCH_PAGES: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+    PREFETCH_PAGES: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, KV_FP8: tl.constexpr,
 ):
     """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it.
 
     PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never
     wait on a load of the same iteration (the software pipeliner then treats paged like direct addressing).
+    KV_FP8: K/V tiles are e4m3, converted to q's dtype in registers; the per-tensor scales fold into the score
+    scale (K) and the final normalisation (V), so dequantising costs no multiply per element.
     """
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
@@ -94,6 +98,9 @@ def _decode_chunk_kernel(
                     mask=h_mask[:, None], other=0.0)  # [BLOCK_H, HEAD_DIM]
         if DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
             q = q.to(tl.float32)
+        qk_scale = sm_scale_log2
+        if KV_FP8:
+            qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
         k_base = k_ptr + kv_head * stride_kh
         v_base = v_ptr + kv_head * stride_vh
         if PAGED:
@@ -121,20 +128,22 @@ def _decode_chunk_kernel(
                 k_rows = (seq_start + tok) * stride_ks
                 v_rows = (seq_start + tok) * stride_vs
             k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-            if DOT_UPCAST:
-                k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [BLOCK_H, BLOCK_N]
+            if KV_FP8 or DOT_UPCAST:
+                k = k.to(q.dtype)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_H, BLOCK_N]
             s = tl.where(tok_mask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])  # [BLOCK_H, BLOCK_N]
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-            if DOT_UPCAST:
-                v = v.to(tl.float32)
+            if KV_FP8 or DOT_UPCAST:
+                v = v.to(q.dtype)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
 
+        if KV_FP8:
+            acc = acc * tl.load(v_scale_ptr)
         out_ptrs = part_out_ptr + chunk_id * stride_oc + q_heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(out_ptrs, acc / l_i[:, None], mask=h_mask[:, None])
         tl.store(part_lse_ptr + chunk_id * stride_lc + q_heads, m_i + tl.log2(l_i), mask=h_mask)
@@ -255,6 +264,7 @@ def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig
 def _launch_decode(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, seq_lens: torch.Tensor,
     shape: DecodeShape, scale: float, paged: bool, config: DecodeConfig | None, out: torch.Tensor | None,
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Allocate partials, launch the chunk kernel over an upper-bound grid, then the merge kernel."""
     config = config or choose_decode_config(shape, q.dtype)
@@ -275,8 +285,9 @@ def _launch_decode(
         stride_kp, stride_ks, stride_kh = 0, k.stride(0), k.stride(1)
         stride_vp, stride_vs, stride_vh = 0, v.stride(0), v.stride(1)
         stride_tb = 0
+    k_scale, v_scale = kv_scales or (seq_lens, seq_lens)  # unread placeholders unless the cache is fp8
     _decode_chunk_kernel[(max_chunks * shape.num_kv_heads,)](
-        q, k, v, table, seq_lens, part_out, part_lse,
+        q, k, v, table, seq_lens, k_scale, v_scale, part_out, part_lse,
         shape.batch, target_chunks, scale * LOG2E,
         stride_qb=q.stride(0), stride_qh=q.stride(1),
         stride_kp=stride_kp, stride_ks=stride_ks, stride_kh=stride_kh,
@@ -286,7 +297,7 @@ def _launch_decode(
         PAGED=paged, PREFETCH_PAGES=config.prefetch_pages, BLOCK_B=lanes,
         BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
+        DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda", KV_FP8=kv_scales is not None,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     _merge_kernel[(shape.batch, shape.num_q_heads)](
@@ -314,6 +325,12 @@ def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _kv_scales(cache: torch.Tensor, k_scale: torch.Tensor | None,
+               v_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The scales the kernel reads, or None for a float cache (KV_FP8 off)."""
+    return (k_scale, v_scale) if is_fp8(cache.dtype) else None
+
+
 def _triton_allowed(impl: str, shape: DecodeShape, k: torch.Tensor, v: torch.Tensor) -> bool:
     """Resolved impl "triton" runs Triton; "auto" also falls back to torch where the kernel has limits."""
     try:
@@ -328,7 +345,7 @@ def _triton_allowed(impl: str, shape: DecodeShape, k: torch.Tensor, v: torch.Ten
 def paged_decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor,
     *, scale: float | None = None, impl: str = "auto", check_values: bool = True, config: DecodeConfig | None = None,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode attention, one new token per sequence, over a paged KV cache. Returns [batch, num_q_heads, head_dim].
 
@@ -336,26 +353,29 @@ def paged_decode_attention(
     the engine's CPU path), "auto" (Triton on CUDA where the kernel takes the shape, else torch). The float
     references in `reference.py` are the oracle only. check_values=False skips the length/page-id checks (they
     sync a GPU), and on the torch path the shape checks too (a backend's tensors are built consistent); config
-    overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor.
+    overrides the tiling heuristic; out (like q) receives the result instead of a fresh tensor. An fp8 (e4m3)
+    cache needs k_scale and v_scale (fp32 [1], see fp8.py); a float cache has q's dtype and no scales.
     """
     # q [batch, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; page_table [batch, pages]; seq_lens [batch]
     resolved = resolve_impl(impl, q.device)
     if not check_values and out is None and resolved == "torch":  # a backend's CPU hot path
-        return paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale)
+        return paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale, k_scale, v_scale)
     shape = check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, paged=True)
+    check_scales(k_cache, k_scale, v_scale)
     _check_out(out, q)
     if check_values:
         check_paged_values(seq_lens, page_table, shape.page_size, k_cache.shape[0])
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
     if resolved == "triton" and _triton_allowed(impl, shape, k_cache, v_cache):
-        return _launch_decode(q, k_cache, v_cache, page_table, seq_lens, shape, scale, True, config, out)
-    return _into(out, paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale))
+        return _launch_decode(q, k_cache, v_cache, page_table, seq_lens, shape, scale, True, config, out,
+                              _kv_scales(k_cache, k_scale, v_scale))
+    return _into(out, paged_decode_batched(q, k_cache, v_cache, page_table, seq_lens, scale, k_scale, v_scale))
 
 
 def contiguous_decode_attention(
     q: torch.Tensor, k_slab: torch.Tensor, v_slab: torch.Tensor, seq_starts: torch.Tensor, seq_lens: torch.Tensor,
     *, scale: float | None = None, impl: str = "auto", check_values: bool = True, config: DecodeConfig | None = None,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode attention where sequence b's tokens are rows seq_starts[b] .. seq_starts[b] + seq_lens[b] - 1.
 
@@ -364,15 +384,17 @@ def contiguous_decode_attention(
     # q [batch, Hq, D]; k_slab/v_slab [num_slots, Hkv, D]; seq_starts, seq_lens [batch]
     resolved = resolve_impl(impl, q.device)
     if not check_values and out is None and resolved == "torch":  # a backend's CPU hot path
-        return contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale)
+        return contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale, k_scale, v_scale)
     shape = check_decode_inputs(q, k_slab, v_slab, seq_starts, seq_lens, paged=False)
+    check_scales(k_slab, k_scale, v_scale)
     _check_out(out, q)
     if check_values:
         check_contiguous_values(seq_lens, seq_starts, k_slab.shape[0])
     scale = shape.head_dim**-0.5 if scale is None else float(scale)
     if resolved == "triton" and _triton_allowed(impl, shape, k_slab, v_slab):
-        return _launch_decode(q, k_slab, v_slab, seq_starts, seq_lens, shape, scale, False, config, out)
-    return _into(out, contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale))
+        return _launch_decode(q, k_slab, v_slab, seq_starts, seq_lens, shape, scale, False, config, out,
+                              _kv_scales(k_slab, k_scale, v_scale))
+    return _into(out, contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale, k_scale, v_scale))
 
 
 __all__ = ["DecodeConfig", "choose_decode_config", "contiguous_decode_attention", "paged_decode_attention"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from pabench.kernels.fp8 import is_fp8, quantize
+
 
 def _attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """One sequence's decode attention in fp32. q [Hq, D], k/v [n, Hkv, D] -> [Hq, D] (fp32)."""
@@ -66,10 +68,15 @@ def contiguous_decode_reference(
 
 
 def write_kv_reference(
-    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Scatter k, v [num_tokens, H, D] to rows slot_mapping [num_tokens] of the caches, in place."""
+    """Scatter k, v [num_tokens, H, D] to rows slot_mapping [num_tokens] of the caches, in place (an fp8 cache gets
+    clamp(x / scale) in e4m3, fp8.py's format)."""
     slots = slot_mapping.long()  # [num_tokens]
+    if is_fp8(k_cache.dtype):  # torch indexes no fp8 tensor on the CPU: move the same bytes as uint8
+        k, v = quantize(k, k_scale).view(torch.uint8), quantize(v, v_scale).view(torch.uint8)  # [T, H, D] each
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)  # same storage, byte views
     for cache, new in ((k_cache, k), (v_cache, v)):
         if cache.dim() == 3:
             cache.index_copy_(0, slots, new.to(cache.dtype))  # [num_slots, H, D]

@@ -24,8 +24,10 @@ def test_shape_and_dtype_mismatches(batch):
         paged_decode_attention(data.q[0], k, v, table, data.seq_lens)
     with pytest.raises(ConfigError, match="must match"):
         _call(data, k, v[:-1], table)
-    with pytest.raises(ConfigError, match="dtypes differ"):
+    with pytest.raises(ConfigError, match="must be q's"):
         _call(data, k.half(), v.half(), table)
+    with pytest.raises(ConfigError, match="dtypes differ"):
+        _call(data, k, v.half(), table)
     with pytest.raises(ConfigError, match="int32"):
         _call(data, k, v, table.float())
     with pytest.raises(ConfigError, match="seq_lens must be"):

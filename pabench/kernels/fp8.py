@@ -1,0 +1,69 @@
+"""The fp8 KV cache's number format: e4m3 values with one fp32 scale per tensor (per layer, K and V), as vLLM's
+`--kv-cache-dtype fp8` stores them by default. A stored value x8 means x8 * scale; writing x stores
+clamp(x / scale, -448, 448) rounded to e4m3, so an outlier saturates instead of turning into NaN.
+
+These torch functions are the reference the Triton kernels' in-register conversions are tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pabench.errors import ConfigError
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0  # the largest finite e4m3fn value
+KV_DTYPES = ("auto", "fp8")  # auto: the model's dtype
+
+
+def is_fp8(dtype: torch.dtype) -> bool:
+    """Is this the fp8 KV storage dtype?"""
+    return dtype == FP8_DTYPE
+
+
+def check_kv_dtype(name: str) -> str:
+    """Validate a `--kv-dtype` value (one line on bad input)."""
+    if name not in KV_DTYPES:
+        raise ConfigError(f"kv dtype must be one of {', '.join(KV_DTYPES)}, got {name!r}")
+    return name
+
+
+def check_fp8_device(device: torch.device) -> None:
+    """fp8 storage needs e4m3 conversions: any CPU (torch does them), CUDA from compute capability 8.9 (Ada/Hopper),
+    where Triton converts in registers."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 9):
+            raise ConfigError(f"--kv-dtype fp8 needs a GPU of compute capability >= 8.9 (Ada, Hopper), this one is "
+                              f"{major}.{minor}")
+
+
+def amax_scale(x: torch.Tensor) -> torch.Tensor:
+    """The per-tensor scale that maps x's largest magnitude to FP8_MAX (1.0 for an all-zero tensor). fp32 [1]."""
+    amax = x.detach().abs().amax().float().reshape(1)  # [1]
+    return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))  # [1]
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (any float dtype) as fp8 with `scale` (fp32 [1]): clamp(x / scale) rounded to e4m3, same shape."""
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def dequantize(x8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Stored fp8 values back to fp32: x8 * scale, same shape."""
+    return x8.float() * scale
+
+
+def check_scales(cache: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None) -> None:
+    """An fp8 cache needs both scales, fp32 one-element tensors on its device; a float cache takes none."""
+    if not is_fp8(cache.dtype):
+        if k_scale is not None or v_scale is not None:
+            raise ConfigError(f"k_scale/v_scale apply to an fp8 cache only, this one is {cache.dtype}")
+        return
+    for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if scale is None or scale.numel() != 1 or scale.dtype != torch.float32 or scale.device != cache.device:
+            raise ConfigError(f"an fp8 cache needs {name} as a one-element float32 tensor on {cache.device}")
+
+
+__all__ = ["FP8_DTYPE", "FP8_MAX", "KV_DTYPES", "amax_scale", "check_fp8_device", "check_kv_dtype", "check_scales",
+           "dequantize", "is_fp8", "quantize"]
