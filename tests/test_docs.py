@@ -28,6 +28,6 @@ def test_design_layer_table_matches_the_layout_test():
     text = (ROOT / "docs" / "DESIGN.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| (\w+) \| (.+?) \|$", text, re.M))
     for layer, allowed in ALLOWED.items():
-        named = set(re.findall(r"\b(core|kernels|backends|engine|bench|kernelbench|report|plot|explain)\b",
+        named = set(re.findall(r"\b(core|kernels|parallel|backends|engine|bench|kernelbench|report|plot|explain)\b",
                                rows[layer]))
         assert named == allowed, (layer, named, allowed)

@@ -16,8 +16,9 @@ ALLOWED = {
     "core": set(),
     "kernels": set(),
     "backends": {"core", "kernels"},
-    "engine": {"backends", "core", "kernels"},
-    "bench": {"engine", "backends", "core", "kernels"},
+    "parallel": set(),  # torch.distributed and the ranks' processes: below everything that runs a model
+    "engine": {"backends", "core", "kernels", "parallel"},
+    "bench": {"engine", "backends", "core", "kernels", "parallel"},
     "kernelbench": {"kernels"},
     # report and plot read exports, where a backend is a name: they ask `backends.is_paged(name)` (torch-free)
     "report": {"bench", "backends"},

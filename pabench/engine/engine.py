@@ -6,6 +6,7 @@ after the sampled tokens reach the host, which synchronises the device, so times
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections import deque
@@ -37,6 +38,9 @@ class Engine(BeamSteps):
                  cuda_graphs: bool = False) -> None:
         self.model = model
         self.backend = backend
+        # a tensor-parallel rank (model.tp): every rank runs this same scheduler on the same inputs; rank 0's clock
+        # decides arrivals (parallel/group.py)
+        self.tp = model.tp if getattr(model, "tp", None) is not None and model.tp.size > 1 else None
         self.config = config
         self.scheduler = Scheduler(backend, config)
         self._seq_ids = itertools.count()
@@ -92,6 +96,8 @@ class Engine(BeamSteps):
     def _admit_arrivals(self, run: "RunState", idle: bool) -> bool:
         """Queue the requests that have arrived; when `idle` and none has, sleep until one does and say False."""
         now = run.clock()
+        if self.tp is not None and run.pending:  # the only input that differs between ranks: use rank 0's
+            now = self.tp.broadcast_float(now)
         if not run.realtime and idle and run.pending:
             now = max(now, run.pending[0].arrival_s)
         while run.pending and run.pending[0].arrival_s <= now:
@@ -134,6 +140,8 @@ class Engine(BeamSteps):
         record.output_token_ids = {
             rid: tuple(tuple(st.seq.token_ids[st.num_prompt_tokens:]) for st in sts) for rid, sts in run.groups.items()
         }
+        if self.tp is not None:  # the ranks took the same decisions and sampled the same tokens, or the run fails
+            self.tp.agree(schedule_digest(record), "the schedule and output tokens")
         return record
 
     # ------------------------------------------------------------------ one step
@@ -324,6 +332,14 @@ class Engine(BeamSteps):
             num_output_tokens=sum(len(t) for t in times), num_samples=len(sts), token_times_s=times,
             num_preemptions=sum(st.num_preemptions for st in sts),
             num_cached_prompt_tokens=sts[0].seq.num_cached_tokens)
+
+
+def schedule_digest(record: RunRecord) -> str:
+    """A stable digest of what a run decided (each step's kind and sizes, preemptions, every output token): equal
+    on every rank of a tensor-parallel run, or the replicated scheduler diverged."""
+    steps = [(s.kind, s.num_seqs, s.num_tokens, s.num_running, s.num_waiting) for s in record.steps]
+    text = repr((steps, record.num_preemptions, sorted(record.output_token_ids.items())))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass

@@ -2,20 +2,25 @@
 
 Like vLLM's dummy-weight benchmarking: the arithmetic and memory traffic are those of the real model, so
 throughput and KV pressure are realistic, while no checkpoint is needed. Attention goes through the KV
-cache backend, which is the only thing that differs between the runs pabench compares.
+cache backend, which is the only thing that differs between the runs pabench compares. With tensor parallelism
+each rank holds a column-parallel share of q/k/v and gate/up and the matching row-parallel share of o and down,
+whose partial sums an all-reduce adds up (Megatron-LM's layout, as vLLM and nano-vllm shard Llama).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from pabench.errors import ConfigError
 from pabench.units import check_seed
+
+if TYPE_CHECKING:
+    from pabench.parallel.group import TPGroup
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,23 @@ class ModelConfig:
 
     @property
     def num_params(self) -> int:
-        h, q, kv, d = self.hidden_size, self.num_q_heads, self.num_kv_heads, self.head_dim
-        per_layer = h * (q + 2 * kv) * d + q * d * h + 3 * h * self.intermediate_size + 2 * h
+        return self.params_per_rank(1)
+
+    def params_per_rank(self, tensor_parallel: int) -> int:
+        """Weights one rank holds: a 1/N share of every projection; the norms, embedding and LM head replicated."""
+        h, q, kv, d, n = self.hidden_size, self.num_q_heads, self.num_kv_heads, self.head_dim, tensor_parallel
+        per_layer = (h * (q + 2 * kv) * d + q * d * h + 3 * h * self.intermediate_size) // n + 2 * h
         return 2 * self.vocab_size * h + self.num_layers * per_layer + h
+
+    def check_tensor_parallel(self, n: int) -> None:
+        """Refuse, in one line, a group of `n` ranks that cannot split this model's heads and MLP evenly."""
+        if n < 1:
+            raise ConfigError(f"--tensor-parallel must be >= 1, got {n}")
+        uneven = [f"{v} {what}" for v, what in ((self.num_kv_heads, "KV heads"), (self.num_q_heads, "query heads"),
+                                               (self.intermediate_size, "MLP columns")) if v % n]
+        if uneven:
+            raise ConfigError(f"--tensor-parallel {n}: model {self.name}'s {', '.join(uneven)} do not split evenly "
+                              f"over {n} ranks (each rank takes an equal share of each)")
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -87,31 +106,46 @@ class DecoderModel:
     """Dummy-weight decoder. `forward` runs every layer; attention is delegated to an `AttentionFn`."""
 
     def __init__(self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                 seed: int = 0, max_position: int = 32768) -> None:
+                 seed: int = 0, max_position: int = 32768, tp: TPGroup | None = None) -> None:
         self.config, self.seed = config, check_seed(seed, "model seed")
         self.dtype, self.device = dtype, torch.device(device)
+        # Tensor parallelism (Megatron-style): this rank holds its share of the query and KV heads and of the MLP
+        # columns (shapes below: Hq, Hkv, I are this rank's); the embedding and the LM head are replicated, so every
+        # rank computes the same full logits and samples the same tokens without gathering anything.
+        self.tp = tp
+        rank, n = (tp.rank, tp.size) if tp is not None else (0, 1)
         c = config
+        c.check_tensor_parallel(n)
         gen = torch.Generator(device=self.device).manual_seed(seed)
 
-        def w(*shape: int, fan_in: int) -> torch.Tensor:
+        def w(*shape: int, fan_in: int, columns: tuple[int, ...] = (), rows: bool = False) -> torch.Tensor:
+            """A weight; sharded, this rank's share of its `columns` parts (column-parallel) or of its rows."""
             t = torch.randn(*shape, generator=gen, device=self.device, dtype=torch.float32)
-            return t.mul_(1.0 / math.sqrt(fan_in)).to(dtype)
+            t = t.mul_(1.0 / math.sqrt(fan_in))
+            # every rank draws the FULL tensor from the same seed and keeps its shard: the shards of N ranks
+            # concatenate to the one-rank weights, so a sharded model is the same model (and logits match)
+            if n > 1 and columns:
+                t = column_shard(t, columns, rank, n)
+            elif n > 1 and rows:
+                t = t.chunk(n, dim=0)[rank].clone()  # a copy: the full tensor's storage is freed
+            return t.to(dtype)
 
-        q, kv, d, h = c.num_q_heads, c.num_kv_heads, c.head_dim, c.hidden_size
-        self.embed = w(c.vocab_size, h, fan_in=1)  # [vocab, hidden]
+        q, kv, d, h, inter = c.num_q_heads, c.num_kv_heads, c.head_dim, c.hidden_size, c.intermediate_size
+        self.num_q_heads, self.num_kv_heads, self.intermediate_size = q // n, kv // n, inter // n  # this rank's
+        self.embed = w(c.vocab_size, h, fan_in=1)  # [vocab, hidden] replicated
         self.layers = [
             {
                 "attn_norm": torch.ones(h, dtype=dtype, device=self.device),  # [hidden]
-                "wqkv": w(h, (q + 2 * kv) * d, fan_in=h),  # [hidden, (Hq + 2 Hkv) D]
-                "wo": w(q * d, h, fan_in=q * d),  # [Hq D, hidden]
+                "wqkv": w(h, (q + 2 * kv) * d, fan_in=h, columns=(q * d, kv * d, kv * d)),  # [hidden, (Hq + 2 Hkv) D]
+                "wo": w(q * d, h, fan_in=q * d, rows=True),  # [Hq D, hidden]
                 "mlp_norm": torch.ones(h, dtype=dtype, device=self.device),  # [hidden]
-                "w_gate_up": w(h, 2 * c.intermediate_size, fan_in=h),  # [hidden, 2 I]
-                "w_down": w(c.intermediate_size, h, fan_in=c.intermediate_size),  # [I, hidden]
+                "w_gate_up": w(h, 2 * inter, fan_in=h, columns=(inter, inter)),  # [hidden, 2 I]
+                "w_down": w(inter, h, fan_in=inter, rows=True),  # [I, hidden]
             }
             for _ in range(c.num_layers)
         ]
         self.final_norm = torch.ones(h, dtype=dtype, device=self.device)  # [hidden]
-        self.lm_head = w(h, c.vocab_size, fan_in=h)  # [hidden, vocab]
+        self.lm_head = w(h, c.vocab_size, fan_in=h)  # [hidden, vocab] replicated
         inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=self.device) / d))  # [D/2]
         angles = torch.outer(torch.arange(max_position, dtype=torch.float32, device=self.device), inv_freq)  # [P, D/2]
         self.cos, self.sin = angles.cos(), angles.sin()  # [P, D/2] each, fp32
@@ -128,25 +162,34 @@ class DecoderModel:
         """Run all layers over tokens `[T]` at `positions` `[T]`; fp32 logits `[n, vocab]` of `logits_rows`."""
         c = self.config
         T = input_ids.shape[0]
-        q_size, kv_size = c.num_q_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        hq, hkv = self.num_q_heads, self.num_kv_heads  # this rank's heads (all of them without tensor parallelism)
+        q_size, kv_size = hq * c.head_dim, hkv * c.head_dim
+        reduce = self.tp.all_reduce if self.tp is not None and self.tp.size > 1 else None
         x = self.embed[input_ids]  # [T, hidden]
         cos = self.cos[positions][:, None, :]  # [T, 1, D/2] gathered once per forward, not per layer
         sin = self.sin[positions][:, None, :]  # [T, 1, D/2]
-        heads = c.num_q_heads + c.num_kv_heads
         for i, lw in enumerate(self.layers):
             hs = F.rms_norm(x, (c.hidden_size,), lw["attn_norm"], c.rms_eps)  # [T, hidden]
             qkv = hs @ lw["wqkv"]  # [T, (Hq + 2 Hkv) D]
             # q and k rotate together (one set of elementwise kernels, not two): fewer launches per layer
-            qk = self._rope(qkv[:, :q_size + kv_size].view(T, heads, c.head_dim), cos, sin)  # [T, Hq + Hkv, D]
-            q = qk[:, :c.num_q_heads].contiguous()  # [T, Hq, D]
-            k = qk[:, c.num_q_heads:].contiguous()  # [T, Hkv, D]
-            v = qkv[:, q_size + kv_size:].reshape(T, c.num_kv_heads, c.head_dim)  # [T, Hkv, D]
+            qk = self._rope(qkv[:, :q_size + kv_size].view(T, hq + hkv, c.head_dim), cos, sin)  # [T, Hq + Hkv, D]
+            q = qk[:, :hq].contiguous()  # [T, Hq, D]
+            k = qk[:, hq:].contiguous()  # [T, Hkv, D]
+            v = qkv[:, q_size + kv_size:].reshape(T, hkv, c.head_dim)  # [T, Hkv, D]
             o = attn(i, q, k, v)  # [T, Hq, D]
-            x = x + o.reshape(T, q_size) @ lw["wo"]  # [T, hidden]
+            out = o.reshape(T, q_size) @ lw["wo"]  # [T, hidden]: with tensor parallelism, this rank's heads' share
+            x = x + (out if reduce is None else reduce(out))  # [T, hidden]
             hs = F.rms_norm(x, (c.hidden_size,), lw["mlp_norm"], c.rms_eps)  # [T, hidden]
             gate, up = (hs @ lw["w_gate_up"]).chunk(2, dim=-1)  # [T, I] each
-            x = x + (F.silu(gate) * up) @ lw["w_down"]  # [T, hidden]
+            out = (F.silu(gate) * up) @ lw["w_down"]  # [T, hidden] (a partial sum over this rank's MLP columns)
+            x = x + (out if reduce is None else reduce(out))  # [T, hidden]
         if logits_rows is not None:
             x = x[logits_rows]  # [n, hidden]
         x = F.rms_norm(x, (c.hidden_size,), self.final_norm, c.rms_eps)  # [n, hidden]
         return (x @ self.lm_head).float()  # [n, vocab]
+
+
+def column_shard(t: torch.Tensor, parts: tuple[int, ...], rank: int, n: int) -> torch.Tensor:
+    """Rank `rank`'s share of every part of a column-stacked weight `[rows, sum(parts)]` (q | k | v, gate | up),
+    side by side: `[rows, sum(parts) / n]` (a copy, so the full tensor can be freed)."""
+    return torch.cat([p.chunk(n, dim=1)[rank] for p in t.split(list(parts), dim=1)], dim=1)  # [rows, sum / n]
