@@ -48,6 +48,16 @@ def check_page_size(page_size: int, what: str = "page size") -> int:
     return value
 
 
+KV_DTYPES = ("auto", "fp8")  # --kv-dtype: auto = the model's dtype; fp8 = e4m3 with per-tensor scales
+
+
+def check_kv_dtype(name: str) -> str:
+    """Validate a `--kv-dtype` value (one line on bad input)."""
+    if name not in KV_DTYPES:
+        raise ConfigError(f"kv dtype must be one of {', '.join(KV_DTYPES)}, got {name!r}")
+    return name
+
+
 MAX_SEED = 2**63 - 1  # numpy takes any seed >= 0, torch any below 2**64; exports store the seed as int64
 
 

@@ -37,6 +37,10 @@ def kernels(
     num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,
     head_dim: Annotated[int, typer.Option(help="Head dimension.")] = 128,
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option(
+        help="auto (K/V in --dtype) or fp8 (e4m3, one scale per tensor as vLLM's --kv-cache-dtype fp8; times the "
+             "Triton kernels and the reference, bytes counted at 1 per element, kv_quant_err vs the float cache).")
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     cuda_graphs: Annotated[bool, typer.Option(
         "--cuda-graphs/--no-cuda-graphs",
@@ -61,7 +65,7 @@ def kernels(
     cfg = KernelBenchConfig(case=case, batch=batch, context=context, lengths=lengths,
                             page_sizes=int_list(sizes, "--page-sizes"), num_q_heads=num_q_heads,
                             num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, device=device,
-                            cuda_graphs=cuda_graphs, impls=chosen)
+                            cuda_graphs=cuda_graphs, impls=chosen, kv_dtype=kv_dtype)
     check_outputs({"--csv": csv, "--json": json})  # before the timing runs
     err = err_console()
     if names is not None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pabench.errors import ConfigError
-from pabench.units import check_page_size, format_bytes, host_available_bytes
-from pabench.kernelbench.data import DecodeData, make_decode_data, paginate, pad_slab
+from pabench.units import check_kv_dtype, check_page_size, format_bytes, host_available_bytes
+from pabench.kernelbench.data import DecodeData, make_decode_data, paginate, pad_slab, to_fp8
 from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 
 CASES = ("a", "b", "c", "d")
@@ -25,6 +25,7 @@ TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||
 CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # on a CPU, defaults shrink to this: only the torch paths, a smoke test
 DEFAULT_BATCH, DEFAULT_CONTEXT = 64, 4096  # the custom case's shape when --batch / --context are not given
 LENGTHS = ("fixed", "lognormal", "skewed")
+FP8_IMPLS = ("triton-paged", "triton-contiguous", "torch-reference")  # the paths that read an fp8 cache
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,13 @@ class KernelBenchConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     seed: int = 0
     cuda_graphs: bool = False  # CUDA: time CUDA-graph replays (device time without Python/launch overhead)
+    kv_dtype: str = "auto"  # "auto": K/V in `dtype`; "fp8": e4m3 with per-tensor scales (FP8_IMPLS only)
 
     def __post_init__(self) -> None:
+        check_kv_dtype(self.kv_dtype)
+        if self.kv_dtype == "fp8" and set(self.impls) - set(FP8_IMPLS):
+            raise ConfigError(f"--kv-dtype fp8 times {', '.join(FP8_IMPLS)} only; drop "
+                              f"{', '.join(sorted(set(self.impls) - set(FP8_IMPLS)))}")
         if self.case not in CASE_CHOICES:
             raise ConfigError(f"case must be one of {CASE_CHOICES}, got {self.case!r}")
         if self.case != "custom" and (self.batch is not None or self.context is not None):
@@ -165,20 +171,26 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
                                  paged_decode_reference)
     from pabench.kernels.peers import flashinfer_paged_decode
 
+    from pabench.kernels.fp8 import dequantize
+
     k_cache, v_cache, table = paginate(data, page_size)
-    q, lens = data.q, data.seq_lens
+    q, lens, scales = data.q, data.seq_lens, data.scales()
+    if scales:  # the float reference reads the dequantised pages
+        ref_k, ref_v = dequantize(k_cache, data.k_scale), dequantize(v_cache, data.v_scale)
+    else:
+        ref_k, ref_v = k_cache, v_cache
     lens_cpu = lens.cpu()
     # [batch, 1, 1, pages_per_seq * page_size] or None: built once, as the page tables are
     gather_mask = decode_padding_mask(lens_cpu, table.shape[1] * page_size, device)
     makers: dict[str, Callable[[], Callable[[], Any]]] = {
         "triton-paged": lambda: lambda: paged_decode_attention(q, k_cache, v_cache, table, lens, impl="triton",
-                                                               check_values=False),
+                                                               check_values=False, **scales),
         "triton-contiguous": lambda: lambda: contiguous_decode_attention(
-            q, data.k_slab, data.v_slab, data.seq_starts, lens, impl="triton", check_values=False),
+            q, data.k_slab, data.v_slab, data.seq_starts, lens, impl="triton", check_values=False, **scales),
         "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu, mask=gather_mask)[0],
         "flex-paged": lambda: flex_paged_decode(q, k_cache, v_cache, table, lens),
         "flashinfer-paged": lambda: flashinfer_paged_decode(q, k_cache, v_cache, table, lens),
-        "torch-reference": lambda: lambda: paged_decode_reference(q, k_cache, v_cache, table, lens),
+        "torch-reference": lambda: lambda: paged_decode_reference(q, ref_k, ref_v, table, lens),
     }
     available = {"flex-paged": flex_available(), "flashinfer-paged": flashinfer_available()}
     runners: dict[str, Any] = {}
@@ -223,7 +235,12 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     say = progress or (lambda message: None)
     device = resolve_device(cfg.device)
     dtype = getattr(torch, DTYPES[cfg.dtype])
-    impls = cfg.impls or default_impls(device)
+    fp8 = cfg.kv_dtype == "fp8"
+    if fp8:
+        from pabench.kernels.fp8 import check_fp8_device
+
+        check_fp8_device(device)
+    impls = cfg.impls or tuple(i for i in default_impls(device) if not fp8 or i in FP8_IMPLS)
     shapes = {}  # case -> (lengths, note), every case sized and checked against memory before anything runs
     for case, spec in cfg.cases().items():
         # first from the shape alone (batch x context tokens at least), so a huge one is refused before a
@@ -251,8 +268,17 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
     for case, (lens, note) in shapes.items():
         data = make_decode_data(lens, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, dtype, device, cfg.seed)
         ref = contiguous_decode_reference(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens).float()
-        elem = torch.finfo(dtype).bits // 8
+        exact = None
+        if fp8:  # rows are checked against the dequantised cache; kv_quant_err compares with the float cache
+            from pabench.kernels.fp8 import dequantize
+
+            data, exact = to_fp8(data), ref
+            ref = contiguous_decode_reference(data.q, dequantize(data.k_slab, data.k_scale),
+                                              dequantize(data.v_slab, data.v_scale), data.seq_starts,
+                                              data.seq_lens).float()
+        elem = 1 if fp8 else torch.finfo(dtype).bits // 8  # bytes per stored K/V element
         base = {"case": case, "batch": len(lens), "mean_context": sum(lens) / len(lens), "dtype": cfg.dtype,
+                "kv_dtype": "fp8" if fp8 else cfg.dtype,
                 "kv_bytes": 2 * sum(lens) * cfg.num_kv_heads * cfg.head_dim * elem, "copy_bw_gbps": copy_bw,
                 "timing": timing, "note": note, **env}
         jobs: list[tuple[str, int | None, Callable[[], Callable[[], Any]]]] = []
@@ -273,9 +299,9 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
                 if isinstance(fn, BaseException):
                     rows.append({**base, "impl": impl, "page_size": ps, "check": "ERROR", "error": _short(fn)})
                     continue
-                rows.append({**base, "page_size": ps, **_measure(impl, fn, ref, cfg, device, copy_bw, base)})
+                rows.append({**base, "page_size": ps, **_measure(impl, fn, ref, cfg, device, copy_bw, base, exact)})
         _add_ratios([r for r in rows if r["case"] == case])
-        data = ref = None  # free the case's tensors before the next (rebinding, not del: closures above use them)
+        data = ref = exact = None  # free the case's tensors before the next (rebinding, not del: closures above use them)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -316,8 +342,9 @@ def _short(err: BaseException) -> str:
 
 
 def _measure(impl: str, fn: Callable[[], Any], ref: Any, cfg: KernelBenchConfig, device: Any, copy_bw: float,
-             base: dict) -> dict:
-    """Check fn's output once against the reference, then time it."""
+             base: dict, exact: Any = None) -> dict:
+    """Check fn's output once against the reference, then time it. With an fp8 cache `exact` is the output over
+    the float cache: kv_quant_err is what storing K/V in 8 bits costs (not a check, a measurement)."""
     import torch
 
     row: dict[str, Any] = {"impl": impl}
@@ -328,6 +355,8 @@ def _measure(impl: str, fn: Callable[[], Any], ref: Any, cfg: KernelBenchConfig,
         err = float((out - ref).norm() / ref.norm())
         row["rel_err"] = err
         row["check"] = "ok" if err <= TOLERANCE[cfg.dtype] else "FAIL"  # NaN fails too
+        if exact is not None:
+            row["kv_quant_err"] = float((out - exact).norm() / exact.norm())
         median, p10, p90 = time_us(fn, device, cfg.warmup_ms, cfg.rep_ms, cuda_graph=cfg.cuda_graphs)
     except Exception as exc:  # noqa: BLE001 - keep the other rows; this one says what broke
         row["check"] = "ERROR"

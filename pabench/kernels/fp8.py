@@ -13,19 +13,11 @@ from pabench.errors import ConfigError
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # the largest finite e4m3fn value
-KV_DTYPES = ("auto", "fp8")  # auto: the model's dtype
 
 
 def is_fp8(dtype: torch.dtype) -> bool:
     """Is this the fp8 KV storage dtype?"""
     return dtype == FP8_DTYPE
-
-
-def check_kv_dtype(name: str) -> str:
-    """Validate a `--kv-dtype` value (one line on bad input)."""
-    if name not in KV_DTYPES:
-        raise ConfigError(f"kv dtype must be one of {', '.join(KV_DTYPES)}, got {name!r}")
-    return name
 
 
 def check_fp8_device(device: torch.device) -> None:
@@ -65,5 +57,5 @@ def check_scales(cache: torch.Tensor, k_scale: torch.Tensor | None, v_scale: tor
             raise ConfigError(f"an fp8 cache needs {name} as a one-element float32 tensor on {cache.device}")
 
 
-__all__ = ["FP8_DTYPE", "FP8_MAX", "KV_DTYPES", "amax_scale", "check_fp8_device", "check_kv_dtype", "check_scales",
-           "dequantize", "is_fp8", "quantize"]
+__all__ = ["FP8_DTYPE", "FP8_MAX", "amax_scale", "check_fp8_device", "check_scales", "dequantize", "is_fp8",
+           "quantize"]

@@ -14,7 +14,7 @@ _KEYS = (("case", "case", "{}"), ("impl", "impl", "{}"), ("page", "page_size", "
 _VALUES = (("batch", "batch", "{}"), ("ctx", "mean_context", "{:.0f}"), ("median µs", "median_us", "{:.1f}"),
            ("p10", "p10_us", "{:.1f}"), ("p90", "p90_us", "{:.1f}"), ("GB/s", "gbps", "{:.0f}"),
            ("% copy", "pct_of_copy_bw", "{:.1f}"), ("paged/contig", "paged_over_contiguous", "{:.3f}"),
-           ("rel err", "rel_err", "{:.1e}"), ("check", "check", "{}"))
+           ("rel err", "rel_err", "{:.1e}"), ("fp8 err", "kv_quant_err", "{:.1e}"), ("check", "check", "{}"))
 
 
 def _cells(rows: list[dict], key: str, fmt: str) -> list[str]:
@@ -35,7 +35,8 @@ def kernel_table(rows: list[dict], width: int | None = None) -> FitTable:
     keys = [Column(title, _cells(rows, key, fmt), justify="left" if title != "page" else "right")
             for title, key, fmt in _KEYS]
     values = [Column(title, [_check_cell(r) for r in rows] if key == "check" else _cells(rows, key, fmt),
-                     justify="left" if key == "check" else "right") for title, key, fmt in _VALUES]
+                     justify="left" if key == "check" else "right") for title, key, fmt in _VALUES
+              if key != "kv_quant_err" or any(r.get(key) is not None for r in rows)]  # fp8 runs only
     return FitTable(keys, values, title="decode attention kernels" + (f" (timing: {', '.join(timings)})"
                                                                         if timings else ""), width=width)
 

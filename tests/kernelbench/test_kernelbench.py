@@ -25,7 +25,8 @@ def test_cpu_shrink_says_so():
 
 @pytest.mark.parametrize("kwargs", [{"case": "e"}, {"lengths": "zipf"}, {"page_sizes": (12,)}, {"dtype": "int8"},
                                     {"impls": ("cuda-magic",)}, {"num_q_heads": 6, "num_kv_heads": 4},
-                                    {"rep_ms": 0}, {"device": "tpu"}, {"batch": 0}])
+                                    {"rep_ms": 0}, {"device": "tpu"}, {"batch": 0}, {"kv_dtype": "int4"},
+                                    {"kv_dtype": "fp8", "impls": ("torch-sdpa",)}])
 def test_config_validation(kwargs):
     with pytest.raises(ConfigError):
         KernelBenchConfig(**kwargs)
@@ -61,6 +62,24 @@ def test_tiny_custom_run_end_to_end():
     assert "triton-paged" in console.export_text()
     summary = kernel_summary(rows)
     assert any("paged/contiguous" in line for line in summary)
+
+
+def test_fp8_kv_run_counts_one_byte_per_element_and_reports_the_quantisation_error():
+    cfg = KernelBenchConfig(case="custom", batch=3, context=40, lengths="lognormal", page_sizes=(16,),
+                            num_q_heads=4, num_kv_heads=2, head_dim=64, dtype="bf16", warmup_ms=0.5, rep_ms=2,
+                            device="cpu", kv_dtype="fp8")
+    rows = run_kernel_bench(cfg)  # default impls on a CPU with fp8: the reference only
+    assert [r["impl"] for r in rows] == ["torch-reference"]
+    cfg = KernelBenchConfig(**{**cfg.__dict__, "impls": ("triton-paged", "triton-contiguous", "torch-reference")})
+    rows = run_kernel_bench(cfg)
+    assert [r["impl"] for r in rows] == ["triton-paged", "triton-contiguous", "torch-reference"]
+    for row in rows:
+        assert row["check"] == "ok" and row["kv_dtype"] == "fp8", row
+        assert row["kv_bytes"] == 2 * sum_lens(cfg) * 2 * 64 * 1
+        assert 1e-3 < row["kv_quant_err"] < 0.08  # really 8-bit, and still close to the bf16 cache's output
+    console = Console(width=200, record=True)
+    console.print(kernel_table(rows))
+    assert "fp8 err" in console.export_text()
 
 
 def test_cuda_graph_timing_on_a_cpu_says_it_times_by_wall_clock():

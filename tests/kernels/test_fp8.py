@@ -9,7 +9,8 @@ from pabench.errors import ConfigError
 from pabench.kernelbench.data import make_decode_data, paginate, to_fp8
 from pabench.kernels import (contiguous_decode_attention, contiguous_decode_reference, paged_decode_attention,
                              write_kv)
-from pabench.kernels.fp8 import FP8_DTYPE, FP8_MAX, amax_scale, check_kv_dtype, dequantize, quantize
+from pabench.kernels.fp8 import FP8_DTYPE, FP8_MAX, amax_scale, dequantize, quantize
+from pabench.units import check_kv_dtype
 
 CPU = torch.device("cpu")
 

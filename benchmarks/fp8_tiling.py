@@ -1,0 +1,54 @@
+"""fp8 decode tiling probe (issue 19): an e4m3 K/V tile is half a bf16 one's bytes, so the bf16 heuristic's
+64-token tiles may be short for it. Times triton-paged and triton-contiguous over fp8 pages on `pabench kernels`
+cases a (uniform) and b (lognormal) with a few tilings, next to the bf16 heuristic, as % of the copy bandwidth
+measured in the same run. Run on a CUDA machine from the repo root:
+    PYTHONPATH=. python3 benchmarks/fp8_tiling.py > fp8_tiling.txt
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pabench.kernelbench.data import make_decode_data, paginate, to_fp8
+from pabench.kernelbench.run import NAMED_CASES, case_lengths
+from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
+from pabench.kernels import DecodeConfig, choose_decode_config, contiguous_decode_attention, paged_decode_attention
+from pabench.kernels.checks import DecodeShape
+
+TILINGS = [None, DecodeConfig(block_n=128, num_stages=3, items_per_sm=8),
+           DecodeConfig(block_n=128, num_stages=2, items_per_sm=16, prefetch_pages=True),
+           DecodeConfig(block_n=64, num_stages=4, items_per_sm=16, prefetch_pages=True),
+           DecodeConfig(block_n=128, num_warps=8, num_stages=3, items_per_sm=8)]
+
+
+def main() -> None:
+    device = torch.device("cuda")
+    copy = copy_bandwidth_gbps(device, 25, 200)
+    print(f"device {torch.cuda.get_device_name(device)}, copy bandwidth {copy:.0f} GB/s")
+    for case in ("a", "b"):
+        lens = case_lengths(NAMED_CASES[case])
+        data = make_decode_data(lens, 32, 8, 128, torch.bfloat16, device, seed=0)
+        for kv in ("bf16", "fp8"):
+            d = to_fp8(data) if kv == "fp8" else data
+            k, v, table = paginate(d, 16)
+            elem = 1 if kv == "fp8" else 2
+            kv_bytes = 2 * sum(lens) * 8 * 128 * elem
+            shape = DecodeShape(len(lens), 32, 8, 128, 16, table.shape[1] * 16)
+            for cfg in TILINGS if kv == "fp8" else [None]:
+                name = "heuristic" if cfg is None else str(cfg)
+                picked = cfg or choose_decode_config(shape, d.q.dtype)
+                times = {}
+                for layout, fn in (
+                        ("paged", lambda: paged_decode_attention(d.q, k, v, table, d.seq_lens, impl="triton",
+                                                                 check_values=False, config=picked, **d.scales())),
+                        ("contiguous", lambda: contiguous_decode_attention(
+                            d.q, d.k_slab, d.v_slab, d.seq_starts, d.seq_lens, impl="triton", check_values=False,
+                            config=picked, **d.scales()))):
+                    times[layout] = time_us(fn, device, 25, 200, cuda_graph=True)[0]
+                pct = 100 * kv_bytes / (times["paged"] * 1e-6) / 1e9 / copy
+                print(f"case {case} kv {kv} {name}: paged {times['paged']:.1f} us ({pct:.1f}% copy), contiguous "
+                      f"{times['contiguous']:.1f} us, paged/contiguous {times['paged'] / times['contiguous']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
