@@ -126,8 +126,11 @@ def _trace(table: dict[str, Any], arrival: str, source: str) -> Trace | None:
     return read_trace(path if path.is_absolute() else Path(source).parent / path)
 
 
-def load_workload(name_or_path: str) -> WorkloadSpec:
-    """A preset by name (`workloads/NAME.toml`) or a TOML file by path."""
+def load_workload(name_or_path: str | WorkloadSpec) -> WorkloadSpec:
+    """A preset by name (`workloads/NAME.toml`) or a TOML file by path; a `WorkloadSpec` is taken as it is (a
+    `RunConfig` may carry one built in code, e.g. a preset with `run --input-len`'s overrides)."""
+    if isinstance(name_or_path, WorkloadSpec):
+        return name_or_path
     path = Path(name_or_path)
     looks_like_path = path.suffix == ".toml" or len(path.parts) > 1 or path.is_file()
     if not looks_like_path:

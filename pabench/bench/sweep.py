@@ -128,24 +128,40 @@ class SweepGrid:
         return runs
 
 
+def hold_budget(grid: SweepGrid, base: RunConfig) -> tuple[SweepGrid, Any]:
+    """A sweep over max_num_seqs keeps one KV budget unless budgets are swept too: run's budget for `base` (its
+    default, room for max_num_seqs / 8 sequences at the BASE max_num_seqs, would otherwise move with each point),
+    as a one-value budget column, so the table says what every point ran with. Returns the grid and the model
+    prepared to size it (None when nothing was held), for `run_sweep` to reuse."""
+    from pabench.bench.runner import prepare
+
+    if not grid.max_num_seqs or grid.kv_budgets or base.num_pages is not None:
+        return grid, None
+    try:
+        anchor = prepare(base)
+    except ConfigError as error:
+        raise ConfigError(f"sweep: the KV budget held over --max-num-seqs: {error}") from None
+    return replace(grid, kv_budgets=(anchor.kv_budget_bytes,)), anchor.model
+
+
 def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | None = None,
-              failures: list | None = None) -> list[Result]:
+              failures: list | None = None, model: Any = None) -> list[Result]:
     """Run every (point, backend) of `grid` over `base`; one `Result` per run, in plan order, whose config
     carries the point's `sweep_*` values (`pabench.report.export.sweep_frame` lays them out as the tidy CSV).
 
     Every point's input is checked before the first run. A run that fails at run time (a pabench error, the
     device out of memory) does not stop the sweep: it goes into `failures` (a `BackendFailure` per run), or,
     when no list is given, the first one is raised after every other run has finished. Ctrl-C stops the sweep
-    and returns the finished runs (config marked `interrupted`), with an interrupted entry in `failures`."""
+    and returns the finished runs (config marked `interrupted`), with an interrupted entry in `failures`.
+    `model`: a built model to reuse where its config matches (`hold_budget`'s). Progress labels count the runs."""
     from pabench.bench.metrics import build_result
     from pabench.bench.runner import BackendFailure, as_failure, mark_interrupted, prepare, run_backend
 
     plan = [(point, point.config(base, grid.swept, backends)) for point, backends in grid.plan(base.backends)]
     num_runs = sum(len(cfg.backends) for _, cfg in plan)  # configs built (and validated) before anything runs
     results: list[Result] = []
-    done, total = 0, None
-    model = None  # built once, reused by every point whose model config matches
-    ready = []
+    done, total, index = 0, None, 0
+    ready = []  # the model is built once, reused by every point whose model config matches
     for point, cfg in plan:  # every point's input is checked before the first run: bad input fails fast
         try:
             prepared = prepare(cfg, model=model)  # checks that every request fits every backend
@@ -158,9 +174,10 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
         num_requests = len(prepared.requests)
         total = total or num_runs * num_requests
         for backend in cfg.backends:
-            label = f"{backend} {point.label()}"
+            index += 1
+            label, shown = f"{backend} {point.label()}", f"run {index}/{num_runs}: {backend} {point.label()}"
 
-            def progress(_name: str, finished: int, _n: int, _label: str = label) -> None:
+            def progress(_name: str, finished: int, _n: int, _label: str = shown) -> None:
                 on_progress(_label, done + finished, total)
 
             try:
@@ -178,7 +195,7 @@ def run_sweep(grid: SweepGrid, base: RunConfig, on_progress: SweepProgress | Non
                 results.append(build_result(record, cfg.goodput, cfg.percentiles))
             done += num_requests
             if on_progress is not None:
-                on_progress(label, done, total)
+                on_progress(shown, done, total)
         del prepared
         gc.collect()
     if failures is None and failed:
@@ -285,10 +302,12 @@ def bisect_rate(measured: dict[float, bool], probe: ProbeFn, iterations: int) ->
 
 
 def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Result], iterations: int = 3,
-               failures: list | None = None) -> tuple[list[SloFinding], list[Result]]:
+               failures: list | None = None, on_progress: SweepProgress | None = None,
+               ) -> tuple[list[SloFinding], list[Result]]:
     """Per backend and point of the other swept values, the highest rate meeting `slo` (`bisect_rate` over the
     sweep's `results` at `grid.rates`); returns the findings and the probe runs' results (config `slo_probe`).
-    Ctrl-C stops the search: what was measured is kept (marked `interrupted`), with an entry in `failures`."""
+    Ctrl-C stops the search: what was measured is kept (marked `interrupted`), with an entry in `failures`.
+    `on_progress` gets each probe's requests under its label ('slo probe paged rate=7.1/s')."""
     from pabench.bench.metrics import build_result, metric_row
     from pabench.bench.runner import BackendFailure, as_failure, mark_interrupted, prepare, run_backend
 
@@ -312,7 +331,9 @@ def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Res
             try:
                 prepared = prepare(cfg, model=model)
                 model = prepared.model
-                result = build_result(run_backend(prepared, backend), cfg.goodput, cfg.percentiles)
+                label = f"slo probe {backend} {replace(point, rate=rate).label()}"
+                shown = (lambda _name, done, total: on_progress(label, done, total)) if on_progress else None
+                result = build_result(run_backend(prepared, backend, shown), cfg.goodput, cfg.percentiles)
             except KeyboardInterrupt:  # keep what was measured; the caller writes it marked and exits 130
                 if failures is None:
                     raise

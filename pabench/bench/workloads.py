@@ -287,10 +287,13 @@ class Request:
 
 
 def with_rate(spec: WorkloadSpec, rate: float) -> WorkloadSpec:
-    """`spec` at `rate` requests/s (`sweep --rates`): Poisson arrivals, or a trace's times rescaled to that mean."""
+    """`spec` at `rate` requests/s (`sweep --rates`, `run --request-rate`): Poisson arrivals, or a trace's times
+    rescaled to that mean; inf (vLLM's default rate) puts every request at t=0."""
     if spec.trace is not None:
         return replace(spec, trace=spec.trace.scaled_to(rate))
-    return replace(spec, arrival="poisson", rate=rate, ramp=None, ramp_start_rate=None, ramp_end_rate=None)
+    burst = math.isinf(rate)
+    return replace(spec, arrival="burst" if burst else "poisson", rate=None if burst else rate, ramp=None,
+                   ramp_start_rate=None, ramp_end_rate=None)
 
 
 def check_arrival_span(rate: float | np.ndarray, num_requests: int) -> None:
@@ -314,6 +317,11 @@ def _duration(seconds: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _would_do(need: int) -> str:
+    """The hint a too-small --max-model-len gets: the value that would do, and that leaving it out does too."""
+    return f"; --max-model-len {need} would do (left out, it follows the workload)"
+
+
 def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
              num_requests: int | None = None, seed: int | None = None) -> list[Request]:
     """Requests for `spec` (optionally overriding its count and seed); deterministic in (spec, seed)."""
@@ -322,13 +330,18 @@ def generate(spec: WorkloadSpec, *, vocab_size: int, max_model_len: int,
     if spec.trace is None and spec.max_request_len > max_model_len:  # a trace's rows are checked one by one
         prefix = "shared_prefix.length + " if spec.shared_prefix else ""
         raise spec.error(f"{prefix}prompt.max + output.max",
-                          f"a request can need {spec.max_request_len} tokens > max_model_len {max_model_len}")
+                          f"a request can need {spec.max_request_len} tokens > max_model_len {max_model_len}"
+                          f"{_would_do(spec.max_request_len)}")
     n = spec.num_requests if num_requests is None else num_requests
     if n < 1:
         raise ConfigError(f"num_requests: must be >= 1 (got {n})")
     rng = np.random.default_rng(spec.seed if seed is None else check_seed(seed))
     if spec.trace is not None:
-        check_trace_fits(spec.trace, n, max_model_len)
+        try:
+            check_trace_fits(spec.trace, n, max_model_len)
+        except ConfigError as error:  # name the value that fits every row replayed
+            need = max(p + o for p, o in zip(spec.trace.prompt_lens[:n], spec.trace.output_lens[:n]))
+            raise ConfigError(f"{error}{_would_do(need) if need > max_model_len else ''}") from None
         if spec.trace.arrival_s[n - 1] > MAX_ARRIVAL_SPAN_S:
             raise ConfigError(f"{spec.trace.path}: {n} rows arrive over {_duration(spec.trace.arrival_s[n - 1])}; "
                               f"arrival spans over {_duration(MAX_ARRIVAL_SPAN_S)} are refused")

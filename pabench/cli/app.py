@@ -13,6 +13,7 @@ from typing import Annotated, Callable
 import typer
 
 from pabench.errors import ConfigError, PabenchError
+from pabench.parallel import send_error
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Measure what a paged KV cache buys over a contiguous one, on your own GPU or CPU.")
@@ -54,7 +55,8 @@ _hide_bool_metavars()
 
 
 def print_error(message: str) -> None:
-    print(f"pabench: error: {message}", file=sys.stderr)
+    if not send_error(message):  # a --tensor-parallel rank: the launcher prints the group's one line
+        print(f"pabench: error: {message}", file=sys.stderr)
 
 
 def fail_runs(failures: list, finished: bool) -> None:
@@ -96,6 +98,8 @@ def friendly(fn: Callable) -> Callable:
                      f"--max-num-seqs)")
                 raise typer.Exit(1)
             raise
+        finally:
+            begin_command()  # the next command in this process (tests) starts afresh
 
     return wrapper
 
@@ -109,10 +113,25 @@ def out_console(outputs: tuple = ()):
     return Console(highlight=False, file=stream, width=None if stream.isatty() else 140)
 
 
+_COMMAND: dict = {"quiet": False, "watch": None}  # the run or sweep in progress (reset by `friendly` at its end)
+
+
+def begin_command(quiet: bool = False, watch=None) -> None:
+    """For the command in progress: `--quiet` silences `err_console()` (progress, notes, 'wrote' lines; errors and
+    `print_warning` still print), and `watch` (a `cpuload.LoadWatch`) sees every `with_progress` callback."""
+    _COMMAND.update(quiet=quiet, watch=watch)
+
+
 def err_console():
+    """The console for progress and notes on stderr (silent under --quiet)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, quiet=_COMMAND["quiet"])
+
+
+def print_warning(message: str) -> None:
+    """A warning that the numbers may not hold (stderr, even under --quiet)."""
+    print(f"pabench: {message}", file=sys.stderr)
 
 
 def number_list(text: str, what: str, kind: type = int) -> tuple:
@@ -135,10 +154,12 @@ def float_list(text: str, what: str) -> tuple[float, ...]:
     return number_list(text, what, float)
 
 
-def with_progress(work: Callable, total: int, enabled: bool):
-    """Run `work(callback)` under one rich progress bar on stderr (one task per backend)."""
+def with_progress(work: Callable, total: int, enabled: bool, watch=None):
+    """Run `work(callback)` under one rich progress bar on stderr (one task per backend); `watch` (default: the
+    command's, `begin_command`) sees every callback, bar or not, and is finished when `work` returns."""
+    watch = watch or _COMMAND["watch"]
     if not enabled:
-        return work(None)
+        return watched(work, None, watch)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -150,4 +171,19 @@ def with_progress(work: Callable, total: int, enabled: bool):
                 tasks[name] = bar.add_task(name, total=n)
             bar.update(tasks[name], completed=done)
 
+        return watched(work, cb, watch)
+
+
+def watched(work: Callable, cb: Callable | None, watch=None):
+    """`work(cb)`; with a `watch`, it is told each callback's label (a bar or not), then that the work ended."""
+    if watch is None:
         return work(cb)
+
+    def seen(name: str, done: int, n: int) -> None:
+        watch.seen(name)
+        if cb is not None:
+            cb(name, done, n)
+
+    result = work(seen)
+    watch.finish()
+    return result

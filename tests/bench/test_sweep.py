@@ -1,6 +1,7 @@
 """`pabench sweep`: the grid plan, the tidy frame (one row per point and backend), the CSV and the CLI, on CPU."""
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -236,3 +237,45 @@ def test_cli_run_keeps_going_past_a_failed_backend(tmp_path, workload, monkeypat
     assert list(pd.read_csv(out)["backend"]) == ["paged", "contiguous-oracle"]
     errors = [line for line in res.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("pabench: error: contiguous-max failed:"), res.stderr
+
+
+# ---- run and sweep take the same options (issue 18, section 4) --------------------------------------------------
+
+def test_a_max_num_seqs_sweep_holds_the_default_budget_and_shows_it(workload):
+    """Run's default budget is room for max_num_seqs / 8 sequences: swept alone, max_num_seqs would move it (2 and
+    16 -> 1 and 2 sequences at max_model_len); held, every point gets the base config's (32 / 8 = 4 sequences)."""
+    from pabench.bench.sweep import hold_budget
+
+    base = RunConfig(workload=workload, backends=("paged",), model="tiny", layers=1, num_requests=4,
+                     max_model_len=64, seed=0, device="cpu")
+    grid, model = hold_budget(SweepGrid(max_num_seqs=(2, 16)), base)
+    per_token = 1 * 2 * 64 * 2 * 4  # tiny, 1 layer: K and V x 2 KV heads x head_dim 64 x fp32
+    assert grid.kv_budgets == (4 * 64 * per_token,) and model is not None
+    assert grid.swept == ("sweep_kv_budget_bytes", "sweep_max_num_seqs")
+    df = sweep_frame(run_sweep(grid, base, model=model), grid.swept)
+    assert list(df["kv_budget_bytes"]) == [4 * 64 * per_token] * 2 and list(df["max_num_seqs"]) == [2, 16]
+    for kept in (SweepGrid(max_num_seqs=(2, 16), kv_budgets=(2**20,)), SweepGrid(page_sizes=(16,))):
+        assert hold_budget(kept, base) == (kept, None)  # budgets swept, or max_num_seqs not swept: nothing held
+    assert hold_budget(SweepGrid(max_num_seqs=(2,)), replace(base, num_pages=8))[1] is None  # --num-pages holds it
+
+
+def test_sweep_takes_run_s_singular_names_and_num_pages(tmp_path, workload):
+    out = tmp_path / "s.csv"
+    res = runner.invoke(app, ["sweep", "--workload", workload, *TINY, "--backend", "paged", "--page-size", "8,16",
+                              "--num-pages", "40", "--request-rate", "100", "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert list(df["sweep_page_size"]) == [8, 16] and list(df["sweep_rate"]) == [100.0, 100.0]
+    assert list(df["kv_budget_bytes"]) == [40 * p * 1 * 2 * 64 * 2 * 4 for p in (8, 16)]  # 40 pages at each size
+    res = runner.invoke(app, ["sweep", *TINY, "--num-pages", "40", "--kv-budget", "1MiB,2MiB", "--csv", str(out),
+                              "--no-progress"])
+    assert res.exit_code == 1 and "--num-pages fixes the KV budget and --kv-budgets sweeps it" in res.stderr
+
+
+def test_the_cli_sweep_over_max_num_seqs_has_a_budget_column(tmp_path, workload):
+    out = tmp_path / "s.csv"
+    res = runner.invoke(app, ["sweep", "--workload", workload, *TINY, "--backend", "paged", "--page-sizes", "16",
+                              "--max-num-seqs", "2,16", "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "kv budget" in res.stdout and "256 KiB" in res.stdout  # 4 sequences x 64 tokens x 1 KiB
+    assert pd.read_csv(out)["sweep_kv_budget_bytes"].tolist() == [262144, 262144]

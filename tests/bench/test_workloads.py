@@ -182,8 +182,29 @@ def test_too_long_for_max_model_len_names_file_and_keys():
         generate(spec, vocab_size=100, max_model_len=2047)
     message = str(caught.value)
     assert message.startswith(spec.source) and "prompt.max + output.max" in message and "2048" in message
+    assert message.endswith("; --max-model-len 2048 would do (left out, it follows the workload)"), message
     with pytest.raises(ConfigError, match="shared_prefix.length"):
         generate(load_workload("shared-prefix"), vocab_size=100, max_model_len=512)
+
+
+def test_a_trace_row_too_long_names_the_value_that_fits_every_row_replayed():
+    spec = load_workload("trace-bursty")
+    need = max(p + o for p, o in zip(spec.trace.prompt_lens[:10], spec.trace.output_lens[:10]))
+    with pytest.raises(ConfigError, match=rf"> max_model_len 20 .*; --max-model-len {need} would do"):
+        generate(spec, vocab_size=100, max_model_len=20, num_requests=10)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted(presets_dir().glob("*.toml"))])
+def test_every_preset_prepares_with_the_cpu_defaults(name):
+    """No --max-model-len: it follows the workload (the longest request it can draw, at least the device's 1024), so
+    every preset passes every up-front check; the default budget (4 sequences at max_model_len) follows it too."""
+    from pabench.bench.runner import RunConfig, prepare
+
+    p = prepare(RunConfig(workload=name, device="cpu", num_requests=2, warmup=False))
+    spec = load_workload(name)
+    assert p.config.max_model_len == max(1024, spec.max_request_len)
+    assert p.kv_budget_bytes == 4 * p.config.max_model_len * p.layout.bytes_per_token
+    assert all(r.num_prompt_tokens + r.output_len <= p.config.max_model_len for r in p.requests)
 
 
 def test_generate_arguments_are_checked():
