@@ -3,7 +3,8 @@
 `prepare` sizes the KV budget; this module adds up what a run allocates at once (the model's weights, its rotary
 tables of max_model_len rows, one backend's KV pool, the paged block table of max_num_seqs x max_model_len /
 page_size entries) and refuses, in one line, what cannot fit, instead of a traceback from torch or a silent
-visit from the OOM killer. Also the int32 limit of the page ids and slots the kernels index with.
+visit from the OOM killer. Also the int32 limit of the page ids and slots the kernels index with, and (before the
+ranks of `--tensor-parallel` start) that the model splits over them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def check_fits_memory(cfg, mcfg, bytes_per_token: int, budget: int, budget_sourc
         raise ConfigError(f"--max-model-len {cfg.max_model_len} needs {format_bytes(tables)} of rotary and block "
                           f"tables (rows of max_model_len per sequence) > {format_bytes(avail)} {where}; "
                           f"lower --max-model-len")
-    weights = mcfg.num_params * (4 if cfg.dtype == "fp32" else 2) if count_weights else 0
+    # a tensor-parallel rank holds its share of the weights and its own pool of `budget` (the budget is per GPU)
+    weights = mcfg.params_per_rank(cfg.tensor_parallel) * (4 if cfg.dtype == "fp32" else 2) if count_weights else 0
     total = weights + tables + factor * budget
     if total > avail:
         times = f"{factor}x " if factor > 1 else ""
@@ -72,3 +74,18 @@ def check_fits_memory(cfg, mcfg, bytes_per_token: int, budget: int, budget_sourc
     if any(not b.startswith("paged") for b in cfg.backends) and budget // bytes_per_token + 1 > INT32_MAX:
         raise ConfigError(f"KV budget {format_bytes(budget)} holds {budget // bytes_per_token} token slots; "
                           f"contiguous slots are int32 on the device (at most {INT32_MAX - 1})")
+
+
+def check_tensor_parallel(cfg) -> None:
+    """Before any rank starts (`--tensor-parallel`): the model's heads and MLP split evenly, and on CUDA there is
+    one device per rank."""
+    from pabench.engine.model import ModelConfig
+
+    c = cfg.resolve()
+    ModelConfig.from_name(c.model, c.layers).check_tensor_parallel(c.tensor_parallel)
+    if c.device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < c.tensor_parallel:
+            raise ConfigError(f"--tensor-parallel {c.tensor_parallel} needs one CUDA device per rank; torch sees "
+                              f"{torch.cuda.device_count()}")

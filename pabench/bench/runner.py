@@ -12,6 +12,7 @@ import gc
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
+from pabench.engine.records import token_agreement
 from pabench.errors import ConfigError, PabenchError
 from pabench.units import check_page_size
 
@@ -43,7 +44,7 @@ class RunConfig:
     max_num_seqs: int | None = None  # 32 on CPU, 256 on CUDA
     max_batched_tokens: int = 8192
     min_prefill_seqs: int = 1  # hold prefill back until this many batch seats are free (1 = vLLM's behaviour)
-    max_model_len: int | None = None  # 1024 on CPU, 2048 on CUDA
+    max_model_len: int | None = None  # the workload's longest request, at least 1024 on CPU / 2048 on CUDA
     num_requests: int | None = None
     seed: int | None = None
     rate: float | None = None  # override: Poisson arrivals at this many requests/s
@@ -60,6 +61,7 @@ class RunConfig:
     extra: dict = field(default_factory=dict)  # swept parameters etc., copied into every result's config
     goodput: GoodputSpec | None = None  # --goodput: latency targets; adds request_goodput, slo_attainment_pct
     percentiles: tuple[float, ...] = ()  # --metric-percentiles, each in (0, 100]: `{metric}_p{P}_ms` columns
+    tensor_parallel: int = 1  # ranks sharing the model (parallel/): the KV budget is then per GPU, as in vLLM
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -69,7 +71,8 @@ class RunConfig:
         for f in ("page_size", "max_batched_tokens", "min_prefill_seqs"):
             if getattr(self, f) <= 0:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {getattr(self, f)}")
-        for f in ("layers", "num_pages", "max_num_seqs", "max_model_len", "num_requests", "kv_budget_bytes"):
+        for f in ("layers", "num_pages", "max_num_seqs", "max_model_len", "num_requests", "kv_budget_bytes",
+                  "tensor_parallel"):
             v = getattr(self, f)
             if v is not None and v <= 0:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {v}")
@@ -90,8 +93,8 @@ class RunConfig:
             raise ConfigError(f"{flag} contradicts backend {clash[0]}, which sets prefix caching "
                               f"{'on' if forced[clash[0]] else 'off'} itself; drop the flag or the backend")
 
-    def resolve(self) -> "RunConfig":
-        """Fill the device-dependent defaults."""
+    def resolve(self, need: int = 0) -> "RunConfig":
+        """Fill the device-dependent defaults; an unset max_model_len fits `need` tokens (the longest request)."""
         import torch
 
         device = self.device
@@ -114,7 +117,7 @@ class RunConfig:
             model=self.model or ("llama-3-8b" if cuda else "tiny"),
             dtype=self.dtype or ("bf16" if cuda else "fp32"),
             max_num_seqs=self.max_num_seqs or (256 if cuda else 32),
-            max_model_len=self.max_model_len or (2048 if cuda else 1024),
+            max_model_len=self.max_model_len or max(need, 2048 if cuda else 1024),
             warmup=True if self.warmup is None else self.warmup,
             cuda_graphs=cuda if self.cuda_graphs is None else self.cuda_graphs,
             async_scheduling=cuda if self.async_scheduling is None else self.async_scheduling,
@@ -168,27 +171,32 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
 
         if tuple(cfg.backends) == BACKENDS:  # --backend all: and vLLM v1's way of holding beams
             cfg = replace(cfg, backends=BACKENDS + BEAM_BACKENDS)
-    cfg = cfg.resolve()
+    cfg = cfg.resolve(spec.max_request_len)  # an unset max_model_len follows the workload
     parse_backends(",".join(cfg.backends))
     mcfg = ModelConfig.from_name(cfg.model, cfg.layers)
+    mcfg.check_tensor_parallel(cfg.tensor_parallel)
+    from pabench.parallel.group import join  # this process's rank (alone when tensor_parallel is 1)
+
+    tp = join(cfg.tensor_parallel, cfg.device)
     if cfg.rate is not None:  # Poisson at that rate, or a trace's times rescaled to it
         spec = with_rate(spec, cfg.rate)
     requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
                         num_requests=cfg.num_requests, seed=cfg.seed)
-    layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)
+    # one rank's pool: the same pages on every rank, each holding this rank's share of the KV heads
+    layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads // tp.size, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)
     budget, source = _kv_budget(cfg, layout.bytes_per_token)
     if budget < cfg.page_size * layout.bytes_per_token:
         raise ConfigError(f"KV budget of {budget} bytes is smaller than one page "
                           f"({cfg.page_size} tokens x {layout.bytes_per_token} bytes)")
     seed = 0 if cfg.seed is None else cfg.seed
     reuse = (model is not None and model.config == mcfg and model.dtype == layout.torch_dtype and model.seed == seed
-             and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len)
+             and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len and model.tp == tp)
     # Before anything is allocated (a reused model is already in memory, so its weights are not counted again).
     check_fits_memory(cfg, mcfg, layout.bytes_per_token, budget, source, count_weights=not reuse)
     check_all_fit(Prepared(cfg, spec, requests, None, layout, budget))  # the model is not needed to check
     if not reuse:
         model = DecoderModel(mcfg, dtype=layout.torch_dtype, device=cfg.device,
-                             seed=seed, max_position=cfg.max_model_len + 1)
+                             seed=seed, max_position=cfg.max_model_len + 1, tp=tp)
     return Prepared(cfg, spec, requests, model, layout, budget)
 
 
@@ -211,7 +219,7 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
     facts = backend.describe()
     out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name,
            "layers": mc.num_layers, "device": _device_name(c.device),
-           "dtype": c.dtype, "page_size": facts["page_size"],
+           "dtype": c.dtype, "tensor_parallel": c.tensor_parallel, "page_size": facts["page_size"],
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,
            "num_requests": len(p.requests), "seed": p.spec.seed if c.seed is None else c.seed,
@@ -335,8 +343,11 @@ def mark_interrupted(records: list) -> None:
 
 def as_failure(name: str, error: Exception) -> BackendFailure:
     """A run-time failure worth surviving (a pabench error, the device out of memory) as a one-line record;
-    anything else is a bug and is re-raised. Callers catch broadly, then hand the error here."""
-    if not isinstance(error, PabenchError) and type(error).__name__ != "OutOfMemoryError":
+    anything else is a bug and is re-raised. Callers catch broadly, then hand the error here. A rank of a tensor-
+    parallel run re-raises everything: the other ranks are blocked mid-step, no backend can run after it."""
+    from pabench.parallel import RankEnv
+
+    if (not isinstance(error, PabenchError) and type(error).__name__ != "OutOfMemoryError") or RankEnv.from_environ():
         raise error
     return BackendFailure(name, str(error).splitlines()[0] if str(error) else type(error).__name__)
 
@@ -369,26 +380,6 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
     for r in records:
         r.config.update(token_agreement(records[0], r))
     return [build_result(r, p.config.goodput, p.config.percentiles) for r in records], records, p, failures
-
-
-def token_agreement(ref, other) -> dict:
-    """How many output tokens `other` shares with `ref` position by position, and how many requests match whole.
-
-    Paging must be transparent: on CPU in fp32 every backend produces the same tokens. In bf16 on GPU, backends
-    that run different batch sizes round their matmuls differently (and a recompute after preemption runs the
-    prefill path, not the decode path), which can flip a near-tie argmax, after which that sample's
-    continuation differs; the rates say how often.
-    """
-    same_tokens = total_tokens = same_requests = 0
-    for rid, samples in ref.output_token_ids.items():
-        theirs = other.output_token_ids.get(rid, ())
-        same_requests += samples == theirs
-        for a, b in zip(samples, theirs):
-            total_tokens += len(a)
-            same_tokens += sum(x == y for x, y in zip(a, b))
-    n = max(1, len(ref.output_token_ids))
-    return {"token_match_vs": ref.backend, "token_match_pct": 100.0 * same_tokens / max(1, total_tokens),
-            "request_match_pct": 100.0 * same_requests / n}
 
 
 def _device_name(device: str) -> str:

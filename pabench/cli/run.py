@@ -30,6 +30,7 @@ def run(
     request_rate: opt.RequestRate = None,
     burstiness: opt.Burstiness = None,
     threads: opt.Threads = None,
+    tensor_parallel: opt.TensorParallel = 1,
     page_size: Annotated[int, typer.Option(help="Tokens per page (power of two, 1..256).", rich_help_panel=MEM)] = 16,
     kv_budget: Annotated[Optional[str], typer.Option(
         help="KV bytes for every backend, e.g. 4GiB. Default: room for max-num-seqs/8 sequences at max-model-len.",
@@ -94,7 +95,10 @@ def run(
 
     view = LatencyView.from_options(percentile_metrics, metric_percentiles)
     progress, d = progress and not quiet, run_defaults(device, workload, model, layers, num_requests)
-    begin_command(quiet, LoadWatch(apply_threads(device, threads)))
+    watch = LoadWatch(apply_threads(device, threads))
+    if tensor_parallel > 1:  # a rank's busy peers are not "other processes": no contention warning
+        watch.warn = lambda message: None
+    begin_command(quiet, watch)
     traffic = TrafficFlags(input_len, output_len, range_ratio, request_rate, burstiness)
     cfg = RunConfig(workload=traffic.workload(d.workload), backends=tuple(parse_backends(backend)), model=model,
                     layers=d.layers,
@@ -106,13 +110,19 @@ def run(
                     cuda_graphs=cuda_graphs, async_scheduling=async_scheduling, beam_width=beam_width,
                     chunked_prefill=chunked_prefill, max_num_partial_prefills=max_num_partial_prefills,
                     goodput=GoodputSpec.from_text(goodput) if goodput is not None else None,
-                    percentiles=view.percentiles if view else ())
+                    percentiles=view.percentiles if view else (), tensor_parallel=tensor_parallel)
     if same_seed and repeat == 1:
         raise ConfigError("--same-seed: give --repeat N (N > 1) too")
     outputs = {"--csv": csv, "--json": json, "--requests-csv": requests_csv}
     check_outputs(outputs)  # before the run: a bad path must not cost the whole run
     if save_result is not None:
         check_output_dir(save_result, "--save-result")
+    from pabench.bench.budget import check_tensor_parallel
+    from pabench.parallel import start_ranks
+
+    if start_ranks(run, tensor_parallel, {"csv": None, "json": None, "requests_csv": None, "save_result": None,
+                                          "progress": False, "quiet": True}, lambda: check_tensor_parallel(cfg)):
+        return  # every rank ran this command: rank 0 printed and wrote the results
     err = err_console()
     with err.status("preparing model and workload...") if progress else contextlib.nullcontext():
         p = prepare(cfg)  # bad input (a budget too small for some request) fails here, before the header
@@ -125,6 +135,8 @@ def run(
              if p.spec.beam_width > 1 else "")
     if c.chunked_prefill:
         beams += f" | chunked prefill, {c.max_batched_tokens} tokens per step"
+    if c.tensor_parallel > 1:
+        beams += f" | tensor parallel {c.tensor_parallel}: KV budget and memory per GPU"
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
               f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device}{_threads_text(c.device)} | "
               f"max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}{beams}")

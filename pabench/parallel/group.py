@@ -147,7 +147,7 @@ def join(size: int, device: str) -> TPGroup:
                                     device_id=torch.device("cuda", env.local_rank))
             host = dist.new_group(backend="gloo", timeout=timeout)
         else:  # the ranks share the host's cores: oversubscribed OpenMP threads spin against each other (10x)
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
+            torch.set_num_threads(min(torch.get_num_threads(), max(1, (os.cpu_count() or 1) // size)))
             dist.init_process_group("gloo", init_method=init, rank=env.rank, world_size=size, timeout=timeout)
             host = None  # gloo moves host tensors already
     except ConfigError:

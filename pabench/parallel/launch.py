@@ -114,22 +114,30 @@ def start_ranks(command: Callable[..., Any], size: int, quiet: dict, check: Call
     `size` ranks and say True (done: return; a failing rank raised `RankFailed`). Under torchrun, rank > 0 runs
     the command quietly (`quiet` over its options) and says True. Otherwise (size 1, rank 0, a rank pabench
     started) False: go on."""
-    import click
-
     env = RankEnv.from_environ()
-    if env is None:
-        if size == 1:
-            return False
-        check()
-        launch(command, dict(click.get_current_context().params), size, quiet)
-        return True
-    env.expect(size)
-    if env.launched or env.is_main:
+    if env is not None:
+        env.expect(size)
+    if (env is None and size == 1) or (env is not None and (env.launched or env.is_main)):
         return False
+    params = _command_params()
+    quiet = {k: v for k, v in quiet.items() if k in params}
+    if env is None:
+        check()
+        launch(command, params, size, quiet)
+        return True
     silence()  # torchrun's rank > 0: its error lines still reach its stderr (send_error)
     os.environ[LAUNCHED_ENV] = "1"  # the inner call goes on at once
-    command(**{**click.get_current_context().params, **quiet})
+    command(**{**params, **quiet})
     return True
+
+
+def _command_params() -> dict:
+    """The running CLI command's parsed options (click's context: what a rank calls the command with again)."""
+    try:
+        from click import get_current_context
+    except ImportError:  # Typer >= 0.2x vendors click
+        from typer._click.globals import get_current_context
+    return dict(get_current_context().params)
 
 
 def _wait(procs: list, channel, errors: list, values: dict) -> dict[int, int | None]:
