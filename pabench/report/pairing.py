@@ -24,7 +24,7 @@ from pabench.errors import ConfigError
 CONFIG_COLUMNS = ("workload", "model", "layers", "dtype", "device", "seed", "num_requests", "kv_budget_bytes",
                   "num_pages", "page_size", "max_num_seqs", "max_model_len", "max_batched_tokens",
                   "min_prefill_seqs", "prefix_caching", "watermark", "attn_impl", "cuda_graphs", "async_scheduling",
-                  "arrival", "rate", "seeds")
+                  "arrival", "rate", "seeds", "tensor_parallel")
 Mismatch = Literal["error", "warn", "allow"]
 
 
