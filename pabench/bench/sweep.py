@@ -38,8 +38,9 @@ def _check_values(name: str, values: tuple | None, *, integral: bool) -> None:
         raise ConfigError(f"{name}: a value is listed twice in {values}")
     for v in values:
         if (integral and not isinstance(v, int)) or not v > 0 or (isinstance(v, float) and not math.isfinite(v)):
+            hint = " (inf, every request at t=0, is run's --request-rate inf)" if v == math.inf else ""
             raise ConfigError(f"{name}: every value must be a positive {'integer' if integral else 'number'}, "
-                              f"got {v!r}")
+                              f"got {v!r}{hint}")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ def sweep(
         "--json", help="Also write every run's full result (per-request samples, step timings) as JSON.",
         rich_help_panel=OUT)] = None,
     goodput: opt.Goodput = None,
+    metric_percentiles: opt.MetricPercentiles = None,
     slo: Annotated[Optional[str], typer.Option(
         help="Targets on export columns, e.g. ttft_p99_ms<=500,tpot_p99_ms<=50 (vLLM's p99_ttft_ms too): per backend "
              "and point, the highest rate meeting all, bisected between the swept --rates.",
@@ -79,6 +80,7 @@ def sweep(
     from pabench.atomic import atomic_write_text, check_outputs
     from pabench.backends import parse_backends
     from pabench.bench.goodput import GoodputSpec
+    from pabench.bench.metrics import LatencyView
     from pabench.bench.runner import RunConfig
     from pabench.bench.sweep import SloSpec, SweepGrid, hold_budget, search_slo
     from pabench.cli.cpuload import LoadWatch, apply_threads
@@ -110,6 +112,8 @@ def sweep(
                      async_scheduling=async_scheduling, beam_width=beam_width, chunked_prefill=chunked_prefill,
                      max_num_partial_prefills=max_num_partial_prefills,
                      goodput=GoodputSpec.from_text(goodput) if goodput is not None else None,
+                     percentiles=LatencyView.from_options(None, metric_percentiles).percentiles
+                     if metric_percentiles is not None else (),
                      tensor_parallel=tensor_parallel)
     check_outputs({"--csv": csv, "--json": json})  # before the first run
     failures: list = []

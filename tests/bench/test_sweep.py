@@ -262,14 +262,18 @@ def test_a_max_num_seqs_sweep_holds_the_default_budget_and_shows_it(workload):
 def test_sweep_takes_run_s_singular_names_and_num_pages(tmp_path, workload):
     out = tmp_path / "s.csv"
     res = runner.invoke(app, ["sweep", "--workload", workload, *TINY, "--backend", "paged", "--page-size", "8,16",
-                              "--num-pages", "40", "--request-rate", "100", "--csv", str(out), "--no-progress"])
+                              "--num-pages", "40", "--request-rate", "100", "--metric-percentiles", "75",
+                              "--csv", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
+    assert "ttft_p75_ms" in df.columns  # run's --metric-percentiles: the exports gain the column
     assert list(df["sweep_page_size"]) == [8, 16] and list(df["sweep_rate"]) == [100.0, 100.0]
     assert list(df["kv_budget_bytes"]) == [40 * p * 1 * 2 * 64 * 2 * 4 for p in (8, 16)]  # 40 pages at each size
     res = runner.invoke(app, ["sweep", *TINY, "--num-pages", "40", "--kv-budget", "1MiB,2MiB", "--csv", str(out),
                               "--no-progress"])
     assert res.exit_code == 1 and "--num-pages fixes the KV budget and --kv-budgets sweeps it" in res.stderr
+    res = runner.invoke(app, ["sweep", *TINY, "--request-rate", "inf", "--csv", str(out), "--no-progress"])
+    assert res.exit_code == 1 and "got inf (inf, every request at t=0, is run's --request-rate inf)" in res.stderr
 
 
 def test_the_cli_sweep_over_max_num_seqs_has_a_budget_column(tmp_path, workload):
