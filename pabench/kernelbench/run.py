@@ -301,7 +301,8 @@ def run_kernel_bench(cfg: KernelBenchConfig, progress: Callable[[str], None] | N
                     continue
                 rows.append({**base, "page_size": ps, **_measure(impl, fn, ref, cfg, device, copy_bw, base, exact)})
         _add_ratios([r for r in rows if r["case"] == case])
-        data = ref = exact = None  # free the case's tensors before the next (rebinding, not del: closures above use them)
+        # free the case's tensors before the next (rebinding, not del: closures above use them)
+        data = ref = exact = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

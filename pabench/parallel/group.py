@@ -54,6 +54,13 @@ class TPGroup:
         self.num_all_reduces = 0
         self._fail_at = _fail_hook(rank) if size > 1 else None
 
+    def __eq__(self, other: object) -> bool:  # the same place in the same kind of group (a sweep reuses its model)
+        return isinstance(other, TPGroup) and (self.rank, self.size, self.device) == (other.rank, other.size,
+                                                                                     other.device)
+
+    def __hash__(self) -> int:
+        return hash((self.rank, self.size, self.device))
+
     @property
     def is_main(self) -> bool:
         """Rank 0: its clock decides arrivals, its record is the run's."""

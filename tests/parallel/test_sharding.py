@@ -61,3 +61,12 @@ def test_an_uneven_split_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="3 ranks"):
         ModelConfig.from_name("llama-3-8b").check_tensor_parallel(3)
     ModelConfig.from_name("llama-3.1-70b").check_tensor_parallel(8)
+
+
+def test_a_one_rank_model_is_reused_across_prepares():
+    """Every run joins a group (of one without --tensor-parallel); a sweep still builds its model once."""
+    from pabench.bench.runner import RunConfig, prepare
+
+    cfg = RunConfig(backends=("paged",), num_requests=2, warmup=False)
+    first = prepare(cfg)
+    assert first.model.tp == TPGroup(0, 1, "cpu") and prepare(cfg, model=first.model).model is first.model
