@@ -32,8 +32,9 @@ def parse_backends(spec: str) -> list[str]:
 
 def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size: int = 16,
                  enable_prefix_caching: bool = True, max_num_seqs: int = 256, max_model_len: int = 2048,
-                 attn_impl: str = "auto", watermark: float = 0.04) -> KVCacheBackend:
-    """Build the backend called `name` over the same KV byte budget as every other backend."""
+                 attn_impl: str = "auto", watermark: float = 0.04, kv_scales=None) -> KVCacheBackend:
+    """Build the backend called `name` over the same KV byte budget as every other backend (`kv_scales`: an fp8
+    layout's per-layer K and V scales, fp32 [num_layers] each, the same for every backend of a run)."""
     if is_paged(name):
         from pabench.backends.paged import PagedBackend
 
@@ -41,7 +42,8 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
                   "paged-reprefill": True}[name]
         backend = PagedBackend(layout, page_size=page_size, kv_budget_bytes=kv_budget_bytes,
                                enable_prefix_caching=prefix, max_num_seqs=max_num_seqs,
-                               max_model_len=max_model_len, attn_impl=attn_impl, watermark=watermark)
+                               max_model_len=max_model_len, attn_impl=attn_impl, watermark=watermark,
+                               kv_scales=kv_scales)
         backend.name = name
         # beams as vLLM v1 runs them: every beam step re-admits each beam, served by the prefix cache
         backend.reprefill_beams = name == "paged-reprefill"
@@ -50,7 +52,8 @@ def make_backend(name: str, layout: KVLayout, *, kv_budget_bytes: int, page_size
         from pabench.backends.contiguous import ContiguousBackend
 
         return ContiguousBackend(layout, policy=name.removeprefix("contiguous-"), kv_budget_bytes=kv_budget_bytes,
-                                 max_num_seqs=max_num_seqs, max_model_len=max_model_len, attn_impl=attn_impl)
+                                 max_num_seqs=max_num_seqs, max_model_len=max_model_len, attn_impl=attn_impl,
+                                 kv_scales=kv_scales)
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS + EXTRA_BACKENDS)}")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from pabench.errors import ConfigError
+from pabench.units import check_kv_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -34,13 +35,15 @@ def parse_dtype(name: str) -> "torch.dtype":
 
 @dataclass(frozen=True)
 class KVLayout:
-    """Shape of the KV cache of one model: layers x KV heads x head_dim, in `dtype` on `device`."""
+    """Shape of the KV cache of one model: layers x KV heads x head_dim, stored in `dtype` (the model's) or, with
+    kv_dtype "fp8", as e4m3 bytes with a per-layer scale for K and for V, on `device`."""
 
     num_layers: int
     num_kv_heads: int
     head_dim: int
-    dtype: str = "fp32"  # "bf16" | "fp16" | "fp32"
+    dtype: str = "fp32"  # the model's: "bf16" | "fp16" | "fp32"
     device: str = "cpu"
+    kv_dtype: str = "auto"  # "auto": K/V stored in `dtype`; "fp8": float8_e4m3fn (kernels/fp8.py)
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_kv_heads", "head_dim"):
@@ -48,15 +51,44 @@ class KVLayout:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.dtype not in DTYPE_BYTES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose bf16, fp16 or fp32")
+        check_kv_dtype(self.kv_dtype)
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.kv_dtype == "fp8"
 
     @property
     def bytes_per_token(self) -> int:
-        """K and V of one token across every layer and KV head."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * DTYPE_BYTES[self.dtype]
+        """K and V of one token across every layer and KV head, as stored (one byte per element in fp8)."""
+        element = 1 if self.is_fp8 else DTYPE_BYTES[self.dtype]
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element
 
     @property
     def torch_dtype(self) -> "torch.dtype":
+        """The model's dtype: q, k, v as the attention layers compute them."""
         return parse_dtype(self.dtype)
+
+    @property
+    def cache_dtype(self) -> "torch.dtype":
+        """The dtype the pages or slabs store."""
+        from pabench.kernels.fp8 import FP8_DTYPE
+
+        return FP8_DTYPE if self.is_fp8 else self.torch_dtype
+
+    def layer_scales(self, kv_scales: "tuple[torch.Tensor, torch.Tensor] | None" = None) -> list[dict]:
+        """Per layer, the keyword arguments the kernels take for this storage: none for a float cache; for fp8,
+        k_scale and v_scale, one-element views of `kv_scales` (fp32 [num_layers] each; None: all 1.0, what vLLM
+        uses without calibrated scales). Built once per backend, so a step passes views, not new tensors."""
+        if not self.is_fp8:
+            return [{} for _ in range(self.num_layers)]
+        import torch
+
+        ones = torch.ones(self.num_layers, dtype=torch.float32, device=self.device)  # [L]
+        k, v = (ones, ones.clone()) if kv_scales is None else (t.to(self.device, torch.float32) for t in kv_scales)
+        if k.shape != (self.num_layers,) or v.shape != (self.num_layers,):
+            raise ConfigError(f"fp8 KV scales must be [num_layers={self.num_layers}] each, got {tuple(k.shape)} and "
+                              f"{tuple(v.shape)}")
+        return [{"k_scale": k[i:i + 1], "v_scale": v[i:i + 1]} for i in range(self.num_layers)]  # [1] views
 
 
 @dataclass(frozen=True)
@@ -121,15 +153,30 @@ class PrefillBatch:
 
 
 def attend_prefill(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", batch: PrefillBatch,
-                   k_slots: "torch.Tensor", v_slots: "torch.Tensor") -> "torch.Tensor":
+                   k_slots: "torch.Tensor", v_slots: "torch.Tensor", scales: dict | None = None) -> "torch.Tensor":
     """A packed prefill batch's attention, shared by every backend: over the fresh k, v `[T_new, Hkv, D]`, or, when a
     prefix is cached, over the cache read at `batch.kv_slots` from `k_slots`, `v_slots` `[num_slots, Hkv, D]` (a
-    layer's storage seen as one row per token slot: pages flattened, or the slab). Returns `[T_new, Hq, D]`."""
+    layer's storage seen as one row per token slot: pages flattened, or the slab). An fp8 cache (`scales`, from
+    `KVLayout.layer_scales`) is read dequantised, and fresh k, v are rounded to fp8 first: every path then attends over
+    the same stored values (as vLLM's kernels read prefill K/V from the cache), so a prefix hit or a recompute changes
+    no number. Returns `[T_new, Hq, D]`."""
     from pabench import kernels
 
-    if batch.kv_slots is not None:
+    if batch.kv_slots is not None and scales:  # fp8: gather the bytes (torch indexes no fp8 tensor on the CPU)
+        import torch
+
+        k8 = k_slots.view(torch.uint8)[batch.kv_slots].view(k_slots.dtype)  # [T_total, Hkv, D] e4m3
+        v8 = v_slots.view(torch.uint8)[batch.kv_slots].view(v_slots.dtype)  # [T_total, Hkv, D] e4m3
+        k = (k8.float() * scales["k_scale"]).to(q.dtype)  # [T_total, Hkv, D]
+        v = (v8.float() * scales["v_scale"]).to(q.dtype)  # [T_total, Hkv, D]
+    elif batch.kv_slots is not None:
         k = k_slots[batch.kv_slots]  # [T_total, Hkv, D]
         v = v_slots[batch.kv_slots]  # [T_total, Hkv, D]
+    elif scales:  # fp8, nothing cached: attend over what was stored, as a cached prefix or a decode step would read it
+        from pabench.kernels.fp8 import dequantize, quantize
+
+        k = dequantize(quantize(k, scales["k_scale"]), scales["k_scale"]).to(q.dtype)  # [T_new, Hkv, D]
+        v = dequantize(quantize(v, scales["v_scale"]), scales["v_scale"]).to(q.dtype)  # [T_new, Hkv, D]
     return kernels.varlen_prefill_attention(q, k, v, batch.cu_q, batch.cu_k, cu_q_dev=batch.cu_q_dev,
                                             cu_k_dev=batch.cu_k_dev)
 

@@ -40,7 +40,7 @@ class ContiguousBackend:
 
     def __init__(self, layout: KVLayout, *, policy: str = "max", kv_budget_bytes: int | None = None,
                  num_slots: int | None = None, max_num_seqs: int = 256, max_model_len: int = 2048,
-                 attn_impl: str = "auto") -> None:
+                 attn_impl: str = "auto", kv_scales: "tuple[torch.Tensor, torch.Tensor] | None" = None) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"unknown contiguous policy {policy!r}; choose one of {', '.join(POLICIES)}")
         if (num_slots is None) == (kv_budget_bytes is None):
@@ -60,7 +60,8 @@ class ContiguousBackend:
         self.attn_impl = attn_impl
         self.unified_attention = kernels.unified_supported(attn_impl, layout.device, layout.head_dim)
         self.allocator = ExtentAllocator(num_slots)
-        dev, dt = layout.device, layout.torch_dtype
+        dev, dt = layout.device, layout.cache_dtype
+        self._scales = layout.layer_scales(kv_scales)  # per layer: {} or an fp8 cache's k_scale, v_scale views
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
         # One extra scratch slot, never reserved: padding rows of a CUDA-graph batch write and read it.
         self.scratch_ref = num_slots  # a kv_ref (region start) of the scratch slot (kernel warm-ups)
@@ -213,7 +214,8 @@ class ContiguousBackend:
 
     # ------------------------------------------------------------------ per-layer device work
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        kernels.write_kv(self.k_slab[layer], self.v_slab[layer], slots, k, v, impl=self.attn_impl)
+        kernels.write_kv(self.k_slab[layer], self.v_slab[layer], slots, k, v, impl=self.attn_impl,
+                         **self._scales[layer])
 
     def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
         return torch.arange(meta.kv_index, meta.kv_index + meta.n_total)  # [n_total] on the host
@@ -222,13 +224,15 @@ class ContiguousBackend:
                           batch: PrefillBatch) -> torch.Tensor:
         if batch.mixed is not None:  # the unified kernel reads every region in place
             return kernels.contiguous_mixed_attention(q, self.k_slab[layer], self.v_slab[layer],
-                                                      batch.mixed)  # [T_new, Hq, D]
-        return attend_prefill(q, k, v, batch, self.k_slab[layer], self.v_slab[layer])  # [T_new, Hq, D]
+                                                      batch.mixed, **self._scales[layer])  # [T_new, Hq, D]
+        return attend_prefill(q, k, v, batch, self.k_slab[layer], self.v_slab[layer],
+                              self._scales[layer])  # [T_new, Hq, D]
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         starts, lens = self._decode
         return kernels.contiguous_decode_attention(q, self.k_slab[layer], self.v_slab[layer], starts, lens,
-                                                   impl=self.attn_impl, check_values=False)
+                                                   impl=self.attn_impl, check_values=False,
+                                                   **self._scales[layer])
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:

@@ -45,7 +45,7 @@ class PagedBackend:
     def __init__(self, layout: KVLayout, *, page_size: int = 16, num_pages: int | None = None,
                  kv_budget_bytes: int | None = None, enable_prefix_caching: bool = False,
                  max_num_seqs: int = 256, max_model_len: int = 2048, attn_impl: str = "auto",
-                 watermark: float = 0.04) -> None:
+                 watermark: float = 0.04, kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         check_page_size(page_size)
         if (num_pages is None) == (kv_budget_bytes is None):
             raise ConfigError("give exactly one of num_pages or kv_budget_bytes")
@@ -75,7 +75,8 @@ class PagedBackend:
         # measured preemptions per watermark are in benchmarks/NOTES.md, "Preemption").
         self.watermark = watermark
         self.watermark_pages = max(1, int(num_pages * watermark)) if watermark > 0 else 0
-        dev, dt = layout.device, layout.torch_dtype
+        dev, dt = layout.device, layout.cache_dtype
+        self._scales = layout.layer_scales(kv_scales)  # per layer: {} or an fp8 cache's k_scale, v_scale views
         L, H, D = layout.num_layers, layout.num_kv_heads, layout.head_dim
         # One extra "scratch" page, never handed out: padding rows of a CUDA-graph batch write and read it.
         self.scratch_page = num_pages
@@ -209,7 +210,8 @@ class PagedBackend:
 
     # ------------------------------------------------------------------ per-layer device work
     def write_kv(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        kernels.write_kv(self.k_pool[layer], self.v_pool[layer], slots, k, v, impl=self.attn_impl)
+        kernels.write_kv(self.k_pool[layer], self.v_pool[layer], slots, k, v, impl=self.attn_impl,
+                         **self._scales[layer])
 
     def kv_slots(self, meta: PrefillMeta) -> torch.Tensor:
         ps = self.page_size  # every slot of the sequence's pages, cut at n_total
@@ -220,15 +222,15 @@ class PagedBackend:
         if batch.mixed is not None:  # the unified kernel reads every context through the device block table
             self.table.flush()  # this step's new pages (a no-op after the first layer)
             return kernels.paged_mixed_attention(q, self.k_pool[layer], self.v_pool[layer], self.table.tensor,
-                                                 batch.mixed)  # [T_new, Hq, D]
+                                                 batch.mixed, **self._scales[layer])  # [T_new, Hq, D]
         H, D = self.layout.num_kv_heads, self.layout.head_dim  # a cached prefix is read through the page table:
         return attend_prefill(q, k, v, batch, self.k_pool[layer].view(-1, H, D),  # its slots index pages flattened
-                              self.v_pool[layer].view(-1, H, D))  # [T_new, Hq, D]
+                              self.v_pool[layer].view(-1, H, D), self._scales[layer])  # [T_new, Hq, D]
 
     def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         table, lens = self._decode
         return kernels.paged_decode_attention(q, self.k_pool[layer], self.v_pool[layer], table, lens,
-                                              impl=self.attn_impl, check_values=False)
+                                              impl=self.attn_impl, check_values=False, **self._scales[layer])
 
     # ------------------------------------------------------------------ accounting
     def memory(self) -> MemorySnapshot:

@@ -43,6 +43,10 @@ def check_fits_memory(cfg, mcfg, bytes_per_token: int, budget: int, budget_sourc
     `cfg` is a resolved `RunConfig`, `mcfg` its `ModelConfig`; `budget_source` says where the budget came from (for
     the message); `count_weights=False` when the model is already built; `available` overrides the query (tests)."""
     device = cfg.device
+    if getattr(cfg, "kv_dtype", "auto") == "fp8":  # e4m3 storage: the CPU, or a GPU of compute capability >= 8.9
+        from pabench.kernels.fp8 import check_fp8_device
+
+        check_fp8_device(device)
     avail = device_available_bytes(device) if available is None else available
     where = f"available on {device}" if device == "cpu" else f"free on {device}"
     factor = CUDA_BUDGET_FACTOR if device == "cuda" else 1

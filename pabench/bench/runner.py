@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pabench.engine.records import token_agreement
 from pabench.errors import ConfigError, PabenchError
-from pabench.units import check_page_size
+from pabench.units import check_kv_dtype, check_page_size
 
 if TYPE_CHECKING:
     from pabench.backends.base import KVCacheBackend
@@ -36,6 +36,7 @@ class RunConfig:
     layers: int | None = None
     device: str = "auto"
     dtype: str | None = None  # fp32 on CPU, bf16 on CUDA
+    kv_dtype: str = "auto"  # "auto": K/V stored in dtype; "fp8": e4m3 with per-layer scales (kernels/fp8.py)
     page_size: int = 16
     kv_budget_bytes: int | None = None
     num_pages: int | None = None
@@ -77,6 +78,7 @@ class RunConfig:
             if v is not None and v <= 0:
                 raise ConfigError(f"{f.replace('_', '-')} must be > 0, got {v}")
         check_page_size(self.page_size)
+        check_kv_dtype(self.kv_dtype)
         if not 0.0 <= self.watermark < 1.0:
             raise ConfigError(f"--watermark must be a fraction in [0, 1), got {self.watermark}")
         if self.beam_width is not None and self.beam_width < 1:
@@ -183,15 +185,17 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     requests = generate(spec, vocab_size=mcfg.vocab_size, max_model_len=cfg.max_model_len,
                         num_requests=cfg.num_requests, seed=cfg.seed)
     # one rank's pool: the same pages on every rank, each holding this rank's share of the KV heads
-    layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads // tp.size, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device)
-    budget, source = _kv_budget(cfg, layout.bytes_per_token)
+    layout = KVLayout(mcfg.num_layers, mcfg.num_kv_heads // tp.size, mcfg.head_dim, dtype=cfg.dtype, device=cfg.device,
+                      kv_dtype=cfg.kv_dtype)
+    budget, source = _kv_budget(cfg, layout)
     if budget < cfg.page_size * layout.bytes_per_token:
         raise ConfigError(f"KV budget of {budget} bytes is smaller than one page "
                           f"({cfg.page_size} tokens x {layout.bytes_per_token} bytes)")
     seed = 0 if cfg.seed is None else cfg.seed
     reuse = (model is not None and model.config == mcfg and model.dtype == layout.torch_dtype and model.seed == seed
              and model.device.type == cfg.device and model.cos.shape[0] > cfg.max_model_len and model.tp == tp)
-    # Before anything is allocated (a reused model is already in memory, so its weights are not counted again).
+    # Before anything is allocated (a reused model is already in memory, so its weights are not counted again); fp8
+    # needs a device with e4m3 conversions.
     check_fits_memory(cfg, mcfg, layout.bytes_per_token, budget, source, count_weights=not reuse)
     check_all_fit(Prepared(cfg, spec, requests, None, layout, budget))  # the model is not needed to check
     if not reuse:
@@ -200,16 +204,25 @@ def prepare(cfg: RunConfig, model=None) -> Prepared:
     return Prepared(cfg, spec, requests, model, layout, budget)
 
 
-def _kv_budget(cfg: RunConfig, bytes_per_token: int) -> tuple[int, str]:
-    """The run's KV budget in bytes, and where it came from (for messages): --num-pages, --kv-budget or the default."""
+def _kv_budget(cfg: RunConfig, layout) -> tuple[int, str]:
+    """The run's KV budget in bytes, and where it came from (for messages): --num-pages, --kv-budget or the default
+    (sized in the model dtype's bytes, so an fp8 cache holds 2x the tokens of the same default budget)."""
+    bytes_per_token = layout.bytes_per_token
     if cfg.num_pages is not None:
         return (cfg.num_pages * cfg.page_size * bytes_per_token,
                 f" ({cfg.num_pages} pages x {cfg.page_size} tokens x {bytes_per_token} B)")
     if cfg.kv_budget_bytes is not None:
         return cfg.kv_budget_bytes, ""
     tokens = default_budget_tokens(cfg.max_num_seqs, cfg.max_model_len)
-    return (tokens * bytes_per_token, f" (the default: room for {tokens // cfg.max_model_len} sequences at "
-                                      f"--max-model-len {cfg.max_model_len})")
+    return (tokens * replace(layout, kv_dtype="auto").bytes_per_token,
+            f" (the default: room for {tokens // cfg.max_model_len} sequences at --max-model-len {cfg.max_model_len}"
+            f"{' in ' + cfg.dtype + ', 2x that in fp8' if layout.is_fp8 else ''})")
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
 
 def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
@@ -218,8 +231,8 @@ def run_config_dict(p: Prepared, backend: KVCacheBackend) -> dict:
     mc = p.model.config
     facts = backend.describe()
     out = {"date": datetime.date.today().isoformat(), "workload": p.spec.name, "model": mc.name,
-           "layers": mc.num_layers, "device": _device_name(c.device),
-           "dtype": c.dtype, "tensor_parallel": c.tensor_parallel, "page_size": facts["page_size"],
+           "layers": mc.num_layers, "device": _device_name(c.device), "dtype": c.dtype, "kv_dtype": c.kv_dtype,
+           "tensor_parallel": c.tensor_parallel, "page_size": facts["page_size"],
            "kv_budget_bytes": p.kv_budget_bytes, "max_num_seqs": c.max_num_seqs, "max_model_len": c.max_model_len,
            "max_batched_tokens": c.max_batched_tokens, "min_prefill_seqs": c.min_prefill_seqs,
            "num_requests": len(p.requests), "seed": p.spec.seed if c.seed is None else c.seed,
@@ -269,10 +282,12 @@ def build_backend(p: Prepared, backend_name: str, layout=None):
     """A fresh KV cache `backend_name` for a prepared run (its budget, page size and limits)."""
     from pabench.backends import make_backend
 
-    c = p.config
-    return make_backend(backend_name, layout or p.layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
+    c, layout = p.config, layout or p.layout
+    scales = p.model.kv_scales() if layout.is_fp8 and p.model is not None else None  # one calibration per model
+    return make_backend(backend_name, layout, kv_budget_bytes=p.kv_budget_bytes, page_size=c.page_size,
                         enable_prefix_caching=c.prefix_caching is not False, max_num_seqs=c.max_num_seqs,
-                        max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark)
+                        max_model_len=c.max_model_len, attn_impl=c.attn_impl, watermark=c.watermark,
+                        kv_scales=scales)
 
 
 def check_all_fit(p: Prepared) -> None:
@@ -381,10 +396,3 @@ def run_benchmark(cfg: RunConfig, on_progress: ProgressFn | None = None, prepare
         r.config.update(token_agreement(records[0], r))
     return [build_result(r, p.config.goodput, p.config.percentiles) for r in records], records, p, failures
 
-
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name()
-    return "cpu"

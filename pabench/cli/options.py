@@ -29,6 +29,9 @@ Layers = Annotated[Optional[int], typer.Option(
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)]
 Dtype = Annotated[Optional[str], typer.Option(
     help="bf16, fp16 or fp32. Default: fp32 on CPU, bf16 on CUDA.", rich_help_panel=RUN)]
+KvDtype = Annotated[str, typer.Option(
+    help="How pages and slabs store K/V: auto = the model's dtype; fp8 = e4m3, one byte per element with per-layer "
+         "scales (vLLM's --kv-cache-dtype fp8), so a KV budget holds 2x the bf16 tokens.", rich_help_panel=MEM)]
 NumRequests = Annotated[Optional[int], typer.Option(
     "--num-requests", "--num-prompts", help="Override the preset's request count (--num-prompts: vLLM's name).",
     rich_help_panel=RUN)]

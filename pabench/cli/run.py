@@ -22,6 +22,7 @@ def run(
     layers: opt.Layers = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = None,
+    kv_dtype: opt.KvDtype = "auto",
     num_requests: opt.NumRequests = None,
     seed: opt.Seed = None,
     input_len: opt.InputLen = None,
@@ -102,7 +103,7 @@ def run(
     traffic = TrafficFlags(input_len, output_len, range_ratio, request_rate, burstiness)
     cfg = RunConfig(workload=traffic.workload(d.workload), backends=tuple(parse_backends(backend)), model=model,
                     layers=d.layers,
-                    device=device, dtype=dtype, page_size=page_size,
+                    device=device, dtype=dtype, kv_dtype=kv_dtype, page_size=page_size,
                     kv_budget_bytes=parse_size(kv_budget) if kv_budget else None, num_pages=num_pages,
                     prefix_caching=prefix_caching, watermark=watermark, max_num_seqs=max_num_seqs,
                     max_model_len=max_model_len, max_batched_tokens=max_batched_tokens,
@@ -138,7 +139,8 @@ def run(
     if c.tensor_parallel > 1:
         beams += f" | tensor parallel {c.tensor_parallel}: KV budget and memory per GPU"
     out.print(f"workload {p.spec.name}: {len(p.requests)} requests | model {p.model.config.name} "
-              f"({p.model.config.num_layers} layers, {c.dtype}) on {c.device}{_threads_text(c.device)} | "
+              f"({p.model.config.num_layers} layers, {c.dtype}{', KV fp8 e4m3' if p.layout.is_fp8 else ''}) on "
+              f"{c.device}{_threads_text(c.device)} | "
               f"max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}{beams}")
     out.print(capacity_line(_capacity(p)))
     repeated = None
@@ -182,7 +184,7 @@ def _capacity(p) -> dict:
     c = p.config
     pages = pages_for_budget(p.layout, c.page_size, p.kv_budget_bytes)
     return {**paged_capacity(p.layout, c.page_size, pages, c.max_model_len),
-            "bytes_per_token": p.layout.bytes_per_token}
+            "bytes_per_token": p.layout.bytes_per_token, **({"stored as": "fp8 e4m3"} if p.layout.is_fp8 else {})}
 
 
 def _run_repeated(cfg, p, repeats: int, same_seed: bool, progress: bool):

@@ -36,6 +36,7 @@ def sweep(
     layers: opt.Layers = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = None,
+    kv_dtype: opt.KvDtype = "auto",
     num_requests: opt.NumRequests = None,
     seed: opt.Seed = None,
     input_len: opt.InputLen = None,
@@ -106,7 +107,8 @@ def sweep(
     traffic = TrafficFlags(input_len, output_len, range_ratio, burstiness=burstiness)
     base = RunConfig(workload=traffic.workload(d.workload, rates_swept=grid.rates is not None),
                      backends=tuple(parse_backends(backend)), model=model, layers=d.layers, num_pages=num_pages,
-                     device=device, dtype=dtype, prefix_caching=prefix_caching, max_model_len=max_model_len,
+                     device=device, dtype=dtype, kv_dtype=kv_dtype, prefix_caching=prefix_caching,
+                     max_model_len=max_model_len,
                      num_requests=d.num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,
                      async_scheduling=async_scheduling, beam_width=beam_width, chunked_prefill=chunked_prefill,

@@ -189,6 +189,32 @@ class DecoderModel:
         return (x @ self.lm_head).float()  # [n, vocab]
 
 
+    def kv_scales(self, num_tokens: int = 512, headroom: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-layer fp8 scales for K and for V (fp32 [num_layers] each): amax over a seeded probe prompt of
+        `num_tokens` tokens, times `headroom`, over e4m3's largest value. One-shot calibration, as vLLM's
+        `calculate_kv_scales` does on its first forward; the probe depends only on the model, so every backend of a
+        run stores the same bytes. Computed once per model (a sweep reuses it)."""
+        if getattr(self, "_kv_scales", None) is None:
+            from pabench.kernels.fp8 import FP8_MAX
+
+            n = min(num_tokens, self.cos.shape[0])
+            gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+            ids = torch.randint(self.config.vocab_size, (n,), generator=gen, device=self.device)  # [n]
+            amax = torch.zeros(2, self.config.num_layers, dtype=torch.float32, device=self.device)  # [K | V, L]
+
+            def probe(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                amax[0, layer], amax[1, layer] = k.abs().amax().float(), v.abs().amax().float()
+                group = q.shape[1] // k.shape[1]
+                qh, kh, vh = (t.transpose(0, 1)[None] for t in (q, k.repeat_interleave(group, 1),
+                                                                  v.repeat_interleave(group, 1)))  # [1, Hq, n, D]
+                return F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)[0].transpose(0, 1)  # [n, Hq, D]
+
+            self.forward(ids, torch.arange(n, device=self.device), probe, logits_rows=ids[:0])
+            scales = torch.where(amax > 0, amax * headroom / FP8_MAX, torch.ones_like(amax))  # [2, L]
+            self._kv_scales = (scales[0].clone(), scales[1].clone())
+        return self._kv_scales
+
+
 def column_shard(t: torch.Tensor, parts: tuple[int, ...], rank: int, n: int) -> torch.Tensor:
     """Rank `rank`'s share of every part of a column-stacked weight `[rows, sum(parts)]` (q | k | v, gate | up),
     side by side: `[rows, sum(parts) / n]` (a copy, so the full tensor can be freed)."""

@@ -20,9 +20,10 @@ def is_fp8(dtype: torch.dtype) -> bool:
     return dtype == FP8_DTYPE
 
 
-def check_fp8_device(device: torch.device) -> None:
+def check_fp8_device(device: torch.device | str) -> None:
     """fp8 storage needs e4m3 conversions: any CPU (torch does them), CUDA from compute capability 8.9 (Ada/Hopper),
     where Triton converts in registers."""
+    device = torch.device(device)
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 9):

@@ -25,13 +25,14 @@ import triton.language as tl
 from pabench.errors import ConfigError
 from pabench.kernels.checks import SUPPORTED_HEAD_DIMS, resolve_impl
 from pabench.kernels.decode import LOG2E, tile_pages
+from pabench.kernels.fp8 import check_scales, is_fp8
 from pabench.units import check_page_size
 
 
 @triton.jit
 def _mixed_kernel(
     # inputs: q [T, Hq, D]; k/v [P, S, Hkv, D] (paged) or [num_slots, Hkv, D]; table [rows, pages] (paged only)
-    q_ptr, k_ptr, v_ptr, table_ptr,
+    q_ptr, k_ptr, v_ptr, table_ptr, k_scale_ptr, v_scale_ptr,  # k/v scales [1] fp32 (read only when KV_FP8)
     # the step's schedule (int32, one device tensor): cu_q [n + 1], seq_lens [n], refs [n], item seq / first q [m]
     cu_q_ptr, lens_ptr, refs_ptr, item_seq_ptr, item_q0_ptr,
     out_ptr, sm_scale_log2,
@@ -39,13 +40,14 @@ def _mixed_kernel(
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREFETCH_PAGES: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, KV_FP8: tl.constexpr,
 ):
     """One program = query tokens q0 .. q0 + BLOCK_Q - 1 of one sequence, one KV head, its GROUP query heads.
 
     The KV head is the fastest grid axis and items come heaviest first, so the longest contexts start first (the
     programs of a long decode row would otherwise be the step's tail). PREFETCH_PAGES (0, 1, 2) loads page ids that
-    many tiles ahead, so K/V addresses never wait on a table load of the same iteration."""
+    many tiles ahead, so K/V addresses never wait on a table load of the same iteration. KV_FP8: K/V tiles are e4m3,
+    converted to q's dtype in registers; k_scale folds into the score scale, v_scale into the final division."""
     kv_head = tl.program_id(0)
     item = tl.program_id(1)
     seq = tl.load(item_seq_ptr + item)
@@ -71,6 +73,9 @@ def _mixed_kernel(
     kv_end = ctx + tl.minimum(q0 + BLOCK_Q, q_len)  # the block's last token sees keys < kv_end
     k_base = k_ptr + kv_head * stride_kh
     v_base = v_ptr + kv_head * stride_vh
+    qk_scale = sm_scale_log2
+    if KV_FP8:
+        qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max (log2 domain); key 0 is seen by every row
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -98,20 +103,22 @@ def _mixed_kernel(
             k_rows = (ref + tok) * stride_ks
             v_rows = (ref + tok) * stride_vs
         k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-        if DOT_UPCAST:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2  # [BLOCK_M, BLOCK_N]
+        if KV_FP8 or DOT_UPCAST:
+            k = k.to(q.dtype)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
         s = tl.where((tok[None, :] <= pos[:, None]) & tok_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])  # [BLOCK_M, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-        if DOT_UPCAST:
-            v = v.to(tl.float32)
+        if KV_FP8 or DOT_UPCAST:
+            v = v.to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
+    if KV_FP8:
+        acc = acc * tl.load(v_scale_ptr)
     out = acc / l_i[:, None]
     tl.store(out_ptr + q_rows[:, None] * stride_ot + q_heads[:, None] * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=m_mask[:, None])
@@ -232,15 +239,19 @@ def default_mixed_config(head_dim: int, dtype: torch.dtype) -> MixedConfig:
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None, sched: MixedSchedule,
-            scale: float | None, config: MixedConfig | None) -> torch.Tensor:
+            scale: float | None, config: MixedConfig | None, k_scale: torch.Tensor | None,
+            v_scale: torch.Tensor | None) -> torch.Tensor:
     paged = table is not None
+    fp8 = is_fp8(k.dtype)
+    check_scales(k, k_scale, v_scale)
     num_q_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads = k.shape[-2]
     if head_dim not in SUPPORTED_HEAD_DIMS or num_q_heads % num_kv_heads or k.shape != v.shape:
         raise ConfigError(f"mixed attention: q {tuple(q.shape)} and k, v {tuple(k.shape)}, {tuple(v.shape)} do not "
                           f"fit (head_dim in {SUPPORTED_HEAD_DIMS}, query heads a multiple of KV heads)")
-    if k.stride(-1) != 1 or v.stride(-1) != 1 or q.dtype != k.dtype or q.device != k.device:
-        raise ConfigError("mixed attention: q, k, v must share dtype and device, head_dim contiguous")
+    if k.stride(-1) != 1 or v.stride(-1) != 1 or (q.dtype != k.dtype and not fp8) or v.dtype != k.dtype or (
+            q.device != k.device):
+        raise ConfigError("mixed attention: q, k, v must share dtype (or k, v be fp8) and device, head_dim contiguous")
     group = num_q_heads // num_kv_heads
     page_size = k.shape[1] if paged else 1
     if paged:
@@ -255,38 +266,42 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tens
         strides = (0, k.stride(0), k.stride(1), 0, v.stride(0), v.stride(1), 0)
     scale = head_dim**-0.5 if scale is None else float(scale)
     _mixed_kernel[(num_kv_heads, sched.num_items)](
-        q, k, v, table if paged else q, *sched.views(), out, scale * LOG2E,
+        q, k, v, table if paged else q, k_scale if fp8 else q, v_scale if fp8 else q, *sched.views(), out,
+        scale * LOG2E,
         q.stride(0), q.stride(1), *strides, out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=page_size, PAGED=paged,
         BLOCK_Q=sched.block_q, BLOCK_M=block_m, BLOCK_N=config.block_n,
         PREFETCH_PAGES=int(config.prefetch_pages) if paged else 0,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda",
+        DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda", KV_FP8=fp8,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
 
 def paged_mixed_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
-                          sched: MixedSchedule, *, scale: float | None = None,
-                          config: MixedConfig | None = None) -> torch.Tensor:
+                          sched: MixedSchedule, *, scale: float | None = None, config: MixedConfig | None = None,
+                          k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """A mixed step's attention over a paged cache, one Triton launch; sched.refs are rows of `table`.
 
     q [T, Hq, D] (sequences end to end, as cu_q says); k_cache/v_cache [num_pages, page_size, Hkv, D];
     table [rows, max_pages] int32. Every token's K/V, this step's included, must be in the cache. Returns
-    [T, Hq, D]. Triton only (CUDA, or the CPU under TRITON_INTERPRET=1): the torch path gathers and calls SDPA.
+    [T, Hq, D]. An fp8 cache needs k_scale and v_scale (fp32 [1], fp8.py). Triton only (CUDA, or the CPU under
+    TRITON_INTERPRET=1): the torch path gathers and calls SDPA.
     """
     resolve_impl("triton", q.device)
     if k_cache.dim() != 4 or table.dim() != 2:
         raise ConfigError(f"paged mixed attention needs k/v [pages, page, Hkv, D] and a 2-D table, got "
                           f"{tuple(k_cache.shape)} and {tuple(table.shape)}")
-    return _launch(q, k_cache, v_cache, table, sched, scale, config)
+    return _launch(q, k_cache, v_cache, table, sched, scale, config, k_scale, v_scale)
 
 
 def contiguous_mixed_attention(q: torch.Tensor, k_slab: torch.Tensor, v_slab: torch.Tensor, sched: MixedSchedule,
-                               *, scale: float | None = None, config: MixedConfig | None = None) -> torch.Tensor:
+                               *, scale: float | None = None, config: MixedConfig | None = None,
+                               k_scale: torch.Tensor | None = None,
+                               v_scale: torch.Tensor | None = None) -> torch.Tensor:
     """The same over a slab `[num_slots, Hkv, D]`; sched.refs are region starts. Returns [T, Hq, D]."""
     resolve_impl("triton", q.device)
     if k_slab.dim() != 3:
         raise ConfigError(f"contiguous mixed attention needs k/v [slots, Hkv, D], got {tuple(k_slab.shape)}")
-    return _launch(q, k_slab, v_slab, None, sched, scale, config)
+    return _launch(q, k_slab, v_slab, None, sched, scale, config, k_scale, v_scale)

@@ -21,8 +21,8 @@ from pabench.errors import ConfigError
 # The settings a run is identified by (columns a `pabench run` / `sweep` export carries; `seeds`: a mean over
 # `run --repeat` seeds is another run than one seed's). Outcomes (token_match_*),
 # the date, the commit and the derived `capacity_*` columns are not part of a run's identity.
-CONFIG_COLUMNS = ("workload", "model", "layers", "dtype", "device", "seed", "num_requests", "kv_budget_bytes",
-                  "num_pages", "page_size", "max_num_seqs", "max_model_len", "max_batched_tokens",
+CONFIG_COLUMNS = ("workload", "model", "layers", "dtype", "kv_dtype", "device", "seed", "num_requests",
+                  "kv_budget_bytes", "num_pages", "page_size", "max_num_seqs", "max_model_len", "max_batched_tokens",
                   "min_prefill_seqs", "prefix_caching", "watermark", "attn_impl", "cuda_graphs", "async_scheduling",
                   "arrival", "rate", "seeds", "tensor_parallel")
 Mismatch = Literal["error", "warn", "allow"]

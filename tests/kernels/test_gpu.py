@@ -121,11 +121,13 @@ def test_kernel_bench_in_cuda_graphs_on_mixed_lengths():
     assert all(r["check"] == "ok" and r["timing"] == "cuda-graph" and r["median_us"] > 0 for r in rows), rows
 
 
-@pytest.mark.parametrize("block_q", [None, 4, 16])
-def test_mixed_step_bf16_long_context(block_q):
+@pytest.mark.parametrize("block_q,fp8", [(None, False), (4, False), (16, False), (None, True)])
+def test_mixed_step_bf16_long_context(block_q, fp8):
     """The unified mixed-step kernel at serving sizes: a 300-token chunk at 1,500 tokens of context, decode rows
-    to 4,000 tokens, one whole first chunk; shuffled pages, against the float64 reference."""
+    to 4,000 tokens, one whole first chunk; shuffled pages, against the float64 reference (fp8: e4m3 pages under
+    amax scales, against the reference over the dequantised K/V)."""
     from pabench.kernels import mixed_schedule, paged_mixed_attention
+    from pabench.kernels.fp8 import amax_scale, dequantize, quantize
     from pabench.kernels.reference import mixed_attention_reference
 
     gen = torch.Generator().manual_seed(11)
@@ -150,7 +152,13 @@ def test_mixed_step_bf16_long_context(block_q):
         k_pool[ids] = torch.cat([ks[i], ks[i][:pad]]).view(-1, 16, 8, 128)
         v_pool[ids] = torch.cat([vs[i], vs[i][:pad]]).view(-1, 16, 8, 128)
     sched = mixed_schedule(cu_q, [n for n, _ in plan], list(range(len(plan))), CUDA, block_q)
-    out = paged_mixed_attention(q.to(CUDA), k_pool.to(CUDA), v_pool.to(CUDA), table.to(CUDA), sched)
+    scales = {}
+    if fp8:
+        scales = {"k_scale": amax_scale(k_pool).to(CUDA), "v_scale": amax_scale(v_pool).to(CUDA)}
+        k_pool, v_pool = quantize(k_pool, scales["k_scale"].cpu()), quantize(v_pool, scales["v_scale"].cpu())
+        ks = [dequantize(quantize(k, scales["k_scale"].cpu()), scales["k_scale"].cpu()) for k in ks]
+        vs = [dequantize(quantize(v, scales["v_scale"].cpu()), scales["v_scale"].cpu()) for v in vs]
+    out = paged_mixed_attention(q.to(CUDA), k_pool.to(CUDA), v_pool.to(CUDA), table.to(CUDA), sched, **scales)
     assert_close(out.cpu(), mixed_attention_reference(q, ks, vs, cu_q), torch.bfloat16)
 
 

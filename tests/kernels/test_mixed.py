@@ -100,3 +100,30 @@ def test_mixed_rejects_bad_shapes():
     k = torch.randn(10, 2, 24)
     with pytest.raises(ConfigError, match="head_dim"):
         contiguous_mixed_attention(q, k, k, mixed_schedule([0, 3], [5], [0], "cpu"))
+
+
+@pytest.mark.parametrize("q_dtype", [torch.float32, torch.bfloat16])
+def test_mixed_over_fp8_caches_matches_the_dequantised_reference(q_dtype):
+    """An e4m3 cache (per-tensor scales, fp8.py) read by the unified kernel, both layouts, against float64 over the
+    dequantised K/V: the kernel's in-register conversion and scale folding, not fp8's rounding, is what is tested."""
+    from pabench.kernels.fp8 import FP8_DTYPE, dequantize, quantize
+
+    plan = STEPS[1]
+    q, cu_q, (k_pool, v_pool, table), (k_slab, v_slab, starts), _ = _step(plan, 3, 32, torch.float32, 4, seed=11)
+    k_scale, v_scale = torch.tensor([2.0**-6]), torch.tensor([0.01])  # one a power of two, one not
+    k_pool8, v_pool8 = quantize(k_pool, k_scale), quantize(v_pool, v_scale)  # NaN padding stays NaN, never read
+    k_slab8, v_slab8 = quantize(k_slab, k_scale), quantize(v_slab, v_scale)
+    assert k_pool8.dtype == FP8_DTYPE
+    ks = [dequantize(k_slab8[s:s + n], k_scale) for s, (n, _) in zip(starts, plan)]  # [n, Hkv, D] each
+    vs = [dequantize(v_slab8[s:s + n], v_scale) for s, (n, _) in zip(starts, plan)]
+    expect = mixed_attention_reference(q, ks, vs, cu_q)
+    lens, q = [n for n, _ in plan], q.to(q_dtype)
+    scales = {"k_scale": k_scale, "v_scale": v_scale}
+    paged = paged_mixed_attention(q, k_pool8, v_pool8, table,
+                                  mixed_schedule(cu_q, lens, list(range(1, len(plan) + 1)), "cpu"), **scales)
+    contiguous = contiguous_mixed_attention(q, k_slab8, v_slab8, mixed_schedule(cu_q, lens, starts, "cpu"), **scales)
+    for out in (paged, contiguous):
+        assert out.dtype == q_dtype
+        assert_close(out, expect, q_dtype)
+    with pytest.raises(ConfigError, match="needs k_scale"):
+        contiguous_mixed_attention(q, k_slab8, v_slab8, mixed_schedule(cu_q, lens, starts, "cpu"))
