@@ -329,3 +329,25 @@ def test_slo_search_table_matches_s12_1():
                 assert ("all met" in cell) == (first_miss is None), (first, backend, cell)
     both = pd.concat(pd.read_csv(p) for p in folder.glob("slo_*.csv"))
     assert both["tpot_p99_ms"].max() < 5  # the text: TTFT binds, TPOT p99 stayed under 5 ms
+
+
+def test_fp8_table_matches_s13_1():
+    """The fp8 KV table: tokens held, tok/s, mean batch and the ratio over paged bf16, from the run's CSVs; and the
+    levers' ratios in the text under it."""
+    folder = E2E / "s13-1-fp8-e2e-h200"
+    rows = table("| KV budget (4 layers) | backend | kv_dtype")
+    assert len(rows) == 8
+    for budget, backend, kv, tokens, tok_s, batch, ratio in rows:
+        r = row_of(folder / f"e2e_{budget.replace(' ', '')}_{kv}.csv", backend)
+        base = row_of(folder / f"e2e_{budget.replace(' ', '')}_auto.csv", "paged")
+        assert r["kv_dtype"] == kv and int(number(tokens)) == r["capacity_num_tokens"]
+        same(tok_s, round(r["output_tok_per_s"]))
+        same(batch, r["concurrency_mean"])
+        same(ratio, r["output_tok_per_s"] / base["output_tok_per_s"])
+    for budget, (paging, fp8, both) in (("128MiB", (1.66, 1.90, 2.75)), ("256MiB", (1.55, 1.79, 2.33))):
+        oracle = row_of(folder / f"e2e_{budget}_auto.csv", "contiguous-oracle")["output_tok_per_s"]
+        for value, (kv, backend) in zip((paging, fp8, both), (("auto", "paged"), ("fp8", "contiguous-oracle"),
+                                                              ("fp8", "paged"))):
+            got = row_of(folder / f"e2e_{budget}_{kv}.csv", backend)["output_tok_per_s"] / oracle
+            assert round(got, 2) == value, (budget, kv, backend, got)
+            assert f"{value:.2f}x" in README
