@@ -1,15 +1,13 @@
 """Split-K ("flash-decoding") Triton decode attention over a paged cache or a contiguous slab.
 
-One kernel serves both layouts (`PAGED` constexpr: page-table lookup vs direct addressing), so their
-time ratio isolates what the page-table indirection costs. The work is cut into fixed-size KV chunks
-spread over all sequences (not one program per sequence): the chunk size is computed on device from
-sum(seq_lens), so a batch of very different lengths still gives every SM about the same work.
+One kernel serves both layouts (`PAGED` constexpr: page-table lookup vs direct addressing), so their time ratio
+isolates what the page-table indirection costs. The work is cut into fixed-size KV chunks spread over all sequences
+(not one program per sequence): the chunk size is computed on device from sum(seq_lens), so a batch of very
+different lengths still gives every SM about the same work.
 
-Reference: `pabench.kernels.reference.paged_decode_reference` (gather, then fp32 softmax).
-Bytes moved: 2 * sum(seq_lens) * num_kv_heads * head_dim * elem for K and V, plus fp32 partials
-(num_chunks * num_q_heads * (head_dim + 1) * 4, written once and read once, mostly from L2).
-On an H200 (bf16, 32/8 heads, head_dim 128, page 16) it reaches 92-98% of the device-to-device copy
-bandwidth with paged/contiguous time 0.99-1.03 (benchmarks/KERNEL_NOTES.md, results/gpu/kernels/).
+Reference: `pabench.kernels.reference.paged_decode_reference` (gather, then fp32 softmax). Bytes moved:
+2 * sum(seq_lens) * num_kv_heads * head_dim * elem for K and V, plus fp32 partials (num_chunks * num_q_heads *
+(head_dim + 1) * 4, written once and read once, mostly from L2). Measured bandwidth: benchmarks/KERNEL_NOTES.md.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from pabench.errors import ConfigError
 from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
                                     check_triton_decode, resolve_impl)
 from pabench.kernels.batched import contiguous_decode_batched, paged_decode_batched
-from pabench.kernels.fp8 import check_scales, is_fp8
+from pabench.kernels.fp8 import check_scales, fp16_query, is_fp8
 
 LOG2E = 1.4426950408889634
 POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
@@ -75,8 +73,8 @@ def _decode_chunk_kernel(
 
     PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never
     wait on a load of the same iteration (the software pipeliner then treats paged like direct addressing).
-    KV_FP8: K/V tiles are e4m3, converted to q's dtype in registers; the per-tensor scales fold into the score
-    scale (K) and the final normalisation (V), so dequantising costs no multiply per element.
+    KV_FP8: K/V tiles are e4m3, converted to fp16 (q's dtype for fp32 q) in registers; the per-tensor scales fold
+    into the score scale (K) and the final normalisation (V), so dequantising costs no multiply per element.
     """
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
@@ -96,11 +94,14 @@ def _decode_chunk_kernel(
         h_mask = offs_h < GROUP
         q = tl.load(q_ptr + seq * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                     mask=h_mask[:, None], other=0.0)  # [BLOCK_H, HEAD_DIM]
-        if DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
-            q = q.to(tl.float32)
         qk_scale = sm_scale_log2
         if KV_FP8:
             qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
+            if q.dtype != tl.float32:  # K/V, q and p enter both dots as fp16 (fp8.fp16_query says why)
+                q, q_down = fp16_query(q)
+                qk_scale = qk_scale * q_down
+        elif DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
+            q = q.to(tl.float32)
         k_base = k_ptr + kv_head * stride_kh
         v_base = v_ptr + kv_head * stride_vh
         if PAGED:
@@ -246,11 +247,9 @@ def num_compiled() -> int:
 
 @functools.lru_cache(maxsize=256)
 def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
-    """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md).
-
-    64-token tiles; ~8 work items per SM for small batches (bigger chunks, fewer partials) and ~16 for large
-    ones, whose mixed lengths balance better in smaller chunks.
-    """
+    """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md): 64-token
+    tiles; ~8 work items per SM for small batches (bigger chunks, fewer partials) and ~16 for large ones, whose
+    mixed lengths balance better in smaller chunks."""
     block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
     if dtype == torch.float32:
         block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory

@@ -2,12 +2,15 @@
 `--kv-cache-dtype fp8` stores them by default. A stored value x8 means x8 * scale; writing x stores
 clamp(x / scale, -448, 448) rounded to e4m3, so an outlier saturates instead of turning into NaN.
 
-These torch functions are the reference the Triton kernels' in-register conversions are tested against.
+These torch functions are the reference the Triton kernels' in-register conversions are tested against;
+fp16_query is the kernels' shared way into the fp16 dots over e4m3 tiles.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 from pabench.errors import ConfigError
 
@@ -58,5 +61,19 @@ def check_scales(cache: torch.Tensor, k_scale: torch.Tensor | None, v_scale: tor
             raise ConfigError(f"an fp8 cache needs {name} as a one-element float32 tensor on {cache.device}")
 
 
-__all__ = ["FP8_DTYPE", "FP8_MAX", "amax_scale", "check_fp8_device", "check_scales", "dequantize", "is_fp8",
-           "quantize"]
+@triton.jit
+def fp16_query(q):
+    """q [rows, D] (bf16 or fp16) as fp16 times 2^shift, with its largest magnitude put in [2^13, 2^14), and
+    2^-shift (fp32 scalar) to fold into the score scale. An fp8 cache is read as fp16 because e4m3 -> fp16 is one
+    packed instruction per two values on sm_89+, where -> bf16 costs a scalar conversion more per value; a power of
+    two keeps bf16 q's precision in fp16 whatever its range."""
+    amax = tl.max(tl.max(tl.abs(q.to(tl.float32)), axis=1), axis=0)  # scalar
+    exponent = ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # floor(log2(amax)) for a normal amax
+    shift = tl.where(amax > 0, tl.minimum(tl.maximum(13 - exponent, -100), 100), 0)
+    up = ((127 + shift) << 23).to(tl.float32, bitcast=True)  # 2^shift, exact
+    down = ((127 - shift) << 23).to(tl.float32, bitcast=True)  # 2^-shift
+    return (q.to(tl.float32) * up).to(tl.float16), down
+
+
+__all__ = ["FP8_DTYPE", "FP8_MAX", "amax_scale", "check_fp8_device", "check_scales", "dequantize", "fp16_query",
+           "is_fp8", "quantize"]

@@ -25,7 +25,7 @@ import triton.language as tl
 from pabench.errors import ConfigError
 from pabench.kernels.checks import SUPPORTED_HEAD_DIMS, resolve_impl
 from pabench.kernels.decode import LOG2E, tile_pages
-from pabench.kernels.fp8 import check_scales, is_fp8
+from pabench.kernels.fp8 import check_scales, fp16_query, is_fp8
 from pabench.units import check_page_size
 
 
@@ -46,8 +46,9 @@ def _mixed_kernel(
 
     The KV head is the fastest grid axis and items come heaviest first, so the longest contexts start first (the
     programs of a long decode row would otherwise be the step's tail). PREFETCH_PAGES (0, 1, 2) loads page ids that
-    many tiles ahead, so K/V addresses never wait on a table load of the same iteration. KV_FP8: K/V tiles are e4m3,
-    converted to q's dtype in registers; k_scale folds into the score scale, v_scale into the final division."""
+    many tiles ahead, so K/V addresses never wait on a table load of the same iteration. KV_FP8: K/V tiles are
+    e4m3, converted to fp16 in registers (fp32 for fp32 q); k_scale folds into the score scale, v_scale into the
+    final division."""
     kv_head = tl.program_id(0)
     item = tl.program_id(1)
     seq = tl.load(item_seq_ptr + item)
@@ -67,15 +68,18 @@ def _mixed_kernel(
     q_heads = kv_head * GROUP + offs_m % GROUP  # [BLOCK_M]
     q = tl.load(q_ptr + q_rows[:, None] * stride_qt + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=m_mask[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
-    if DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
+    qk_scale = sm_scale_log2
+    if KV_FP8:
+        qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
+        if q.dtype != tl.float32:  # K/V, q and p enter both dots as fp16 (fp8.fp16_query says why)
+            q, q_down = fp16_query(q)
+            qk_scale = qk_scale * q_down
+    elif DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
         q = q.to(tl.float32)
     pos = ctx + qi  # [BLOCK_M] position of each row's token; it sees keys 0..pos
     kv_end = ctx + tl.minimum(q0 + BLOCK_Q, q_len)  # the block's last token sees keys < kv_end
     k_base = k_ptr + kv_head * stride_kh
     v_base = v_ptr + kv_head * stride_vh
-    qk_scale = sm_scale_log2
-    if KV_FP8:
-        qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max (log2 domain); key 0 is seen by every row
     l_i = tl.zeros([BLOCK_M], tl.float32)

@@ -58,7 +58,7 @@ LENS = [([16, 33, 1], 2, 16), ([70, 3, 129], 4, 64), ([7, 40], 3, 1)]
 
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 @pytest.mark.parametrize("lens,group,page_size", LENS)
-@pytest.mark.parametrize("q_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("q_dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_decode_over_fp8_pages_matches_dequantised_reference(impl, lens, group, page_size, q_dtype, poison_scratch):
     data = to_fp8(make_decode_data(lens, 2 * group, 2, 64, q_dtype, CPU, seed=len(lens)))
     k_cache, v_cache, table = paginate(data, page_size)
@@ -68,10 +68,24 @@ def test_decode_over_fp8_pages_matches_dequantised_reference(impl, lens, group, 
     paged = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl=impl, **data.scales())
     contiguous = contiguous_decode_attention(data.q, data.k_slab, data.v_slab, data.seq_starts, data.seq_lens,
                                              impl=impl, **data.scales())
-    tol = 1e-5 if q_dtype == torch.float32 else 1e-2  # bf16: q and the softmax weights round to bf16
+    tol = 1e-5 if q_dtype == torch.float32 else 1e-2  # 16-bit q: the softmax weights round to fp16
     for out in (paged, contiguous):
         assert out.dtype == q_dtype and not out.isnan().any()
         assert rel_err(out, ref) < tol
+
+
+@pytest.mark.parametrize("q_gain", [3e5, 1e-6])
+def test_fp8_decode_keeps_q_outside_fp16_range(q_gain, poison_scratch):
+    """The kernels read an fp8 cache in fp16 with q scaled by a power of two: q beyond fp16's range (or deep in its
+    subnormals) must still give the reference's output, not inf / NaN or zeros."""
+    data = to_fp8(make_decode_data([40, 129, 3], 8, 2, 64, torch.bfloat16, CPU, seed=5))
+    data.q.mul_(q_gain)  # [B, Hq, D] bf16 holds both ends; fp16 holds neither
+    data.k_scale.div_(q_gain)  # [1] the same scores as before: a peaked softmax, so q's precision shows
+    k_cache, v_cache, table = paginate(data, 16)
+    ref = contiguous_decode_reference(data.q.double(), dequantize(data.k_slab, data.k_scale).double(),
+                                      dequantize(data.v_slab, data.v_scale).double(), data.seq_starts, data.seq_lens)
+    out = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton", **data.scales())
+    assert not out.isnan().any() and rel_err(out, ref) < 1e-2
 
 
 def test_fp8_error_against_the_unquantised_cache_is_small():

@@ -192,3 +192,25 @@ def test_fp8_write_rounds_like_torch_and_decode_matches_the_dequantised_referenc
     for out in (paged, contiguous):
         assert_close(out.float(), ref, torch.bfloat16)
         assert 1e-3 < rel_err(out.float(), exact) < 0.08
+
+
+@pytest.mark.parametrize("q_gain", [3e5, 1e-6])
+def test_fp8_kernels_keep_q_outside_fp16_range_on_device(q_gain):
+    """The compiled kernels read an fp8 cache in fp16 with q scaled by a power of two (fp8.fp16_query): q beyond
+    fp16's range, or deep in its subnormals, must still match the dequantised reference in decode and mixed."""
+    from pabench.kernelbench.data import to_fp8
+    from pabench.kernels import mixed_schedule, paged_mixed_attention
+    from pabench.kernels.fp8 import dequantize
+
+    fp8 = to_fp8(make_decode_data(MIXED, 32, 8, 128, torch.bfloat16, CUDA, seed=13))
+    fp8.q.mul_(q_gain)  # [B, Hq, D] bf16 holds both ends; fp16 holds neither
+    fp8.k_scale.div_(q_gain)  # [1] the same scores as before: a peaked softmax, so q's precision shows
+    k_deq, v_deq = dequantize(fp8.k_slab, fp8.k_scale), dequantize(fp8.v_slab, fp8.v_scale)  # [T, Hkv, D] fp32
+    ref = contiguous_decode_reference(fp8.q.double(), k_deq.double(), v_deq.double(), fp8.seq_starts, fp8.seq_lens)
+    k8, v8, table = paginate(fp8, 16)
+    decode = paged_decode_attention(fp8.q, k8, v8, table, fp8.seq_lens, impl="triton", **fp8.scales())
+    lens = fp8.seq_lens.tolist()
+    sched = mixed_schedule(list(range(len(lens) + 1)), lens, list(range(len(lens))), CUDA, None)
+    mixed = paged_mixed_attention(fp8.q, k8, v8, table, sched, **fp8.scales())  # one decode row per sequence
+    for out in (decode, mixed):
+        assert not out.isnan().any() and rel_err(out.double(), ref) < 2e-2
