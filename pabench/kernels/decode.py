@@ -59,8 +59,7 @@ def _decode_chunk_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale_ptr,
     # outputs: fp32 partials, normalized, per (chunk, q head): out [C, Hq, D], log2-sum-exp lse [C, Hq]
     part_out_ptr, part_lse_ptr,
-    # runtime scalars
-    batch, target_chunks, sm_scale_log2,
+    batch, target_chunks, sm_scale_log2,  # runtime scalars
     # strides, in elements (head_dim is contiguous everywhere)
     stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_tb,
     stride_oc, stride_oh, stride_lc,
@@ -71,11 +70,10 @@ def _decode_chunk_kernel(
 ):
     """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it.
 
-    PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never
-    wait on a load of the same iteration (the software pipeliner then treats paged like direct addressing).
-    KV_FP8: K/V tiles are e4m3, converted to fp16 (q's dtype for fp32 q) in registers; the per-tensor scales fold
-    into the score scale (K) and the final normalisation (V), so dequantising costs no multiply per element.
-    """
+    PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never wait on
+    a load of the same iteration (the software pipeliner then treats paged like direct addressing). KV_FP8: K/V
+    tiles are e4m3, converted to fp16 (fp32 for fp32 q) in registers; the per-tensor scales fold into the score
+    scale (K) and the final normalisation (V), so dequantising costs no multiply per element."""
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
     kv_head = pid % NUM_KV_HEADS
@@ -196,6 +194,7 @@ class DecodeConfig:
     merge_block: int = 8  # partials merged per step
     merge_warps: int = 1
     prefetch_pages: bool = False  # load the next tile's page ids one iteration ahead (helps only at 2 stages)
+    maxnreg: int = 0  # cap on registers per thread (0: the compiler's): more programs per SM when latency binds
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
@@ -204,8 +203,12 @@ class DecodeConfig:
                 raise ConfigError(f"DecodeConfig.{name} must be a power of two, got {value}")
         if self.block_n < 16 or self.merge_block < 2:
             raise ConfigError("DecodeConfig needs block_n >= 16 and merge_block >= 2")
-        if self.num_stages < 1 or self.items_per_sm < 1:
-            raise ConfigError("DecodeConfig needs num_stages >= 1 and items_per_sm >= 1")
+        if self.num_stages < 1 or self.items_per_sm < 1 or not (self.maxnreg == 0 or 32 <= self.maxnreg <= 255):
+            raise ConfigError("DecodeConfig needs num_stages >= 1, items_per_sm >= 1 and maxnreg 0 or 32..255")
+
+    def launch_options(self) -> dict:
+        """Triton launch options past warps and stages: the register cap, only when set."""
+        return {"maxnreg": self.maxnreg} if self.maxnreg else {}
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,9 +228,8 @@ def block_b(batch: int) -> int:
 
 
 def variant_batches(max_batch: int) -> list[int]:
-    """The smallest batch of each compiled variant of the decode kernels up to `max_batch`: tiling, BLOCK_B and
-    Triton's integer specialization of `batch` (== 1, divisible by 16). Eager decode steps (beam search) meet
-    batch sizes as they come; warming these once keeps every Triton compile out of a timed run."""
+    """The smallest batch of each compiled decode-kernel variant up to `max_batch` (tiling, BLOCK_B, Triton's
+    specialization of `batch`: == 1, divisible by 16): warming these keeps compiles out of timed eager steps."""
     seen: dict[tuple, int] = {}
     for b in range(1, max_batch + 1):
         seen.setdefault((block_b(b), b > LARGE_BATCH, b == 1, b % 16 == 0), b)
@@ -235,8 +237,7 @@ def variant_batches(max_batch: int) -> list[int]:
 
 
 def num_compiled() -> int:
-    """Decode-kernel binaries compiled in this process (chunk + merge kernels): a test that a warm-up left none to
-    compile. Triton 3.x keeps per-device caches; older versions a `cache` dict."""
+    """Decode-kernel binaries compiled in this process (chunk + merge): a test that a warm-up left none to compile."""
     total = 0
     for fn in (_decode_chunk_kernel, _merge_kernel):
         caches = getattr(fn, "device_caches", None)
@@ -297,7 +298,7 @@ def _launch_decode(
         BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda", KV_FP8=kv_scales is not None,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        num_warps=config.num_warps, num_stages=config.num_stages, **config.launch_options(),
     )
     _merge_kernel[(shape.batch, shape.num_q_heads)](
         part_out, part_lse, seq_lens, out,
