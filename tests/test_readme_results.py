@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "results" / "gpu" / "e2e"
+KERNELS = ROOT / "results" / "gpu" / "kernels"
 README = (ROOT / "README.md").read_text()
 
 
@@ -331,11 +332,9 @@ def test_slo_search_table_matches_s12_1():
     assert both["tpot_p99_ms"].max() < 5  # the text: TTFT binds, TPOT p99 stayed under 5 ms
 
 
-def test_fp8_table_matches_s13_1():
-    """The fp8 KV table: tokens held, tok/s, mean batch and the ratio over paged bf16, from the run's CSVs; and the
-    levers' ratios in the text under it."""
-    folder = E2E / "s13-1-fp8-e2e-h200"
-    rows = table("| KV budget (4 layers) | backend | kv_dtype")
+def _check_fp8_table(folder, header: str) -> None:
+    """An fp8 KV table: tokens held, tok/s, mean batch and the ratio over paged bf16, from the run's CSVs."""
+    rows = table(header)
     assert len(rows) == 8
     for budget, backend, kv, tokens, tok_s, batch, ratio in rows:
         r = row_of(folder / f"e2e_{budget.replace(' ', '')}_{kv}.csv", backend)
@@ -344,10 +343,40 @@ def test_fp8_table_matches_s13_1():
         same(tok_s, round(r["output_tok_per_s"]))
         same(batch, r["concurrency_mean"])
         same(ratio, r["output_tok_per_s"] / base["output_tok_per_s"])
-    for budget, (paging, fp8, both) in (("128MiB", (1.66, 1.90, 2.75)), ("256MiB", (1.55, 1.79, 2.33))):
+
+
+def _check_levers(folder, levers) -> None:
+    """Each lever's tok/s over contiguous-oracle bf16 (paging, fp8, both) as the text under a table states it."""
+    for budget, values in levers:
         oracle = row_of(folder / f"e2e_{budget}_auto.csv", "contiguous-oracle")["output_tok_per_s"]
-        for value, (kv, backend) in zip((paging, fp8, both), (("auto", "paged"), ("fp8", "contiguous-oracle"),
-                                                              ("fp8", "paged"))):
+        for value, (kv, backend) in zip(values, (("auto", "paged"), ("fp8", "contiguous-oracle"), ("fp8", "paged"))):
             got = row_of(folder / f"e2e_{budget}_{kv}.csv", backend)["output_tok_per_s"] / oracle
             assert round(got, 2) == value, (budget, kv, backend, got)
             assert f"{value:.2f}x" in README
+
+
+def test_fp8_table_matches_s13_1():
+    """The 4-layer fp8 KV table and the levers' ratios in the text under it."""
+    folder = E2E / "s13-1-fp8-e2e-h200"
+    _check_fp8_table(folder, "| KV budget (4 layers) | backend | kv_dtype")
+    _check_levers(folder, (("128MiB", (1.66, 1.90, 2.75)), ("256MiB", (1.55, 1.79, 2.33))))
+
+
+def test_fp8_32_layer_table_matches_s14_4():
+    """The 32-layer fp8 KV table (issue 19's 1 and 2 GiB) and its levers' ratios."""
+    folder = E2E / "s14-4-fp8-e2e-32l-h200"
+    _check_fp8_table(folder, "| KV budget (32 layers) | backend | kv_dtype")
+    _check_levers(folder, (("1GiB", (1.67, 1.83, 2.56)), ("2GiB", (1.49, 1.71, 2.18))))
+
+
+def test_fp8_kernel_sentence_follows_s14_1():
+    """The README's fp8 decode bandwidth sentence: paged and contiguous % of copy and case a's times."""
+    frame = pd.read_csv(KERNELS / "s14-1-fp8-h200" / "kernels_fp8.csv")
+    bf16 = pd.read_csv(KERNELS / "s14-1-fp8-h200" / "kernels_bf16.csv")
+    a = frame[frame["case"] == "a"].set_index("impl")
+    a16 = bf16[bf16["case"] == "a"].set_index("impl")
+    assert f"reaches {a.loc['triton-paged', 'pct_of_copy_bw']:.0f}% of the copy bandwidth" in README
+    assert f"against {a16.loc['triton-paged', 'pct_of_copy_bw']:.0f}% for" in README
+    assert (f"({a.loc['triton-paged', 'median_us']:.0f} vs {a16.loc['triton-paged', 'median_us']:.0f} µs"
+            in README)
+    assert f"the contiguous slab reaches {a.loc['triton-contiguous', 'pct_of_copy_bw']:.0f}%" in README
