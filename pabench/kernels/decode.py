@@ -23,7 +23,7 @@ from pabench.errors import ConfigError
 from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_decode_inputs, check_paged_values,
                                     check_triton_decode, resolve_impl)
 from pabench.kernels.batched import contiguous_decode_batched, paged_decode_batched
-from pabench.kernels.fp8 import check_scales, fp16_query, is_fp8
+from pabench.kernels.fp8 import check_scales, dot_query, is_fp8
 
 LOG2E = 1.4426950408889634
 POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
@@ -92,14 +92,7 @@ def _decode_chunk_kernel(
         h_mask = offs_h < GROUP
         q = tl.load(q_ptr + seq * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                     mask=h_mask[:, None], other=0.0)  # [BLOCK_H, HEAD_DIM]
-        qk_scale = sm_scale_log2
-        if KV_FP8:
-            qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
-            if q.dtype != tl.float32:  # K/V, q and p enter both dots as fp16 (fp8.fp16_query says why)
-                q, q_down = fp16_query(q)
-                qk_scale = qk_scale * q_down
-        elif DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
-            q = q.to(tl.float32)
+        q, qk_scale = dot_query(q, sm_scale_log2, k_scale_ptr, KV_FP8, DOT_UPCAST)  # q as the dots take it
         k_base = k_ptr + kv_head * stride_kh
         v_base = v_ptr + kv_head * stride_vh
         if PAGED:

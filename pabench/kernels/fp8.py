@@ -3,7 +3,7 @@
 clamp(x / scale, -448, 448) rounded to e4m3, so an outlier saturates instead of turning into NaN.
 
 These torch functions are the reference the Triton kernels' in-register conversions are tested against;
-fp16_query is the kernels' shared way into the fp16 dots over e4m3 tiles.
+dot_query / fp16_query are the kernels' shared way into their dots (fp16 over e4m3 tiles).
 """
 
 from __future__ import annotations
@@ -75,5 +75,22 @@ def fp16_query(q):
     return (q.to(tl.float32) * up).to(tl.float16), down
 
 
-__all__ = ["FP8_DTYPE", "FP8_MAX", "amax_scale", "check_fp8_device", "check_scales", "dequantize", "fp16_query",
-           "is_fp8", "quantize"]
+
+@triton.jit
+def dot_query(q, sm_scale_log2, k_scale_ptr, KV_FP8: tl.constexpr, DOT_UPCAST: tl.constexpr):
+    """The decode and mixed kernels' q as their dots take it, and the score scale (log2 domain) to go with it: over
+    an fp8 cache fp16 q (fp16_query) with k_scale and 2^-shift folded in; else q as given, or fp32 in the CPU
+    interpreter (DOT_UPCAST: its tl.dot mishandles bf16 operands)."""
+    qk_scale = sm_scale_log2
+    if KV_FP8:
+        qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
+        if q.dtype != tl.float32:
+            q, q_down = fp16_query(q)
+            qk_scale = qk_scale * q_down
+    elif DOT_UPCAST:
+        q = q.to(tl.float32)
+    return q, qk_scale
+
+
+__all__ = ["FP8_DTYPE", "FP8_MAX", "amax_scale", "check_fp8_device", "check_scales", "dequantize", "dot_query",
+           "fp16_query", "is_fp8", "quantize"]

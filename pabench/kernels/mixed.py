@@ -25,7 +25,7 @@ import triton.language as tl
 from pabench.errors import ConfigError
 from pabench.kernels.checks import SUPPORTED_HEAD_DIMS, resolve_impl
 from pabench.kernels.decode import LOG2E, tile_pages
-from pabench.kernels.fp8 import check_scales, fp16_query, is_fp8
+from pabench.kernels.fp8 import check_scales, dot_query, is_fp8
 from pabench.units import check_page_size
 
 
@@ -68,14 +68,7 @@ def _mixed_kernel(
     q_heads = kv_head * GROUP + offs_m % GROUP  # [BLOCK_M]
     q = tl.load(q_ptr + q_rows[:, None] * stride_qt + q_heads[:, None] * stride_qh + offs_d[None, :],
                 mask=m_mask[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
-    qk_scale = sm_scale_log2
-    if KV_FP8:
-        qk_scale = sm_scale_log2 * tl.load(k_scale_ptr)
-        if q.dtype != tl.float32:  # K/V, q and p enter both dots as fp16 (fp8.fp16_query says why)
-            q, q_down = fp16_query(q)
-            qk_scale = qk_scale * q_down
-    elif DOT_UPCAST:  # the CPU interpreter's tl.dot mishandles bf16 operands: compute in fp32 there
-        q = q.to(tl.float32)
+    q, qk_scale = dot_query(q, sm_scale_log2, k_scale_ptr, KV_FP8, DOT_UPCAST)  # q as the dots take it
     pos = ctx + qi  # [BLOCK_M] position of each row's token; it sees keys 0..pos
     kv_end = ctx + tl.minimum(q0 + BLOCK_Q, q_len)  # the block's last token sees keys < kv_end
     k_base = k_ptr + kv_head * stride_kh
