@@ -75,7 +75,6 @@ def fp16_query(q):
     return (q.to(tl.float32) * up).to(tl.float16), down
 
 
-
 @triton.jit
 def dot_query(q, sm_scale_log2, k_scale_ptr, KV_FP8: tl.constexpr, DOT_UPCAST: tl.constexpr):
     """The decode and mixed kernels' q as their dots take it, and the score scale (log2 domain) to go with it: over
