@@ -1,4 +1,5 @@
-"""`run_sweep`: `pabench run`'s engine over a grid of page sizes, KV budgets, request rates and batch limits.
+"""`run_sweep`: `pabench run`'s engine over a grid of page sizes, KV budgets, KV dtypes, request rates and batch
+limits.
 
 It measures and returns one `Result` per (point, backend); `pabench.report` lays them out (one tidy frame,
 hyperfine-style: a `sweep_*` column per swept parameter, then every column of `result_row`). The swept values
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pabench.backends import is_paged
 from pabench.errors import ConfigError
-from pabench.units import check_page_size, format_bytes
+from pabench.units import check_kv_dtype, check_page_size, format_bytes
 
 if TYPE_CHECKING:
     from pabench.bench.metrics import Result
     from pabench.bench.runner import RunConfig
 
-SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_rate", "sweep_max_num_seqs")
+SWEEP_COLUMNS = ("sweep_page_size", "sweep_kv_budget_bytes", "sweep_kv_dtype", "sweep_rate", "sweep_max_num_seqs")
 SweepProgress = Callable[[str, int, int], None]  # (what runs now, requests finished, total requests)
 
 
@@ -52,6 +53,7 @@ class SweepPoint:
     kv_budget_bytes: int | None = None
     rate: float | None = None
     max_num_seqs: int | None = None
+    kv_dtype: str | None = None  # "auto" or "fp8": how pages and slabs store K/V
 
     def config(self, base: RunConfig, swept: tuple[str, ...], backends: tuple[str, ...]) -> RunConfig:
         """`base` with this point's values and `backends`; the swept columns go to `extra` (NaN = not applicable)."""
@@ -68,6 +70,8 @@ class SweepPoint:
             changes["rate"] = self.rate
         if self.max_num_seqs is not None:
             changes["max_num_seqs"] = self.max_num_seqs
+        if self.kv_dtype is not None:
+            changes["kv_dtype"] = self.kv_dtype
         return replace(base, **changes)
 
     def label(self) -> str:
@@ -77,6 +81,8 @@ class SweepPoint:
             parts.append(f"page_size={self.page_size}")
         if self.kv_budget_bytes is not None:
             parts.append(f"kv_budget={format_bytes(self.kv_budget_bytes, exact=True, sep='')}")
+        if self.kv_dtype is not None:
+            parts.append(f"kv_dtype={self.kv_dtype}")
         if self.rate is not None:
             parts.append(f"rate={self.rate:g}/s")
         if self.max_num_seqs is not None:
@@ -92,8 +98,14 @@ class SweepGrid:
     kv_budgets: tuple[int, ...] | None = None  # bytes
     rates: tuple[float, ...] | None = None  # requests/s (Poisson arrivals)
     max_num_seqs: tuple[int, ...] | None = None
+    kv_dtypes: tuple[str, ...] | None = None  # the KV storage dtypes: paging's lever beside fp8's, on one grid
 
     def __post_init__(self) -> None:
+        if self.kv_dtypes is not None:
+            if not self.kv_dtypes or len(set(self.kv_dtypes)) != len(self.kv_dtypes):
+                raise ConfigError(f"kv dtypes: give distinct values, got {self.kv_dtypes}")
+            for name in self.kv_dtypes:
+                check_kv_dtype(name)
         _check_values("page sizes", self.page_sizes, integral=True)
         _check_values("KV budgets", self.kv_budgets, integral=True)
         _check_values("rates", self.rates, integral=False)
@@ -104,28 +116,29 @@ class SweepGrid:
     @property
     def swept(self) -> tuple[str, ...]:
         """The `sweep_*` columns this grid produces."""
-        values = (self.page_sizes, self.kv_budgets, self.rates, self.max_num_seqs)
+        values = (self.page_sizes, self.kv_budgets, self.kv_dtypes, self.rates, self.max_num_seqs)
         return tuple(c for c, v in zip(SWEEP_COLUMNS, values) if v is not None)
 
     @property
     def num_points(self) -> int:
         """Combinations of swept values (1 when nothing is swept)."""
-        return math.prod(len(v) for v in (self.page_sizes, self.kv_budgets, self.rates, self.max_num_seqs) if v)
+        return math.prod(len(v) for v in (self.page_sizes, self.kv_budgets, self.kv_dtypes, self.rates,
+                                          self.max_num_seqs) if v)
 
     def plan(self, backends: tuple[str, ...]) -> list[tuple[SweepPoint, tuple[str, ...]]]:
         """(point, backends to run there), page size innermost; contiguous backends once per other point."""
         paged = tuple(b for b in backends if is_paged(b))
         others = tuple(b for b in backends if not is_paged(b))
         runs = []
-        for budget, rate, seqs in itertools.product(self.kv_budgets or (None,), self.rates or (None,),
-                                                    self.max_num_seqs or (None,)):
+        for budget, kv, rate, seqs in itertools.product(self.kv_budgets or (None,), self.kv_dtypes or (None,),
+                                                        self.rates or (None,), self.max_num_seqs or (None,)):
             if self.page_sizes is None:
-                runs.append((SweepPoint(None, budget, rate, seqs), tuple(backends)))
+                runs.append((SweepPoint(None, budget, rate, seqs, kv), tuple(backends)))
                 continue
             if others:
-                runs.append((SweepPoint(None, budget, rate, seqs), others))
+                runs.append((SweepPoint(None, budget, rate, seqs, kv), others))
             if paged:
-                runs += [(SweepPoint(p, budget, rate, seqs), paged) for p in self.page_sizes]
+                runs += [(SweepPoint(p, budget, rate, seqs, kv), paged) for p in self.page_sizes]
         return runs
 
 
@@ -321,8 +334,8 @@ def search_slo(grid: SweepGrid, base: RunConfig, slo: SloSpec, results: list[Res
         r.config.update(slo=slo.text(), slo_met=met, slo_probe=False)
         groups.setdefault(key, {})[float(r.config["sweep_rate"])] = met
     findings, probes_done, model, stopped = [], [], None, False
-    for (backend, page_size, budget, seqs), measured in groups.items():
-        point = SweepPoint(page_size, budget, None, seqs)
+    for (backend, page_size, budget, kv, seqs), measured in groups.items():
+        point = SweepPoint(page_size, budget, None, seqs, kv)
 
         def probe(rate: float, point: SweepPoint = point, backend: str = backend) -> bool | None:
             nonlocal model, stopped

@@ -36,7 +36,10 @@ def sweep(
     layers: opt.Layers = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = None,
-    kv_dtype: opt.KvDtype = "auto",
+    kv_dtypes: Annotated[str, typer.Option(
+        "--kv-dtypes", "--kv-dtype", help="Comma-separated KV storage dtypes (auto = the model's dtype, fp8 = e4m3 "
+        "as vLLM's --kv-cache-dtype fp8): two values make a grid axis (sweep_kv_dtype, at the same KV budget in "
+        "bytes); one value runs only that one, as run's --kv-dtype.", rich_help_panel=GRID)] = "auto",
     num_requests: opt.NumRequests = None,
     seed: opt.Seed = None,
     input_len: opt.InputLen = None,
@@ -73,7 +76,7 @@ def sweep(
     progress: opt.Progress = True,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Run `pabench run`'s engine over a grid (page size x KV budget x rate x max-num-seqs); one tidy CSV.
+    """Run `pabench run`'s engine over a grid (page size x KV budget x KV dtype x rate x max-num-seqs); one tidy CSV.
 
     Contiguous backends do not depend on the page size: they run once per point of the other parameters,
     with an empty sweep_page_size.
@@ -99,15 +102,19 @@ def sweep(
     begin_command(quiet, watch)
     if num_pages is not None and kv_budgets:
         raise ConfigError("--num-pages fixes the KV budget and --kv-budgets sweeps it: give one of them")
+    kv_list = tuple(s.strip() for s in kv_dtypes.split(",") if s.strip())  # one value: run's, no grid axis
+    if not kv_list:
+        raise ConfigError("--kv-dtypes: no value given; choose from auto, fp8")
     grid = SweepGrid(
         page_sizes=int_list(page_sizes, "--page-sizes") if page_sizes else None,
         kv_budgets=tuple(parse_size(s) for s in kv_budgets.split(",") if s.strip()) if kv_budgets else None,
         rates=float_list(rates, "--rates") if rates else None,
-        max_num_seqs=int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None)
+        max_num_seqs=int_list(max_num_seqs, "--max-num-seqs") if max_num_seqs else None,
+        kv_dtypes=kv_list if len(kv_list) > 1 else None)
     traffic = TrafficFlags(input_len, output_len, range_ratio, burstiness=burstiness)
     base = RunConfig(workload=traffic.workload(d.workload, rates_swept=grid.rates is not None),
                      backends=tuple(parse_backends(backend)), model=model, layers=d.layers, num_pages=num_pages,
-                     device=device, dtype=dtype, kv_dtype=kv_dtype, prefix_caching=prefix_caching,
+                     device=device, dtype=dtype, kv_dtype=kv_list[0], prefix_caching=prefix_caching,
                      max_model_len=max_model_len,
                      num_requests=d.num_requests, seed=seed, attn_impl=attn_impl, min_prefill_seqs=min_prefill_seqs,
                      watermark=watermark, max_batched_tokens=max_batched_tokens, cuda_graphs=cuda_graphs,

@@ -44,8 +44,11 @@ def varies(frame: pd.DataFrame, *names: str) -> str | None:
 # ---- series -------------------------------------------------------------------------------------------------
 
 def series_labels(frame: pd.DataFrame, by_page_size: bool) -> pd.Series:
-    """Series name per row: the backend, plus ' p<page size>' for paged rows when asked and page sizes vary."""
+    """Series name per row: the backend, plus ' p<page size>' for paged rows when asked and page sizes vary, plus
+    ' <kv dtype>' when a sweep's KV dtypes vary (fp8 and bf16 runs are different series, not one mean)."""
     labels = frame["backend"].astype(str)
+    if varies(frame, "sweep_kv_dtype"):
+        labels = labels + " " + frame["sweep_kv_dtype"].astype(str)
     column = page_size_column(frame) if by_page_size else None
     if column is not None:
         paged = is_paged(frame)

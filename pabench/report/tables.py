@@ -264,6 +264,8 @@ def _sweep_cell(column: str, value: Any, digits: int = 1) -> str:
     """A table cell: '–' for missing (None, NaN or pandas' NA), budgets in MiB, counts as integers."""
     if value is None or pd.isna(value):
         return "–"
+    if isinstance(value, str):  # sweep_kv_dtype
+        return value
     if column == "sweep_kv_budget_bytes":
         return format_bytes(value, exact=True)
     if column in ("sweep_page_size", "sweep_max_num_seqs") or digits == 0:
@@ -319,13 +321,14 @@ def slo_table(findings: list, slo) -> Table:
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", title=f"highest request rate meeting {slo.text()}",
                   title_justify="left", caption="each max rate was run and met every target; a rate between it and "
                                                 "the first miss was not tested")
-    for header in ("backend", "KV budget", "page size", "max_num_seqs", "max rate req/s", "first miss req/s",
-                   "probes"):
+    kv = any(f.point.kv_dtype for f in findings)  # a kv dtype column only when kv dtypes were swept
+    for header in ("backend", "KV budget", *(("kv dtype",) if kv else ()), "page size", "max_num_seqs",
+                   "max rate req/s", "first miss req/s", "probes"):
         table.add_column(header, justify="left" if header == "backend" else "right")
     for f in findings:
         p = f.point
         table.add_row(f.backend, format_bytes(p.kv_budget_bytes, exact=True) if p.kv_budget_bytes else "–",
-                      str(p.page_size or "–"), str(p.max_num_seqs or "–"),
+                      *((p.kv_dtype or "–",) if kv else ()), str(p.page_size or "–"), str(p.max_num_seqs or "–"),
                       "none" if f.max_rate is None else f"{f.max_rate:g}",
                       "none (all met)" if f.min_failing_rate is None else f"{f.min_failing_rate:g}", str(f.num_probes))
     return table

@@ -89,6 +89,23 @@ def test_sweep_slo_from_the_cli(tmp_path):
     assert {r["slo"] for r in rows} == {"req_per_s<=30"}
 
 
+def test_sweep_slo_searches_each_kv_dtype_on_its_own(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    out = tmp_path / "s.csv"
+    res = CliRunner().invoke(app, ["sweep", "--workload", str(path), "--layers", "1", "--max-model-len", "64",
+                                   "--backend", "paged", "--page-sizes", "16", "--kv-dtypes", "auto,fp8", "--rates",
+                                   "5,1000", "--slo", "req_per_s<=30", "--slo-iterations", "1", "--csv", str(out),
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "kv dtype" in res.output
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    probes = [(r["sweep_kv_dtype"], r["sweep_rate"]) for r in rows if r["slo_probe"] == "True"]
+    assert sorted(probes) == [("auto", "70.71"), ("fp8", "70.71")]  # one bisection per kv dtype
+    assert {r["kv_dtype"] for r in rows} == {"auto", "fp8"} and len(rows) == 6
+
+
 def test_slo_without_rates_is_refused_before_any_run(tmp_path):
     res = CliRunner().invoke(app, ["sweep", "--slo", "ttft_p99_ms<=5", "--csv", str(tmp_path / "s.csv"),
                                    "--no-progress"])

@@ -61,12 +61,23 @@ def test_plan_without_page_sizes_runs_every_backend_at_every_point():
     assert grid.swept == ("sweep_rate", "sweep_max_num_seqs")
 
 
+def test_plan_crosses_kv_dtypes_with_the_other_values():
+    grid = SweepGrid(page_sizes=(8, 16), kv_dtypes=("auto", "fp8"))
+    plan = grid.plan(("paged", "contiguous-oracle"))
+    assert grid.num_points == 4 and grid.swept == ("sweep_page_size", "sweep_kv_dtype")
+    assert sorted((p.kv_dtype, p.page_size or 0, b) for p, b in plan) == [
+        ("auto", 0, ("contiguous-oracle",)), ("auto", 8, ("paged",)), ("auto", 16, ("paged",)),
+        ("fp8", 0, ("contiguous-oracle",)), ("fp8", 8, ("paged",)), ("fp8", 16, ("paged",))]
+    assert SweepPoint(16, kv_dtype="fp8").label() == "page_size=16 kv_dtype=fp8"
+
+
 def test_point_config_carries_the_swept_values_in_extra():
     base = RunConfig(num_pages=64)
-    cfg = SweepPoint(16, 2**20, 4.0, 8).config(base, SWEEP_COLUMNS, ("paged",))
+    cfg = SweepPoint(16, 2**20, 4.0, 8, "fp8").config(base, SWEEP_COLUMNS, ("paged",))
     assert (cfg.page_size, cfg.kv_budget_bytes, cfg.num_pages, cfg.rate, cfg.max_num_seqs) == (16, 2**20, None, 4.0, 8)
-    assert cfg.extra == {"sweep_page_size": 16, "sweep_kv_budget_bytes": 2**20, "sweep_rate": 4.0,
-                         "sweep_max_num_seqs": 8}
+    assert cfg.kv_dtype == "fp8" and base.kv_dtype == "auto"
+    assert cfg.extra == {"sweep_page_size": 16, "sweep_kv_budget_bytes": 2**20, "sweep_kv_dtype": "fp8",
+                         "sweep_rate": 4.0, "sweep_max_num_seqs": 8}
     contiguous = SweepPoint(None, 2**20).config(base, ("sweep_page_size", "sweep_kv_budget_bytes"), ("contiguous-max",))
     assert math.isnan(contiguous.extra["sweep_page_size"]) and contiguous.page_size == base.page_size
 
@@ -78,6 +89,8 @@ def test_point_config_carries_the_swept_values_in_extra():
     ({"kv_budgets": (-1,)}, "positive"),
     ({"rates": (0.0,)}, "positive"),
     ({"max_num_seqs": (2.5,)}, "integer"),
+    ({"kv_dtypes": ("auto", "auto")}, "distinct"),
+    ({"kv_dtypes": ("auto", "int4")}, "kv dtype must be one of auto, fp8"),
 ])
 def test_bad_grids_raise_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -105,6 +118,28 @@ def test_cli_sweep_writes_one_row_per_point_and_backend(tmp_path, workload):
     assert (df["num_output_tokens"] == 4 * 6).all()
     assert df["kv_budget_bytes"].nunique() == 1  # same memory for every backend
     assert "paged" in res.stdout and "the output tokens/s of contiguous-max" in res.stdout
+
+
+def test_cli_sweep_over_kv_dtypes_holds_the_bytes_and_multiplies_the_tokens(tmp_path, workload):
+    out = tmp_path / "sweep.csv"
+    res = runner.invoke(app, ["sweep", "--kv-dtypes", "auto,fp8", "--page-sizes", "16", "--backend",
+                              "paged,contiguous-oracle", "--workload", workload, *TINY, "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert list(df.columns[:3]) == ["sweep_page_size", "sweep_kv_dtype", "backend"]
+    assert sorted(zip(df["sweep_kv_dtype"], df["backend"])) == [
+        ("auto", "contiguous-oracle"), ("auto", "paged"), ("fp8", "contiguous-oracle"), ("fp8", "paged")]
+    assert (df["kv_dtype"] == df["sweep_kv_dtype"]).all() and df["kv_budget_bytes"].nunique() == 1
+    tokens = df[df["backend"] == "paged"].set_index("kv_dtype")["capacity_num_tokens"]
+    elem = {"fp32": 4, "bf16": 2, "fp16": 2}[df["dtype"].iloc[0]]
+    assert tokens["fp8"] == elem * tokens["auto"]  # the same bytes hold elem x the tokens at one byte each
+    assert (df["num_output_tokens"] == 4 * 6).all() and "kv dtype" in res.stdout
+    one = tmp_path / "one.csv"
+    res = runner.invoke(app, ["sweep", "--kv-dtype", "fp8", "--page-sizes", "16", "--backend", "paged",
+                              "--workload", workload, *TINY, "--csv", str(one)])
+    assert res.exit_code == 0, res.output
+    single = pd.read_csv(one)  # one value is run's --kv-dtype: no grid column
+    assert "sweep_kv_dtype" not in single.columns and list(single["kv_dtype"]) == ["fp8"]
 
 
 def test_cli_sweep_passes_run_options_through(tmp_path, workload):
@@ -163,6 +198,8 @@ def test_run_sweep_other_parameters_and_progress(workload):
     (["--rates", "fast"], "comma-separated numbers"),
     (["--page-sizes", "12"], "power of two"),
     (["--backend", "pagd"], "unknown backend"),
+    (["--kv-dtypes", "auto,fp4"], "kv dtype must be one of auto, fp8, got 'fp4'"),
+    (["--kv-dtypes", ","], "--kv-dtypes: no value given"),
     (["--kv-budgets", "4KiB", "--backend", "paged"], "sweep point page_size=8 kv_budget=4KiB"),  # < one page
 ])
 def test_cli_bad_input_is_one_line_exit_1_and_no_file(tmp_path, args, needle):

@@ -146,3 +146,13 @@ def test_bar_panels_use_the_points_every_backend_ran_at():
     grid = pd.read_csv(SWEEP_CSV)  # every backend at every point of a 2 x 2 grid: all rows, axes named
     rows, _, note = shared_points(grid, series_labels(grid, True))
     assert len(rows) == len(grid) and note == "mean over 2 KV budgets x 2 rates"
+
+
+def test_a_kv_dtype_sweep_draws_each_dtype_as_its_own_series():
+    from pabench.plot.series import series_labels
+
+    frame = pd.DataFrame({"backend": ["paged", "paged", "contiguous-oracle", "contiguous-oracle"],
+                          "sweep_kv_dtype": ["auto", "fp8", "auto", "fp8"], "page_size": [16, 16, None, None]})
+    assert list(series_labels(frame, True)) == ["paged auto", "paged fp8", "contiguous-oracle auto",
+                                                "contiguous-oracle fp8"]
+    assert list(series_labels(frame[frame["sweep_kv_dtype"] == "fp8"], True)) == ["paged", "contiguous-oracle"]
