@@ -22,9 +22,9 @@ from pabench.engine.engine import Engine
 from pabench.engine.scheduler import Scheduler, SchedulerConfig, SeqState
 
 
-def one_run(name: str, batch: int, steps: int, device: str) -> dict[str, float]:
+def one_run(name: str, batch: int, steps: int, device: str, page_size: int = 16) -> dict[str, float]:
     layout = KVLayout(1, 1, 8, "fp32", device=device)
-    backend = make_backend(name, layout, kv_budget_bytes=batch * 2048 * layout.bytes_per_token, page_size=16,
+    backend = make_backend(name, layout, kv_budget_bytes=batch * 2048 * layout.bytes_per_token, page_size=page_size,
                            max_num_seqs=batch, max_model_len=2048, attn_impl="torch")
     sched = Scheduler(backend, SchedulerConfig(max_num_seqs=batch, max_batched_tokens=10**6, max_model_len=2048))
     states = [SeqState(Sequence(i, [1 + i % 97] * (40 + i % 300)), i, 0, 40 + i % 300, 1000) for i in range(batch)]
@@ -70,13 +70,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--backends", default="paged,contiguous-oracle")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--page-sizes", default="16", help="paged runs per page size: at 256 about one page opens per "
+                    "step, so paged's schedule minus oracle's is the cost of the pages that open")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for name in args.backends.split(","):
-        one_run(name, args.batch, 20, args.device)  # warm-up: first CUDA copies, allocator
-        r = one_run(name, args.batch, args.steps, args.device)
-        print(f"{name:<18} {args.device} batch {args.batch}: " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()),
-              flush=True)
+        for page_size in [int(p) for p in args.page_sizes.split(",")] if name.startswith("paged") else [16]:
+            one_run(name, args.batch, 20, args.device, page_size)  # warm-up: first CUDA copies, allocator
+            r = one_run(name, args.batch, args.steps, args.device, page_size)
+            label = f"{name} p{page_size}" if name.startswith("paged") else name
+            print(f"{label:<18} {args.device} batch {args.batch}: " + "  ".join(f"{k} {v:7.1f}" for k, v in r.items()),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 kernel under the heuristic's tiling and a grid of tilings and work splits (items per SM), as CUDA-graph replays,
 so the best split per shape shows what a shape-derived partitioning must pick. Also fp8 on Llama-3-8B's two cases
 with warps and register caps. One CSV row per (case, tiling); a summary line per case on stdout.
+`--stage partition` instead varies the work split around the heuristic's tiling (items per SM, a floor on the
+chunk in tiles, the merge's width) and times, per case, a read-only pass (a sum) and a copy of the case's bytes:
+what the memory system itself reaches at that size, the ceiling a kernel of that size can be held to.
 Run on a CUDA machine from the repo root:
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/shape_tiling.py --out $OUT [--budget-s 480]
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/shape_tiling.py --out $OUT [--budget-s 480] [--stage partition]
 """
 
 from __future__ import annotations
@@ -40,8 +43,24 @@ def fp8_grid() -> list[DecodeConfig]:
             for bn, st, w, r in itertools.product((64, 128), (2, 3, 4), (4, 8), (0, 128))]
 
 
+def partition_grid(base: DecodeConfig) -> list[DecodeConfig]:
+    """The heuristic's tiling under other work splits: items per SM x chunk floor x merge width."""
+    return [replace(base, items_per_sm=i, min_tiles=t, merge_block=mb, merge_warps=mw)
+            for i, t, (mb, mw) in itertools.product((4, 8, 16), (0, 8, 16), ((8, 1), (32, 2), (64, 4)))]
+
+
+def size_roofline(kv_bytes: int, device: torch.device) -> tuple[float, float]:
+    """(read-only sum, copy) of kv_bytes, in microseconds: the memory system's own time at this size."""
+    buf = torch.randn(kv_bytes // 2, device=device, dtype=torch.bfloat16)  # [kv_bytes / 2]
+    read_us = time_us(lambda: buf.sum(dtype=torch.float32), device, 10, 40, cuda_graph=True)[0]
+    half = buf[: buf.numel() // 2]  # copy half the bytes: read + write = kv_bytes moved
+    dst = torch.empty_like(half)
+    copy_us = time_us(lambda: dst.copy_(half), device, 10, 40, cuda_graph=True)[0]
+    return read_us, copy_us
+
+
 def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid: list[DecodeConfig],
-          copy_bw: float, writer: csv.DictWriter, budget_s: float) -> None:
+          copy_bw: float, writer: csv.DictWriter, budget_s: float, partition: bool = False) -> None:
     """Time the heuristic, then every grid tiling at every items-per-SM split; contiguous under the heuristic and
     under the best paged tiling. Prints one summary line."""
     device = torch.device("cuda")
@@ -64,14 +83,18 @@ def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid
                                                    impl="triton", check_values=False, config=cfg, **data.scales())
 
     results: list[tuple[float, DecodeConfig]] = []
-    configs = [heuristic] + [replace(c, items_per_sm=i) for c in grid for i in ITEMS]
+    configs = [heuristic] + ([c for c in partition_grid(heuristic) if c != heuristic] if partition else
+                             [replace(c, items_per_sm=i) for c in grid for i in ITEMS])
+    read_us = copy_us = None
+    if partition:
+        read_us, copy_us = size_roofline(kv_bytes, device)
     for n, cfg in enumerate(configs):
         if n and time.time() - START > budget_s:
             print(f"{name}: budget reached after {n} tilings")
             break
         row = {"case": name, "kv_dtype": kv, "batch": len(lens), "mean_len": sum(lens) / len(lens),
                "num_q_heads": heads[0], "num_kv_heads": heads[1], "head_dim": heads[2], "kv_bytes": kv_bytes,
-               "heuristic": n == 0, **cfg.__dict__}
+               "heuristic": n == 0, **cfg.__dict__, "read_us": read_us, "copy_us": copy_us}
         try:
             out = paged(cfg)().float()
             err = float((out - ref).norm() / ref.norm())
@@ -92,7 +115,10 @@ def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid
     print(f"{name} {kv} ({kv_bytes / 2**30:.2f} GiB): heuristic {results[0][0]:.1f} us {pct(results[0][0]):.1f}% "
           f"(contiguous {contig_h:.1f}); best {best_us:.1f} us {pct(best_us):.1f}% (contiguous {contig_b:.1f}, "
           f"paged/contig {best_us / contig_b:.3f}) bn {best.block_n} st {best.num_stages} w {best.num_warps} "
-          f"items {best.items_per_sm} pf {best.prefetch_pages} reg {best.maxnreg}", flush=True)
+          f"items {best.items_per_sm} pf {best.prefetch_pages} reg {best.maxnreg} tiles {best.min_tiles} merge "
+          f"{best.merge_block}/{best.merge_warps}"
+          + (f"; this size's read-only sum {read_us:.1f} us, copy {copy_us:.1f} us: best / read "
+             f"{best_us / read_us:.2f}" if partition else ""), flush=True)
     del data, k, v, table, ref
     torch.cuda.empty_cache()
 
@@ -101,14 +127,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=480)
+    parser.add_argument("--stage", choices=["tiling", "partition"], default="tiling")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
     copy_bw = copy_bandwidth_gbps(device, 25, 200)
     print(f"device {torch.cuda.get_device_name(device)}, copy bandwidth {copy_bw:.0f} GB/s", flush=True)
     fields = ["case", "kv_dtype", "batch", "mean_len", "num_q_heads", "num_kv_heads", "head_dim", "kv_bytes",
-              "heuristic", *DecodeConfig.__dataclass_fields__, "rel_diff", "median_us", "pct_of_copy_bw", "error"]
-    with open(args.out / "shape_tiling.csv", "w", newline="") as f:
+              "heuristic", *DecodeConfig.__dataclass_fields__, "read_us", "copy_us", "rel_diff", "median_us",
+              "pct_of_copy_bw", "error"]
+    partition = args.stage == "partition"
+    with open(args.out / f"shape_{args.stage}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         # the shapes under 90% first (s11-7), so a budget cut drops the ones already fast
@@ -119,9 +148,9 @@ def main() -> None:
             for label, (batch, context, kind) in LENGTH_SETS.items():
                 lens = case_lengths(CaseSpec(batch, context, kind))
                 probe(f"{model}/{label}", (hs.num_q_heads, hs.num_kv_heads, hs.head_dim), lens, "bf16",
-                      bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8)
+                      bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8, partition)
                 f.flush()
-            if model == "llama-3-8b":
+            if model == "llama-3-8b" and not partition:
                 for label in ("uniform", "lognormal"):
                     batch, context, kind = LENGTH_SETS[label]
                     probe(f"{model}/{label}", (32, 8, 128), case_lengths(CaseSpec(batch, context, kind)), "fp8",

@@ -237,7 +237,9 @@ class BlockManager:
                 last.num_tokens = ps
             if self._enable_prefix_caching and last.content_hash is None:
                 self._prefix_cache.register_decoded(page_ids, seq._token_ids, len(page_ids) - 1)
-            page = self._pages[page_id]
+            page = self._pages.get(page_id)  # a fresh id is not live: build its Page here, not via __missing__
+            if page is None:
+                page = self._pages[page_id] = Page.fresh(page_id)
             page.ref_count, page.num_tokens = 1, 1
             page_ids.append(page_id)
             tails[page_id] = table
@@ -266,14 +268,15 @@ class BlockManager:
             for i in range(start, len(seqs)):
                 seq = seqs[i]
                 # Once per sequence per decode step: the test of append_slot (3) on the table's own fields, no
-                # Page touched, no method called (core-internal; the saving is in benchmarks/NOTES.md).
+                # Page touched, no method called (core-internal; the saving is in benchmarks/NOTES.md). A covered
+                # count off a page boundary implies a non-empty table; a missing table reads as -2 (slow path).
                 table = seq.page_table
-                if table is not None and table._page_ids and table._num_tokens == len(seq._token_ids) - 1:
-                    covered = table._num_tokens
-                    if covered % page_size and not table._shared_tail:
-                        table._num_tokens = covered + 1
-                        num_filled += 1
-                        continue
+                covered = table._num_tokens if table is not None else -2
+                if covered % page_size and covered == len(seq._token_ids) - 1 and not table._shared_tail:
+                    table._num_tokens = covered + 1
+                    num_filled += 1
+                    continue
+                if table is not None and table._page_ids and covered == len(seq._token_ids) - 1:
                     try:
                         copy = self._grow_tail(seq, table, covered)  # a new page, or a shared last page
                     except OutOfPagesError:
@@ -382,8 +385,9 @@ class BlockManager:
 
     def _take_free_page(self) -> int | None:
         """A page to overwrite: a fresh one, else evict the least recently freed cached page; None if neither."""
-        if self._fresh:
-            return self._fresh.take()
+        page_id = self._fresh.take_or_none()
+        if page_id is not None:
+            return page_id
         if not self._prefix_cache:
             return None
         page_id = self._prefix_cache.evict()

@@ -79,6 +79,14 @@ class FreshPages:
             return page_id
         return self._returned.popleft()
 
+    def take_or_none(self) -> int | None:
+        """`take`, or None when no fresh page is left: one call on the allocation path instead of two."""
+        taken = self.num_taken
+        if taken < self._num_pages:
+            self.num_taken = taken + 1
+            return (self._a * taken + self._c) % self._num_pages
+        return self._returned.popleft() if self._returned else None
+
     def put(self, page_id: int) -> None:
         """A page that holds nothing any more: it is taken again after every never-used one."""
         self._returned.append(page_id)

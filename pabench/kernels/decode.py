@@ -30,12 +30,13 @@ POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a c
 
 
 @triton.jit
-def _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Per-sequence chunk counts and their running sum; every program recomputes it (B lanes, no launch)."""
+def _chunk_schedule(lens_ptr, batch, target_chunks, min_chunk, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per-sequence chunk counts and their running sum; every program recomputes it (B lanes, no launch).
+    min_chunk (a multiple of BLOCK_N) floors the chunk, so small batches do not cut into programs too short."""
     offs_b = tl.arange(0, BLOCK_B)
     lens = tl.load(lens_ptr + offs_b, mask=offs_b < batch, other=0)  # [BLOCK_B]
     total = tl.sum(lens, axis=0)
-    chunk = tl.cdiv(tl.cdiv(total, target_chunks), BLOCK_N) * BLOCK_N  # tokens per chunk, multiple of BLOCK_N
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(total, target_chunks), BLOCK_N) * BLOCK_N, min_chunk)  # multiple of BLOCK_N
     num_chunks = tl.cdiv(lens, chunk)  # [BLOCK_B], 0 on padding lanes
     ends = tl.cumsum(num_chunks, axis=0)  # [BLOCK_B] first chunk id past each sequence
     return offs_b, chunk, num_chunks, ends
@@ -59,7 +60,7 @@ def _decode_chunk_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale_ptr,
     # outputs: fp32 partials, normalized, per (chunk, q head): out [C, Hq, D], log2-sum-exp lse [C, Hq]
     part_out_ptr, part_lse_ptr,
-    batch, target_chunks, sm_scale_log2,  # runtime scalars
+    batch, target_chunks, min_chunk, sm_scale_log2,  # runtime scalars
     # strides, in elements (head_dim is contiguous everywhere)
     stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_tb,
     stride_oc, stride_oh, stride_lc,
@@ -77,7 +78,7 @@ def _decode_chunk_kernel(
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
     kv_head = pid % NUM_KV_HEADS
-    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B, BLOCK_N)
+    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, min_chunk, BLOCK_B, BLOCK_N)
     if chunk_id < tl.sum(num_chunks, axis=0):  # the grid is an upper bound; surplus programs do nothing
         seq = tl.sum((ends <= chunk_id).to(tl.int32), axis=0)  # the sequence owning this chunk
         first_chunk = tl.sum(tl.where(offs_b == seq, ends - num_chunks, 0), axis=0)
@@ -145,14 +146,14 @@ def _decode_chunk_kernel(
 def _merge_kernel(
     # inputs: partials from _decode_chunk_kernel, seq_lens [B]; output out [B, Hq, D] in q's dtype
     part_out_ptr, part_lse_ptr, lens_ptr, out_ptr,
-    batch, target_chunks,
+    batch, target_chunks, min_chunk,
     stride_oc, stride_oh, stride_lc, stride_ob, stride_oh_final,
     HEAD_DIM: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """One program = one (sequence, query head): softmax-weighted sum of its chunks' partial outputs."""
     seq = tl.program_id(0)
     head = tl.program_id(1)
-    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, BLOCK_B, BLOCK_N)
+    offs_b, chunk, num_chunks, ends = _chunk_schedule(lens_ptr, batch, target_chunks, min_chunk, BLOCK_B, BLOCK_N)
     n = tl.sum(tl.where(offs_b == seq, num_chunks, 0), axis=0)
     first = tl.sum(tl.where(offs_b == seq, ends, 0), axis=0) - n
     offs_c = tl.arange(0, BLOCK_C)
@@ -188,6 +189,7 @@ class DecodeConfig:
     merge_warps: int = 1
     prefetch_pages: bool = False  # load the next tile's page ids one iteration ahead (helps only at 2 stages)
     maxnreg: int = 0  # cap on registers per thread (0: the compiler's): more programs per SM when latency binds
+    min_tiles: int = 0  # floor on a chunk, in tiles: fewer, longer programs when sum(seq_lens) is small
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
@@ -198,6 +200,8 @@ class DecodeConfig:
             raise ConfigError("DecodeConfig needs block_n >= 16 and merge_block >= 2")
         if self.num_stages < 1 or self.items_per_sm < 1 or not (self.maxnreg == 0 or 32 <= self.maxnreg <= 255):
             raise ConfigError("DecodeConfig needs num_stages >= 1, items_per_sm >= 1 and maxnreg 0 or 32..255")
+        if self.min_tiles < 0:
+            raise ConfigError(f"DecodeConfig.min_tiles must be >= 0, got {self.min_tiles}")
 
     def launch_options(self) -> dict:
         """Triton launch options past warps and stages: the register cap, only when set."""
@@ -281,7 +285,7 @@ def _launch_decode(
     k_scale, v_scale = kv_scales or (seq_lens, seq_lens)  # unread placeholders unless the cache is fp8
     _decode_chunk_kernel[(max_chunks * shape.num_kv_heads,)](
         q, k, v, table, seq_lens, k_scale, v_scale, part_out, part_lse,
-        shape.batch, target_chunks, scale * LOG2E,
+        shape.batch, target_chunks, config.min_tiles * config.block_n, scale * LOG2E,
         stride_qb=q.stride(0), stride_qh=q.stride(1),
         stride_kp=stride_kp, stride_ks=stride_ks, stride_kh=stride_kh,
         stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
@@ -295,7 +299,7 @@ def _launch_decode(
     )
     _merge_kernel[(shape.batch, shape.num_q_heads)](
         part_out, part_lse, seq_lens, out,
-        shape.batch, target_chunks,
+        shape.batch, target_chunks, config.min_tiles * config.block_n,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         stride_ob=out.stride(0), stride_oh_final=out.stride(1),
         HEAD_DIM=shape.head_dim, BLOCK_B=lanes, BLOCK_N=config.block_n, BLOCK_C=config.merge_block,

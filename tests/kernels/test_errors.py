@@ -84,7 +84,8 @@ def test_contiguous_regions_and_out(batch):
 
 
 @pytest.mark.parametrize("kwargs", [{"block_n": 48}, {"block_n": 8}, {"num_stages": 0}, {"items_per_sm": 0},
-                                    {"merge_block": 1}, {"maxnreg": 16}, {"maxnreg": 256}])
+                                    {"merge_block": 1}, {"maxnreg": 16}, {"maxnreg": 256},
+                                    {"min_tiles": -1}])
 def test_bad_decode_config(kwargs):
     with pytest.raises(ConfigError):
         DecodeConfig(**kwargs)

@@ -52,7 +52,9 @@ def test_bench_cases_paged_equals_contiguous(case, poison_scratch):
 @pytest.mark.parametrize("config", [DecodeConfig(block_n=32, num_warps=8, num_stages=4, items_per_sm=64),
                                     DecodeConfig(block_n=128, num_stages=3, items_per_sm=4),
                                     DecodeConfig(block_n=64, num_stages=2, prefetch_pages=True),
-                                    DecodeConfig(block_n=64, num_stages=4, items_per_sm=8, maxnreg=96)])
+                                    DecodeConfig(block_n=64, num_stages=4, items_per_sm=8, maxnreg=96),
+                                    DecodeConfig(block_n=64, items_per_sm=32, min_tiles=16, merge_block=32,
+                                                 merge_warps=4)])
 def test_configs(config, poison_scratch):
     data = make_decode_data(MIXED, 32, 8, 128, torch.bfloat16, CUDA, seed=3)
     k_cache, v_cache, table = paginate(data, 16)
