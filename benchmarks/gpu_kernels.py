@@ -30,7 +30,7 @@ from pabench.kernelbench.run import (NAMED_CASES, CaseSpec, KernelBenchConfig, c
 from pabench.kernels import (DecodeConfig, contiguous_decode_attention, contiguous_decode_reference,
                              paged_decode_attention)
 from pabench.kernels.checks import DecodeShape
-from pabench.kernels.decode import choose_decode_config
+from pabench.kernels.tiling import choose_decode_config
 
 START = time.time()
 

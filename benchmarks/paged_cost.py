@@ -230,7 +230,7 @@ def decode_sweep(p, batch: int = 256, seed: int = 0) -> None:
 
     from pabench import kernels
     from pabench.kernelbench.data import make_decode_data, paginate
-    from pabench.kernels.decode import DecodeConfig
+    from pabench.kernels.tiling import DecodeConfig
 
     rng = random.Random(seed)
     reqs = p.requests[:batch]

@@ -237,9 +237,7 @@ class BlockManager:
                 last.num_tokens = ps
             if self._enable_prefix_caching and last.content_hash is None:
                 self._prefix_cache.register_decoded(page_ids, seq._token_ids, len(page_ids) - 1)
-            page = self._pages.get(page_id)  # a fresh id is not live: build its Page here, not via __missing__
-            if page is None:
-                page = self._pages[page_id] = Page.fresh(page_id)
+            page = self._pages[page_id]
             page.ref_count, page.num_tokens = 1, 1
             page_ids.append(page_id)
             tails[page_id] = table
@@ -267,9 +265,8 @@ class BlockManager:
         try:
             for i in range(start, len(seqs)):
                 seq = seqs[i]
-                # Once per sequence per decode step: the test of append_slot (3) on the table's own fields, no
-                # Page touched, no method called (core-internal; the saving is in benchmarks/NOTES.md). A covered
-                # count off a page boundary implies a non-empty table; a missing table reads as -2 (slow path).
+                # Once per sequence per decode step: append_slot's test (3) on the table's own fields, no Page
+                # touched, no call (core-internal, benchmarks/NOTES.md); no table reads as -2 (the slow path).
                 table = seq.page_table
                 covered = table._num_tokens if table is not None else -2
                 if covered % page_size and covered == len(seq._token_ids) - 1 and not table._shared_tail:
@@ -385,8 +382,7 @@ class BlockManager:
 
     def _take_free_page(self) -> int | None:
         """A page to overwrite: a fresh one, else evict the least recently freed cached page; None if neither."""
-        page_id = self._fresh.take_or_none()
-        if page_id is not None:
+        if (page_id := self._fresh.take_or_none()) is not None:
             return page_id
         if not self._prefix_cache:
             return None

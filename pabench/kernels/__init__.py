@@ -5,8 +5,8 @@ write, and vendor/peer paths.
 under TRITON_INTERPRET=1 (slow, for tests).
 """
 
-from pabench.kernels.decode import (DecodeConfig, choose_decode_config, contiguous_decode_attention,
-                                    paged_decode_attention, variant_batches)
+from pabench.kernels.decode import contiguous_decode_attention, paged_decode_attention
+from pabench.kernels.tiling import DecodeConfig, choose_decode_config, variant_batches
 from pabench.kernels.kv_write import write_kv
 from pabench.kernels.mixed import (MixedConfig, MixedSchedule, contiguous_mixed_attention, mixed_schedule,
                                    paged_mixed_attention, unified_supported)

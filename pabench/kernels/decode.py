@@ -12,9 +12,6 @@ Reference: `pabench.kernels.reference.paged_decode_reference` (gather, then fp32
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -24,6 +21,7 @@ from pabench.kernels.checks import (DecodeShape, check_contiguous_values, check_
                                     check_triton_decode, resolve_impl)
 from pabench.kernels.batched import contiguous_decode_batched, paged_decode_batched
 from pabench.kernels.fp8 import check_scales, dot_query, is_fp8
+from pabench.kernels.tiling import DecodeConfig, block_b, choose_decode_config, num_sms
 
 LOG2E = 1.4426950408889634
 POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a chunk left unwritten shows up
@@ -177,62 +175,6 @@ def _merge_kernel(
     tl.store(out_ptr + seq * stride_ob + head * stride_oh_final + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
-@dataclass(frozen=True)
-class DecodeConfig:
-    """Tiling of the decode kernels. `items_per_sm` sets how many (chunk, KV head) items the work is cut into."""
-
-    block_n: int = 64  # KV tokens per tile
-    num_warps: int = 4
-    num_stages: int = 2
-    items_per_sm: int = 16  # target work items per SM; the chunk size follows from sum(seq_lens) on device
-    merge_block: int = 8  # partials merged per step
-    merge_warps: int = 1
-    prefetch_pages: bool = False  # load the next tile's page ids one iteration ahead (helps only at 2 stages)
-    maxnreg: int = 0  # cap on registers per thread (0: the compiler's): more programs per SM when latency binds
-    min_tiles: int = 0  # floor on a chunk, in tiles: fewer, longer programs when sum(seq_lens) is small
-
-    def __post_init__(self) -> None:
-        for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
-            value = getattr(self, name)
-            if value < 1 or value & (value - 1):
-                raise ConfigError(f"DecodeConfig.{name} must be a power of two, got {value}")
-        if self.block_n < 16 or self.merge_block < 2:
-            raise ConfigError("DecodeConfig needs block_n >= 16 and merge_block >= 2")
-        if self.num_stages < 1 or self.items_per_sm < 1 or not (self.maxnreg == 0 or 32 <= self.maxnreg <= 255):
-            raise ConfigError("DecodeConfig needs num_stages >= 1, items_per_sm >= 1 and maxnreg 0 or 32..255")
-        if self.min_tiles < 0:
-            raise ConfigError(f"DecodeConfig.min_tiles must be >= 0, got {self.min_tiles}")
-
-    def launch_options(self) -> dict:
-        """Triton launch options past warps and stages: the register cap, only when set."""
-        return {"maxnreg": self.maxnreg} if self.maxnreg else {}
-
-
-@functools.lru_cache(maxsize=8)
-def num_sms(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device; 2 for the CPU interpreter (keeps test grids small)."""
-    if device.type != "cuda":
-        return 2
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-LARGE_BATCH = 128  # batches above this get the large-batch tiling
-
-
-def block_b(batch: int) -> int:
-    """Lanes of the in-kernel chunk schedule: a power of two >= batch, few distinct values (fewer recompiles)."""
-    return max(64, triton.next_power_of_2(batch))
-
-
-def variant_batches(max_batch: int) -> list[int]:
-    """The smallest batch of each compiled decode-kernel variant up to `max_batch` (tiling, BLOCK_B, Triton's
-    specialization of `batch`: == 1, divisible by 16): warming these keeps compiles out of timed eager steps."""
-    seen: dict[tuple, int] = {}
-    for b in range(1, max_batch + 1):
-        seen.setdefault((block_b(b), b > LARGE_BATCH, b == 1, b % 16 == 0), b)
-    return sorted(seen.values())
-
-
 def num_compiled() -> int:
     """Decode-kernel binaries compiled in this process (chunk + merge): a test that a warm-up left none to compile."""
     total = 0
@@ -243,28 +185,13 @@ def num_compiled() -> int:
     return total
 
 
-@functools.lru_cache(maxsize=256)
-def choose_decode_config(shape: DecodeShape, dtype: torch.dtype) -> DecodeConfig:
-    """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md): 64-token
-    tiles; ~8 work items per SM for small batches (bigger chunks, fewer partials) and ~16 for large ones, whose
-    mixed lengths balance better in smaller chunks."""
-    block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
-    if dtype == torch.float32:
-        block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
-    if shape.batch <= LARGE_BATCH:
-        return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=8)
-    # large batches (mixed lengths, many short chunks): smaller chunks, and the next tile's page ids loaded
-    # one iteration ahead so the table -> K/V load chain leaves the critical path of short loops
-    return DecodeConfig(block_n=block_n, num_stages=3, items_per_sm=16, prefetch_pages=True)
-
-
 def _launch_decode(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor, seq_lens: torch.Tensor,
     shape: DecodeShape, scale: float, paged: bool, config: DecodeConfig | None, out: torch.Tensor | None,
     kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Allocate partials, launch the chunk kernel over an upper-bound grid, then the merge kernel."""
-    config = config or choose_decode_config(shape, q.dtype)
+    config = config or choose_decode_config(shape, q.dtype, kv_fp8=kv_scales is not None, paged=paged)
     q = q if q.stride(-1) == 1 else q.contiguous()
     target_chunks = max(1, -(-num_sms(q.device) * config.items_per_sm // shape.num_kv_heads))
     max_chunks = target_chunks + shape.batch  # sum(ceil(len/chunk)) <= sum(len)/chunk + batch
@@ -394,4 +321,4 @@ def contiguous_decode_attention(
     return _into(out, contiguous_decode_batched(q, k_slab, v_slab, seq_starts, seq_lens, scale, k_scale, v_scale))
 
 
-__all__ = ["DecodeConfig", "choose_decode_config", "contiguous_decode_attention", "paged_decode_attention"]
+__all__ = ["contiguous_decode_attention", "paged_decode_attention"]
