@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One device call after a change to the decode tiling (issue 19) or the block manager's hot path (issue 15):
+#   OUT=/tmp/d1 bash benchmarks/gpu_decode_check.sh
+# Stages (STAGES, default all): tests (the decode, fp8 and graph GPU tests), models (`pabench kernels --models all`
+# in bf16 and fp8), cases (`pabench kernels --case all` in fp8, CUDA-graph timing), equal4 (issue 15's
+# equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py). The device returns
+# at most 8 files, so the equal-batch runs come back as one tarball.
+set -uo pipefail
+OUT=${OUT:?set OUT}
+mkdir -p "$OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+STAGES=${STAGES-"tests models cases equal4"}
+log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
+run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+
+log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
+log "commit: ${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+
+want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "fp8 or config or graph"
+IMPLS=triton-paged,triton-contiguous
+want models && run $PY -m pabench kernels --models all --impls $IMPLS --csv "$OUT/models_bf16.csv"
+want models && run $PY -m pabench kernels --models all --impls $IMPLS --kv-dtype fp8 --csv "$OUT/models_fp8.csv"
+want cases && run $PY -m pabench kernels --case all --page-sizes 16 --cuda-graphs --impls $IMPLS --kv-dtype fp8 \
+    --csv "$OUT/cases_fp8.csv"
+if want equal4; then
+    E="--workload sharegpt-like --model llama-3-8b --layers 4 --dtype bf16 --max-num-seqs 256 --max-model-len 2048"
+    mkdir -p "$OUT/equal4"
+    for r in a b c d; do
+        case $r in a|c) B=paged,contiguous-oracle ;; *) B=contiguous-oracle,paged ;; esac
+        run $PY -m pabench run $E --kv-budget 4GiB --backend $B --no-progress --csv "$OUT/equal4/equal4_$r.csv" \
+            --json "$OUT/equal4/equal4_$r.json"
+    done
+    run $PY benchmarks/equal_batch_report.py "$OUT"/equal4/equal4_*.json
+    tar -C "$OUT" -czf "$OUT/equal4.tar.gz" equal4 && rm -r "$OUT/equal4"
+fi
