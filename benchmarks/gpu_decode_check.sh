@@ -22,9 +22,8 @@ log "commit: ${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo 
 
 want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "fp8 or config or graph"
 IMPLS=triton-paged,triton-contiguous
-want models && run $PY -m pabench kernels --models all --cuda-graphs --impls $IMPLS --csv "$OUT/models_bf16.csv"
-want models && run $PY -m pabench kernels --models all --cuda-graphs --impls $IMPLS --kv-dtype fp8 \
-    --csv "$OUT/models_fp8.csv"
+want models && run $PY -m pabench kernels --models all --impls $IMPLS --csv "$OUT/models_bf16.csv"
+want models && run $PY -m pabench kernels --models all --impls $IMPLS --kv-dtype fp8 --csv "$OUT/models_fp8.csv"
 want cases && run $PY -m pabench kernels --case all --page-sizes 16 --cuda-graphs --impls $IMPLS --kv-dtype fp8 \
     --csv "$OUT/cases_fp8.csv"
 if want equal4; then

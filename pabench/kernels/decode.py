@@ -66,16 +66,13 @@ def _decode_chunk_kernel(
     NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
     PAGED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
     PREFETCH_PAGES: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr, KV_FP8: tl.constexpr,
-    FP8_DOT: tl.constexpr,
 ):
     """One program = one KV chunk of one sequence for one KV head and all GROUP query heads sharing it.
 
     PREFETCH_PAGES loads the next tile's page ids one iteration ahead, so the K/V addresses of a tile never wait on
     a load of the same iteration (the software pipeliner then treats paged like direct addressing). KV_FP8: K/V
     tiles are e4m3, converted to fp16 (fp32 for fp32 q) in registers; the per-tensor scales fold into the score
-    scale (K) and the final normalisation (V), so dequantising costs no multiply per element. FP8_DOT (fp16 q over
-    an fp8 cache only): 1 = q rounded to e4m3 too, so q.K^T runs on fp8 tensor cores with no conversion of K; 2 =
-    also p (times 256) in e4m3 against raw V, as FlashAttention-3's fp8 path does."""
+    scale (K) and the final normalisation (V), so dequantising costs no multiply per element."""
     pid = tl.program_id(0)
     chunk_id = pid // NUM_KV_HEADS
     kv_head = pid % NUM_KV_HEADS
@@ -95,9 +92,6 @@ def _decode_chunk_kernel(
         q = tl.load(q_ptr + seq * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :],
                     mask=h_mask[:, None], other=0.0)  # [BLOCK_H, HEAD_DIM]
         q, qk_scale = dot_query(q, sm_scale_log2, k_scale_ptr, KV_FP8, DOT_UPCAST)  # q as the dots take it
-        if FP8_DOT > 0 and KV_FP8 and q.dtype == tl.float16:  # fp16_query left |q| < 2^14: / 64 fits e4m3's 448
-            q = (q.to(tl.float32) * 0.015625).to(tl.float8e4nv)
-            qk_scale = qk_scale * 64.0
         k_base = k_ptr + kv_head * stride_kh
         v_base = v_ptr + kv_head * stride_vh
         if PAGED:
@@ -125,7 +119,7 @@ def _decode_chunk_kernel(
                 k_rows = (seq_start + tok) * stride_ks
                 v_rows = (seq_start + tok) * stride_vs
             k = tl.load(k_base + k_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-            if k.dtype != q.dtype:  # e4m3 -> fp16 (or bf16 -> fp32 in the interpreter); none under FP8_DOT
+            if KV_FP8 or DOT_UPCAST:
                 k = k.to(q.dtype)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_H, BLOCK_N]
             s = tl.where(tok_mask[None, :], s, float("-inf"))
@@ -134,16 +128,9 @@ def _decode_chunk_kernel(
             p = tl.exp2(s - m_new[:, None])  # [BLOCK_H, BLOCK_N]
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + v_rows[:, None] + offs_d[None, :], mask=tok_mask[:, None], other=0.0)  # [N, D]
-            if q.dtype == tl.float8e4nv:
-                if FP8_DOT == 2:
-                    pv = tl.dot((p * 256.0).to(tl.float8e4nv), v) * 0.00390625  # [BLOCK_H, D]
-                else:
-                    pv = tl.dot(p.to(tl.float16), v.to(tl.float16))
-            else:
-                if v.dtype != q.dtype:
-                    v = v.to(q.dtype)
-                pv = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-            acc = acc * alpha[:, None] + pv
+            if KV_FP8 or DOT_UPCAST:
+                v = v.to(q.dtype)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
 
         if KV_FP8:
@@ -235,7 +222,6 @@ def _launch_decode(
         BLOCK_H=max(16, triton.next_power_of_2(shape.group)),
         BLOCK_N=config.block_n, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         DOT_UPCAST=q.dtype == torch.bfloat16 and q.device.type != "cuda", KV_FP8=kv_scales is not None,
-        FP8_DOT=config.fp8_dot,
         num_warps=config.num_warps, num_stages=config.num_stages, **config.launch_options(),
     )
     _merge_kernel[(shape.batch, shape.num_q_heads)](

@@ -31,7 +31,6 @@ class DecodeConfig:
     prefetch_pages: bool = False  # load the next tile's page ids one iteration ahead (helps only at 2 stages)
     maxnreg: int = 0  # cap on registers per thread (0: the compiler's): more programs per SM when latency binds
     min_tiles: int = 0  # floor on a chunk, in tiles: fewer, longer programs when sum(seq_lens) is small
-    fp8_dot: int = 0  # over an fp8 cache: 1 = q in e4m3 for q.K^T on fp8 tensor cores, 2 = p.V in e4m3 too
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps", "merge_block", "merge_warps"):
@@ -42,9 +41,8 @@ class DecodeConfig:
             raise ConfigError("DecodeConfig needs block_n >= 16 and merge_block >= 2")
         if self.num_stages < 1 or self.items_per_sm < 1 or not (self.maxnreg == 0 or 32 <= self.maxnreg <= 255):
             raise ConfigError("DecodeConfig needs num_stages >= 1, items_per_sm >= 1 and maxnreg 0 or 32..255")
-        if self.min_tiles < 0 or self.fp8_dot not in (0, 1, 2):
-            raise ConfigError(f"DecodeConfig needs min_tiles >= 0 and fp8_dot 0, 1 or 2, got {self.min_tiles}, "
-                              f"{self.fp8_dot}")
+        if self.min_tiles < 0:
+            raise ConfigError(f"DecodeConfig.min_tiles must be >= 0, got {self.min_tiles}")
 
     def launch_options(self) -> dict:
         """Triton launch options past warps and stages: the register cap, only when set."""
