@@ -21,8 +21,10 @@ from pabench.errors import OutOfPagesError
 class DeviceBlockTable:
     """Rows of page ids on the device, one per running sequence, plus the pending writes not yet there."""
 
+    WRITE_ROWS = 4  # rows of max_num_seqs the write descriptor ([2, 2 * max_num_seqs]) takes in a shared upload
+
     def __init__(self, max_num_seqs: int, max_pages_per_seq: int, scratch_page: int,
-                 device: torch.device | str) -> None:
+                 device: torch.device | str, shared: tuple[PinnedUpload, int] | None = None) -> None:
         self.max_pages_per_seq = max_pages_per_seq
         self.padding_row = max_num_seqs  # all scratch page
         self.tensor = torch.zeros(max_num_seqs + 1, max_pages_per_seq, dtype=torch.int32,
@@ -37,9 +39,17 @@ class DeviceBlockTable:
         # (in the CUDA graph): one async copy instead of three torch calls. Unused entries rewrite the padding row's
         # first entry with the scratch page it already holds; more than the cap (after big admissions) is flushed
         # eagerly first.
+        # `shared` (upload, first row): the descriptor is WRITE_ROWS rows of a [rows, max_num_seqs] upload that the
+        # caller fills through `stage_writes(desc=)` and sends with the rest of its step (one copy, not two).
         self.writes_cap = 2 * max_num_seqs
         self._noop_write = (self.padding_row * max_pages_per_seq, scratch_page)
-        self._writes = PinnedUpload((2, self.writes_cap), self._noop_write, torch.device(device))  # [2, cap]
+        self._shared = shared
+        if shared is None:
+            self._writes = PinnedUpload((2, self.writes_cap), self._noop_write, torch.device(device))  # [2, cap]
+            self._writes_tensor = self._writes.tensor  # [2, cap]
+        else:
+            upload, row = shared  # its rows must start as `noop_rows`
+            self._writes_tensor = upload.tensor[row:row + self.WRITE_ROWS].view(2, self.writes_cap)  # [2, cap]
         self.writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
 
     @property
@@ -49,6 +59,12 @@ class DeviceBlockTable:
     @property
     def num_pending(self) -> int:
         return len(self._pending)
+
+    @staticmethod
+    def noop_rows(max_num_seqs: int, max_pages_per_seq: int, scratch_page: int) -> tuple[int, ...]:
+        """The first values of a shared upload's WRITE_ROWS rows: every write a no-op (see `__init__`)."""
+        noop_index = max_num_seqs * max_pages_per_seq  # the padding row's first entry
+        return (noop_index, noop_index, scratch_page, scratch_page)
 
     def attach(self, seq_id: int, page_ids: Iterable[int], what: str) -> None:
         """Give `seq_id` a row and record its pages (an admission or a fork)."""
@@ -67,12 +83,19 @@ class DeviceBlockTable:
         """Entry `index` of the sequence's row now names `page_id` (a new last page, or its copy)."""
         self._pending[self.rows[seq_id] * self.max_pages_per_seq + index] = page_id
 
-    def stage_writes(self) -> None:
-        """Host side: put the pending writes into the step's descriptor (one async copy; see `apply_writes`)."""
+    def stage_writes(self, shared_host: np.ndarray | None = None) -> None:
+        """Host side: put the pending writes into the step's descriptor (one async copy; see `apply_writes`). With
+        a shared upload, `shared_host` is this step's host buffer of it: fill the rows, the caller sends."""
         k = len(self._pending)
         if k > self.writes_cap:
             self.flush()
             k = 0
+        if shared_host is not None:  # this host buffer last held the step before last's writes: rewrite it all
+            row = self._shared[1]
+            desc = shared_host[row:row + self.WRITE_ROWS].reshape(2, self.writes_cap)  # [2, cap] view
+            self._drain_pending(desc)
+            desc[0, k:], desc[1, k:] = self._noop_write
+            return
         if not k and not self.writes_dirty:
             return  # the device descriptor already holds only no-ops
         desc = self._writes.host()  # [2, cap]
@@ -83,7 +106,7 @@ class DeviceBlockTable:
 
     def apply_writes(self) -> None:
         """Device side (graph-capturable): apply this step's descriptor (idempotent: applying twice is harmless)."""
-        writes = self._writes.tensor  # [2, cap] (flat index, page id)
+        writes = self._writes_tensor  # [2, cap] (flat index, page id)
         self.tensor.view(-1).index_put_((writes[0],), writes[1].to(torch.int32))
 
     def flush(self) -> None:

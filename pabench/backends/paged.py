@@ -13,7 +13,7 @@ import torch
 
 from pabench.backends.base import KVLayout, PrefillBatch, PrefillMeta, attend_prefill
 from pabench.backends.block_table import DeviceBlockTable
-from pabench.backends.staging import StagedBatch
+from pabench.backends.staging import PinnedUpload, StagedBatch
 from pabench.core import BlockManager, Sequence
 from pabench.errors import ConfigError, OutOfPagesError, SequenceStateError
 from pabench.core.memory import MemorySnapshot
@@ -84,10 +84,16 @@ class PagedBackend:
         self.v_pool = torch.empty(L, num_pages + 1, page_size, H, D, dtype=dt, device=dev)  # [L, P + 1, page, H, D]
         self.max_pages_per_seq = -(-max_model_len // page_size)
         # The persistent device block table (one row per running sequence, plus the padding row).
-        self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev)
+        # A decode step's (block-table row, length) per sequence and its block-table writes travel in one upload:
+        # the staged descriptor's rows, then the writes' (padding rows read the padding row, length 1).
+        noop = DeviceBlockTable.noop_rows(max_num_seqs, self.max_pages_per_seq, self.scratch_page)
+        rows = StagedBatch.DESC_ROWS
+        self._upload = PinnedUpload((rows + DeviceBlockTable.WRITE_ROWS, max_num_seqs), (0,) * rows + noop,
+                                    torch.device(dev))  # [7, max_seqs]
+        self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev,
+                                      shared=(self._upload, rows))
         self.scratch_ref = self.table.padding_row  # a kv_ref that reads only the scratch page (kernel warm-ups)
-        # The decode batch's (block-table row, length) per sequence; padding rows read the padding row, length 1.
-        self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev)
+        self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev, shared=self._upload)
         self._live: dict[int, Sequence] = {}
         self.kv_copied_bytes = 0  # K/V bytes copied on write, every layer
         self._decode: tuple[torch.Tensor, torch.Tensor] | None = None  # (page table rows, seq_lens)
@@ -186,12 +192,14 @@ class PagedBackend:
         return self.decode_meta(len(seqs))
 
     def stage_decode(self, seqs: list[Sequence], batch: int) -> None:
-        """Host side of a decode step: stage the block-table writes and the rows and lengths (one copy each).
+        """Host side of a decode step: stage the block-table writes and the rows and lengths (one copy for both).
 
         Rows `len(seqs)..batch` are padding (CUDA-graph buckets): the scratch row, length 1.
         """
-        self.table.stage_writes()
-        self._staged.stage(seqs, batch, self._decode_fields)
+        host = self._upload.host()  # [7, max_seqs] this step's buffer: rows and lengths, then the table's writes
+        self.table.stage_writes(host)
+        self._staged.stage(seqs, batch, self._decode_fields, host)
+        self._upload.send()
 
     def _decode_fields(self, seqs: list[Sequence]) -> tuple[list[int], list[int]]:
         row = self.table.rows

@@ -59,11 +59,16 @@ class StagedBatch:
 
     `stage(seqs, batch, fields)` (host) then `apply(batch)` (device, graph-capturable) make `buf` current."""
 
-    def __init__(self, max_num_seqs: int, pad: tuple[int, int], dtype: torch.dtype, device) -> None:
+    DESC_ROWS = 3  # rows of the descriptor, for a caller that ships it inside its own upload (`shared`)
+
+    def __init__(self, max_num_seqs: int, pad: tuple[int, int], dtype: torch.dtype, device,
+                 shared: PinnedUpload | None = None) -> None:
         device = torch.device(device)
         self.buf = torch.zeros(2, max_num_seqs, dtype=dtype, device=device)  # [2, max_seqs] (key, counter) per row
         # Descriptor per row: source row in the last buffer (-1: new row), then the new row's key and counter.
-        self._desc = PinnedUpload((3, max_num_seqs), (0, 0, 0), device)  # [3, max_seqs]
+        # `shared`: the descriptor is its first DESC_ROWS rows, filled through `stage(..., desc=)` and sent by the
+        # caller with the rest of that upload (one copy per step for everything the step stages).
+        self._desc = shared or PinnedUpload((3, max_num_seqs), (0, 0, 0), device)  # [>= 3, max_seqs]
         self._rows = np.arange(max_num_seqs, dtype=np.int64)  # [max_seqs] "row i comes from row i"
         self.pad = pad
         self._seqs: list = []  # the sequences the buffer holds (once applied), in row order
@@ -83,10 +88,12 @@ class StagedBatch:
     def counters(self) -> torch.Tensor:
         return self.buf[1]  # [max_seqs]
 
-    def stage(self, seqs: list, batch: int, fields: FieldsFn) -> None:
+    def stage(self, seqs: list, batch: int, fields: FieldsFn, desc: np.ndarray | None = None) -> None:
         """Host side: describe how rows 0..batch-1 follow from the last step's (kept rows count one more; new
-        rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer."""
-        n, desc = len(seqs), self._desc.host()  # [3, max_seqs]
+        rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer;
+        with `desc` (this step's host buffer of a shared upload), only fill it: the caller sends it."""
+        own = desc is None
+        n, desc = len(seqs), self._desc.host() if own else desc  # [>= 3, max_seqs]
         keep = self._plan(seqs)
         if keep is None:  # rebuild every row from the host
             desc[0, :n] = -1
@@ -99,7 +106,8 @@ class StagedBatch:
         desc[0, n:batch] = -1
         desc[1, n:batch] = self.pad[0]
         desc[2, n:batch] = self.pad[1]
-        self._desc.send()
+        if own:
+            self._desc.send()
         self._seqs = list(seqs)
 
     def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:

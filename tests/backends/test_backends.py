@@ -193,11 +193,43 @@ def test_paged_block_table_writes_ride_the_decode_descriptor_and_overflow_flushe
         b.grow_many(seqs)
         assert b.table.num_pending == 2
         b.stage_decode(seqs, 2)
-        assert not b.table.num_pending and b.table.writes_dirty
+        assert not b.table.num_pending
         b.decode_meta(2)
         for s in seqs:
             assert b.table.tensor[b.table.rows[s.seq_id], : len(s.page_table)].tolist() == s.page_table.page_ids
     assert b.table.tensor[2].tolist() == [b.scratch_page] * b.max_pages_per_seq  # the no-op target is untouched
+
+
+def test_a_decode_step_stages_rows_and_table_writes_in_one_upload_and_no_stale_write_returns(monkeypatch):
+    """Rows, lengths and block-table writes share one pinned upload (one copy per step). Its two host buffers
+    alternate, so a buffer comes back holding the writes of the step before last: they must not be re-applied
+    once that sequence's row belongs to another sequence."""
+    from pabench.backends.staging import PinnedUpload
+
+    sends = []
+    real_send = PinnedUpload.send
+    monkeypatch.setattr(PinnedUpload, "send", lambda self: (sends.append(self), real_send(self))[1])
+    b = PagedBackend(LAYOUT, page_size=4, num_pages=64, max_num_seqs=2, max_model_len=32)
+    seqs = [seq(0, 3), seq(1, 5)]
+    for s in seqs:
+        b.admit(s, 32)
+        s.num_computed_tokens = s.num_tokens
+    for step in range(9):
+        if step == 4:  # sequence 0 leaves, a new one takes its block-table row
+            b.release(seqs[0])
+            seqs[0] = seq(2, 6)
+            b.admit(seqs[0], 32)
+            seqs[0].num_computed_tokens = seqs[0].num_tokens
+        for s in seqs:
+            s.append_token(1)
+        b.grow_many(seqs)
+        b.table.flush() if step == 4 else None  # the admission's pages go eagerly, as a prefill step does
+        sends.clear()
+        b.stage_decode(seqs, 2)
+        assert len(sends) == 1  # one copy for the step's rows, lengths and table writes
+        b.decode_meta(2)
+        check_table(b, seqs)
+    assert b.table.tensor[2].tolist() == [b.scratch_page] * b.max_pages_per_seq
 
 
 def test_backends_answer_their_own_questions():
