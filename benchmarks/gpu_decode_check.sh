@@ -3,8 +3,10 @@
 #   OUT=/tmp/d1 bash benchmarks/gpu_decode_check.sh
 # Stages (STAGES, default all): tests (the decode, fp8 and graph GPU tests), models (`pabench kernels --models all`
 # in bf16 and fp8), cases (`pabench kernels --case all` in fp8, CUDA-graph timing), equal4 (issue 15's
-# equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py). The device returns
-# at most 8 files, so the equal-batch runs come back as one tarball.
+# equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py), levers (issue 19's
+# 32-layer fp8 evidence as one `pabench sweep` over KV budgets 1 and 2 GiB x kv dtypes auto and fp8, paged and
+# contiguous-oracle; not in the default). The device returns at most 8 files, so the equal-batch runs come back as
+# one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
@@ -37,3 +39,6 @@ if want equal4; then
     run $PY benchmarks/equal_batch_report.py "$OUT"/equal4/equal4_*.json
     tar -C "$OUT" -czf "$OUT/equal4.tar.gz" equal4 && rm -r "$OUT/equal4"
 fi
+want levers && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
+    --kv-budgets 1GiB,2GiB --kv-dtypes auto,fp8 --page-sizes 16 --num-requests 300 --max-num-seqs 256 \
+    --backend paged,contiguous-oracle --no-progress --csv "$OUT/levers_32l.csv"
