@@ -2,11 +2,11 @@
 # One device call after a change to the decode tiling (issue 19) or the block manager's hot path (issue 15):
 #   OUT=/tmp/d1 bash benchmarks/gpu_decode_check.sh
 # Stages (STAGES, default all): tests (the decode, fp8 and graph GPU tests), models (`pabench kernels --models all`
-# in bf16 and fp8), cases (`pabench kernels --case all` in fp8, CUDA-graph timing), equal4 (issue 15's
-# equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py), levers (issue 19's
-# 32-layer fp8 evidence as one `pabench sweep` over KV budgets 1 and 2 GiB x kv dtypes auto and fp8, paged and
-# contiguous-oracle; not in the default). The device returns at most 8 files, so the equal-batch runs come back as
-# one tarball.
+# in bf16 and fp8, CUDA-graph replays), cases (`pabench kernels --case all` in fp8, CUDA-graph timing), equal4
+# (issue 15's equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py),
+# levers (issue 19's 32-layer fp8 evidence as one `pabench sweep` over KV budgets 1 and 2 GiB x kv dtypes auto and
+# fp8, paged and contiguous-oracle; not in the default). The device returns at most 8 files, so the equal-batch
+# runs come back as one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
 mkdir -p "$OUT"
@@ -24,8 +24,9 @@ log "commit: ${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo 
 
 want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "fp8 or config or graph"
 IMPLS=triton-paged,triton-contiguous
-want models && run $PY -m pabench kernels --models all --impls $IMPLS --csv "$OUT/models_bf16.csv"
-want models && run $PY -m pabench kernels --models all --impls $IMPLS --kv-dtype fp8 --csv "$OUT/models_fp8.csv"
+want models && run $PY -m pabench kernels --models all --cuda-graphs --impls $IMPLS --csv "$OUT/models_bf16.csv"
+want models && run $PY -m pabench kernels --models all --cuda-graphs --impls $IMPLS --kv-dtype fp8 \
+    --csv "$OUT/models_fp8.csv"
 want cases && run $PY -m pabench kernels --case all --page-sizes 16 --cuda-graphs --impls $IMPLS --kv-dtype fp8 \
     --csv "$OUT/cases_fp8.csv"
 if want equal4; then

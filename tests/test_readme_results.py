@@ -380,3 +380,24 @@ def test_fp8_kernel_sentence_follows_s14_1():
     assert (f"({a.loc['triton-paged', 'median_us']:.0f} vs {a16.loc['triton-paged', 'median_us']:.0f} µs"
             in README)
     assert f"the contiguous slab reaches {a.loc['triton-contiguous', 'pct_of_copy_bw']:.0f}%" in README
+
+
+def test_fp8_kernel_tiling_sentence_follows_s15_3_and_s15_4():
+    """The README's numbers for the fp8 tiling (s15-3's cases) and for the e4m3-dot experiment (s15-4's log)."""
+    frame = pd.read_csv(KERNELS / "s15-3-decode-check-h200" / "cases_fp8.csv")
+    rows = {case: frame[frame["case"] == case].set_index("impl") for case in ("a", "b")}
+    a, b = rows["a"], rows["b"]
+    paged, contiguous = a.loc["triton-paged"], a.loc["triton-contiguous"]
+    assert (f"case a now reads {paged['pct_of_copy_bw']:.0f}% of the copy bandwidth ({paged['median_us']:.0f} µs; "
+            f"contiguous {contiguous['pct_of_copy_bw']:.0f}%, paged / contiguous "
+            f"{paged['paged_over_contiguous']:.2f})") in " ".join(README.split())
+    assert (f"case b {b.loc['triton-paged', 'pct_of_copy_bw']:.0f}% (paged / contiguous "
+            f"{b.loc['triton-paged', 'paged_over_contiguous']:.2f})") in " ".join(README.split())
+    log = (KERNELS / "s15-4-fp8-dot-h200" / "log.txt").read_text()
+    times = {}
+    for line in log.splitlines():
+        if " heuristic " in line:  # "case a fp8_dot 1 heuristic ...: paged 202.8 us (62.5% copy), ..."
+            case, dot = line.split()[1], int(line.split()[3])
+            times[case, dot] = float(line.split(": paged ")[1].split(" us")[0])
+    for case in ("a", "b"):  # "the same time": every way into the dots within 2% of the fp16 path
+        assert all(abs(times[case, dot] / times[case, 0] - 1) < 0.02 for dot in (1, 2)), times
