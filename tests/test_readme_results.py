@@ -215,6 +215,22 @@ def test_equal_batch_table_matches_s9_6():
             near(cells[9], f["peak_host_ms"])
 
 
+def test_equal_batch_reruns_follow_s15_3_and_s15_5():
+    """The two 2026-12-04 reruns' medians and ranges, as the paragraph under the equal-batch table gives them."""
+    report = _equal_batch_report()
+    text = " ".join(README.split())
+    runs = [report.report(sorted(folder.glob("equal4_*.json"))) for folder in
+            (KERNELS / "s15-3-decode-check-h200" / "equal4", E2E / "s15-5-equal4-levers-h200" / "equal4")]
+    assert (f"tok/s medians {runs[0]['median']['output_tok_s']:.3f} and {runs[1]['median']['output_tok_s']:.3f}"
+            in text)
+    files = [f for r in runs for f in r["files"]]
+    decode = [f["decode_device_ms"] for f in files]
+    host = [f["peak_host_ms"] for f in files]
+    assert f"decode device {min(decode):.3f}–{max(decode):.3f} in every run" in text
+    assert (f"{min(host):.2f}–{max(host):.2f}× (medians {runs[0]['median']['peak_host_ms']:.2f} and "
+            f"{runs[1]['median']['peak_host_ms']:.2f})") in text
+
+
 def test_full32_table_matches_s9_7():
     rows = table("| 32 layers, default engine |")
     assert len(rows) == 2
@@ -367,6 +383,36 @@ def test_fp8_32_layer_table_matches_s14_4():
     folder = E2E / "s14-4-fp8-e2e-32l-h200"
     _check_fp8_table(folder, "| KV budget (32 layers) | backend | kv_dtype")
     _check_levers(folder, (("1GiB", (1.67, 1.83, 2.56)), ("2GiB", (1.49, 1.71, 2.18))))
+
+
+def test_fp8_32_layer_sweep_table_matches_s15_5():
+    """The 32-layer fp8 table from one `sweep --kv-dtypes auto,fp8`, its levers and its before/after gains."""
+    frame = pd.read_csv(E2E / "s15-5-equal4-levers-h200" / "levers_32l.csv")
+    rows = table("| KV budget (32 layers, sweep) | backend | kv_dtype")
+    assert len(rows) == 8
+
+    def run(budget: str, kv: str, backend: str) -> pd.Series:
+        at = frame[(frame["sweep_kv_budget_bytes"] == number(budget) * 2**30) & (frame["sweep_kv_dtype"] == kv)]
+        return at[at["backend"] == backend].iloc[0]
+
+    for budget, backend, kv, tok_s, batch, ratio in rows:
+        r = run(budget, kv, backend)
+        same(tok_s, round(r["output_tok_per_s"]))
+        same(batch, r["concurrency_mean"])
+        same(ratio, r["output_tok_per_s"] / run(budget, "auto", "paged")["output_tok_per_s"])
+    text = " ".join(README.split())
+    for budget, phrase in (("1 GiB", "at 1 GiB paging {}x, fp8 {}x, both {}x"), ("2 GiB", "at 2 GiB {}x, {}x, {}x")):
+        oracle = run(budget, "auto", "contiguous-oracle")["output_tok_per_s"]
+        got = [run(budget, kv, b)["output_tok_per_s"] / oracle
+               for kv, b in (("auto", "paged"), ("fp8", "contiguous-oracle"), ("fp8", "paged"))]
+        assert phrase.format(*(f"{g:.2f}" for g in got)) in text, (budget, got)
+    old = E2E / "s14-4-fp8-e2e-32l-h200"
+    gains = [run(f"{g} GiB", "fp8", "paged")["output_tok_per_s"]
+             / row_of(old / f"e2e_{g}GiB_fp8.csv", "paged")["output_tok_per_s"] - 1 for g in (1, 2)]
+    assert f"gained {gains[0]:.0%} at 1 GiB" in text and f"and {gains[1]:.0%} at 2 GiB" in text
+    drift = [abs(run(f"{g} GiB", "auto", b)["output_tok_per_s"] / row_of(old / f"e2e_{g}GiB_auto.csv", b)[
+        "output_tok_per_s"] - 1) for g in (1, 2) for b in ("paged", "contiguous-oracle")]
+    assert max(drift) < 0.04 and "bf16 rows are within 4%" in text
 
 
 def test_fp8_kernel_sentence_follows_s14_1():

@@ -11,7 +11,8 @@ def test_paged_keeps_up_with_oracle_at_equal_batch():
     p = prepare(RunConfig(workload="default", backends=("paged", "contiguous-oracle"), kv_budget_bytes=256 << 20,
                           num_requests=32))
     ratios = []
-    for rnd in range(3):  # alternate the order: a machine that speeds up or slows down hits both alike
+    for rnd in range(5):  # alternate the order: a machine that speeds up or slows down hits both alike; five, so
+        # one burst of load from another process (a 0.45 was seen) cannot carry the median
         order = p.config.backends if rnd % 2 == 0 else p.config.backends[::-1]
         records = {b: run_backend(p, b) for b in order}
         paged, oracle = records["paged"], records["contiguous-oracle"]

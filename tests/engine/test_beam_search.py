@@ -121,13 +121,20 @@ def test_cli_beam_width_flag_and_bad_input(tmp_path):
     row = pd.read_csv(tmp_path / "ok.csv").iloc[0]
     assert row["beam_width"] == 2 and row["num_forks"] > 0 and row["num_pruned"] > 0
     (tmp_path / "both.toml").write_text(WORKLOAD.format(n=2, width=2).replace("seed = 3", "seed = 3\nnum_samples = 2"))
-    for args, needle in ((("--beam-width", "0"), "--beam-width must be >= 1"),
-                         (("--beam-width", "64"), "max_num_seqs"),
+    bad = run("--beam-width", "0", "--csv", str(tmp_path / "bad.csv"))  # one real process: its stderr, exit code
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "pabench: error: --beam-width must be >= 1, got 0"], bad.stderr
+    from typer.testing import CliRunner
+
+    from pabench.cli import app
+
+    for args, needle in ((("--beam-width", "64"), "max_num_seqs"),  # the rest in process (a second each, not 3)
                          (("--workload", str(tmp_path / "both.toml")), "choose one")):
-        bad = run(*args, "--csv", str(tmp_path / "bad.csv"))
-        lines = bad.stderr.strip().splitlines()
-        assert bad.returncode == 1 and len(lines) == 1 and needle in lines[0], bad.stderr
-        assert "Traceback" not in bad.stderr and not (tmp_path / "bad.csv").exists()
+        res = CliRunner().invoke(app, ["run", "--no-progress", "--num-requests", "2", "--backend", "paged", *args,
+                                       "--csv", str(tmp_path / "bad.csv")])
+        lines = res.stderr.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and needle in lines[0], res.stderr
+        assert "Traceback" not in res.output and not (tmp_path / "bad.csv").exists()
 
 
 def test_async_and_graph_engines_refuse_beams(tmp_path):
