@@ -1,6 +1,7 @@
 """Issue 15's ratios from `pabench run --json` files: paged / contiguous-oracle per file, and their median.
 
     python3 benchmarks/equal_batch_report.py [--min-ratio 0.95] results/gpu/e2e/s9-6-buckets/equal4_*.json
+    (a .json.gz is read too)
 
 Per file (one `pabench run` with both backends): output tok/s, mean prefill device time per step, mean decode
 device time per step, and host time per decode step at the largest batch bucket (`steps.decode_by_batch`, the
@@ -9,6 +10,7 @@ batches both backends ran). Both backends must have run the same batches (assert
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 import sys
@@ -31,9 +33,17 @@ def backend_numbers(doc: dict) -> dict:
             "peak_batch": f"{peak['batch_min']}-{peak['batch_max']}"}
 
 
+def read_json(path: Path) -> dict:
+    """A `pabench run --json` file, or its gzip (how the committed evidence is kept: the files are 6+ MB)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as f:
+            return json.load(f)
+    return json.loads(path.read_text())
+
+
 def file_ratios(path: Path) -> dict:
     """paged / contiguous-oracle for each number of one file (tok/s from the file's summary rows)."""
-    data = json.loads(path.read_text())
+    data = read_json(path)
     nums = {b["backend"]: backend_numbers(b) for b in data["backends"]}
     rows = {r["backend"]: r for r in data["rows"]}
     for name, row in rows.items():

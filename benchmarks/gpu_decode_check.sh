@@ -38,7 +38,7 @@ if want equal4; then
             --json "$OUT/equal4/equal4_$r.json"
     done
     run $PY benchmarks/equal_batch_report.py "$OUT"/equal4/equal4_*.json
-    tar -C "$OUT" -czf "$OUT/equal4.tar.gz" equal4 && rm -r "$OUT/equal4"
+    gzip -9 "$OUT"/equal4/*.json && tar -C "$OUT" -cf "$OUT/equal4.tar" equal4 && rm -r "$OUT/equal4"
 fi
 want levers && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
     --kv-budgets 1GiB,2GiB --kv-dtypes auto,fp8 --page-sizes 16 --num-requests 300 --max-num-seqs 256 \

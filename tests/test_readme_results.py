@@ -219,7 +219,7 @@ def test_equal_batch_reruns_follow_s15_3_and_s15_5():
     """The two 2026-12-04 reruns' medians and ranges, as the paragraph under the equal-batch table gives them."""
     report = _equal_batch_report()
     text = " ".join(README.split())
-    runs = [report.report(sorted(folder.glob("equal4_*.json"))) for folder in
+    runs = [report.report(sorted(folder.glob("equal4_*.json.gz"))) for folder in
             (KERNELS / "s15-3-decode-check-h200" / "equal4", E2E / "s15-5-equal4-levers-h200" / "equal4")]
     assert (f"tok/s medians {runs[0]['median']['output_tok_s']:.3f} and {runs[1]['median']['output_tok_s']:.3f}"
             in text)
