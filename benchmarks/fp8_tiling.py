@@ -17,10 +17,14 @@ from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 from pabench.kernels import DecodeConfig, choose_decode_config, contiguous_decode_attention, paged_decode_attention
 from pabench.kernels.checks import DecodeShape
 
-TILINGS = [None, DecodeConfig(block_n=128, num_stages=3, items_per_sm=8),
-           DecodeConfig(block_n=128, num_stages=2, items_per_sm=16, prefetch_pages=True),
-           DecodeConfig(block_n=64, num_stages=4, items_per_sm=16, prefetch_pages=True)]
-# s14-3's profile: paged fp8 is latency bound at 3 programs of 4 warps per SM, capped by registers; these caps
+TILINGS = [None, DecodeConfig(block_n=128, num_stages=1, items_per_sm=8),
+           DecodeConfig(block_n=128, num_stages=1, items_per_sm=8, maxnreg=128),
+           DecodeConfig(block_n=64, num_stages=1, items_per_sm=8),
+           DecodeConfig(block_n=64, num_stages=1, items_per_sm=8, maxnreg=128),
+           DecodeConfig(block_n=64, num_stages=1, items_per_sm=8, maxnreg=96),
+           DecodeConfig(block_n=32, num_stages=1, items_per_sm=8, maxnreg=96)]
+# s15-6: under 2+ stages the loop keeps future tiles in registers (no cp.async), 255 registers or spills under a
+# cap; one stage holds one tile. s14-3: paged fp8 is latency bound at 3 programs per SM; these caps
 # allow 4, 5 and 6 programs on the heuristic's tiling (spills, if any, show as a slowdown)
 MAXNREG = [128, 96, 80]
 
