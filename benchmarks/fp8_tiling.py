@@ -42,7 +42,7 @@ def main() -> None:
             elem = 1 if kv == "fp8" else 2
             kv_bytes = 2 * sum(lens) * 8 * 128 * elem
             shape = DecodeShape(len(lens), 32, 8, 128, 16, table.shape[1] * 16)
-            base = choose_decode_config(shape, d.q.dtype, kv_fp8=True)
+            base = choose_decode_config(shape, d.q.dtype, kv_fp8=kv == "fp8")
             capped = [replace(base, maxnreg=r) for r in MAXNREG]
             for cfg in TILINGS + capped if kv == "fp8" else [None]:
                 name = "heuristic" if cfg is None else str(cfg)
