@@ -9,18 +9,9 @@
 # runs come back as one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
-mkdir -p "$OUT"
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-PY=${PY:-python3}
 STAGES=${STAGES-"tests models cases equal4"}
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
-
-log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-log "commit: ${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+source "$(dirname "$0")/gpu_lib.sh"
+gpu_header
 
 want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "fp8 or config or graph"
 IMPLS=triton-paged,triton-contiguous
@@ -40,6 +31,8 @@ if want equal4; then
     run $PY benchmarks/equal_batch_report.py "$OUT"/equal4/equal4_*.json
     gzip -9 "$OUT"/equal4/*.json && tar -C "$OUT" -cf "$OUT/equal4.tar" equal4 && rm -r "$OUT/equal4"
 fi
-want levers && run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
-    --kv-budgets 1GiB,2GiB --kv-dtypes auto,fp8 --page-sizes 16 --num-requests 300 --max-num-seqs 256 \
-    --backend paged,contiguous-oracle --no-progress --csv "$OUT/levers_32l.csv"
+if want levers; then
+    run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
+        --kv-budgets 1GiB,2GiB --kv-dtypes auto,fp8 --page-sizes 16 --num-requests 300 --max-num-seqs 256 \
+        --backend paged,contiguous-oracle --no-progress --csv "$OUT/levers_32l.csv"
+fi

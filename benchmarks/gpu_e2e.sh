@@ -21,16 +21,8 @@ BUDGET=${BUDGET:-16GiB}
 MIN_PREFILL=${MIN_PREFILL:-1}  # --min-prefill-seqs of every run (1 = admit as soon as a seat frees)
 COMMON=(--model llama-3-8b --dtype bf16 --kv-budget "$BUDGET" --max-num-seqs 256 --max-model-len 2048 --no-progress
         --min-prefill-seqs "$MIN_PREFILL")
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
-
-log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
-log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-# The device gets the working tree without .git: pass PABENCH_COMMIT=<hash> in the command to record it.
-export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-log "commit: $PABENCH_COMMIT"
+source "$(dirname "$0")/gpu_lib.sh"
+gpu_header
 
 want tests && run $PY -m pytest -q -m gpu tests -p no:cacheprovider
 want probe && run $PY benchmarks/prefill_probe.py --out "$OUT/prefill_probe.csv"

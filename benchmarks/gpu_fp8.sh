@@ -6,19 +6,9 @@
 # (`--models all` with fp8 K/V), tiling (benchmarks/fp8_tiling.py: fp8 tilings on cases a and b).
 set -uo pipefail
 OUT=${OUT:-results/gpu/kernels/fp8}
-mkdir -p "$OUT"
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-PY=${PY:-python3}
 STAGES=${STAGES-"tests kernels models tiling"}
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
-
-log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
-log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-log "commit: $PABENCH_COMMIT"
+source "$(dirname "$0")/gpu_lib.sh"
+gpu_header
 
 want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "fp8 or write_kv"
 IMPLS=triton-paged,triton-contiguous
@@ -29,4 +19,6 @@ if want kernels; then
         --csv "$OUT/kernels_fp8.csv"
 fi
 want models && run $PY -m pabench kernels --models all --impls $IMPLS --kv-dtype fp8 --csv "$OUT/models_fp8.csv"
-want tiling && run $PY benchmarks/fp8_tiling.py
+if want tiling; then
+    run $PY benchmarks/fp8_tiling.py
+fi

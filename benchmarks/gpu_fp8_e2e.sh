@@ -18,18 +18,12 @@ STAGES=${STAGES-"tests e2e default torchrun"}
 LIMIT=${LIMIT:-150}
 REQUESTS=${REQUESTS:-300}
 MODEL=${MODEL:-llama-3-8b} LAYERS=${LAYERS:-4} DTYPE=${DTYPE:-bf16} BUDGETS=${BUDGETS:-"128MiB 256MiB"}
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() {
+source "$(dirname "$0")/gpu_lib.sh"
+run() {  # gpu_lib's, under a time limit per command
     log "\$ $*"; local t0=$SECONDS
     timeout -s INT -k 20 "$LIMIT" "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"
 }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
-
-log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
-log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-log "commit: $PABENCH_COMMIT"
+gpu_header
 
 want tests && run $PY -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_engine_gpu.py \
     tests/engine/test_logits_match.py tests/kernels/test_gpu.py -k "fp8 or write_kv"

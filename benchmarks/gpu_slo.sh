@@ -27,14 +27,8 @@ LIMIT_S=${LIMIT_S:-540}
 TAG=${TAG:-$(echo "$BUDGETS" | tr ',' '_')}
 SHRINK=()
 [[ -n "$LAYERS" ]] && SHRINK+=(--layers "$LAYERS")
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
-
-log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
-log "versions: $($PY -c 'import torch, triton, sys; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}")')"
-export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-log "commit: $PABENCH_COMMIT"
+source "$(dirname "$0")/gpu_lib.sh"
+gpu_header
 
 run timeout -s INT "$LIMIT_S" $PY -m pabench sweep --workload "$WORKLOAD" --model "$MODEL" "${SHRINK[@]}" \
     --num-requests "$NREQ" --max-model-len "$MAXLEN" --backend "$BACKENDS" --page-sizes 16 --kv-budgets "$BUDGETS" --rates "$RATES" \

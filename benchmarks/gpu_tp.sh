@@ -27,9 +27,7 @@ MODEL8=${MODEL8:-llama-3-8b}
 LAYERS8=${LAYERS8-32}
 LAYERS70=${LAYERS70:-48}
 SAMEPAGES=${SAMEPAGES:-1}
-log() { echo "$*" | tee -a "$OUT/COMMANDS.txt"; }
-run() { log "\$ $*"; local t0=$SECONDS; "$@" 2>&1 | tee -a "$OUT/log.txt"; log "# exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"; }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
+source "$(dirname "$0")/gpu_lib.sh"  # log, run, want (its header is its own: GPUs, topology, NCCL)
 
 log "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 command -v nvidia-smi > /dev/null && log "gpu: $(nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader | tr '\n' ';')"

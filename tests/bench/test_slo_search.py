@@ -72,35 +72,31 @@ mean = 3
 """
 
 
-def test_sweep_slo_from_the_cli(tmp_path):
+def _slo_sweep(tmp_path, *extra: str) -> tuple:
+    """`sweep --slo req_per_s<=30` over rates 5 and 1000 on TINY (one bisection step): the result and its CSV rows.
+    At 5 req/s four requests take ~0.6 s of arrivals (<= 30 req/s); at 1000 req/s they are served at once."""
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     out = tmp_path / "s.csv"
-    # at 5 req/s four requests take ~0.6 s of arrivals (<= 30 req/s); at 1000 req/s they are served at once
     res = CliRunner().invoke(app, ["sweep", "--workload", str(path), "--layers", "1", "--max-model-len", "64",
-                                   "--backend", "paged", "--page-sizes", "16", "--rates", "5,1000", "--slo",
+                                   "--backend", "paged", "--page-sizes", "16", *extra, "--rates", "5,1000", "--slo",
                                    "req_per_s<=30", "--slo-iterations", "1", "--csv", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "highest request rate meeting req_per_s<=30" in res.output
     with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return res, list(csv.DictReader(f))
+
+
+def test_sweep_slo_from_the_cli(tmp_path):
+    res, rows = _slo_sweep(tmp_path)
+    assert "highest request rate meeting req_per_s<=30" in res.output
     assert [(r["sweep_rate"], r["slo_probe"], r["slo_met"]) for r in rows] == [
         ("5.0", "False", "True"), ("1000.0", "False", "False"), ("70.71", "True", "False")]
     assert {r["slo"] for r in rows} == {"req_per_s<=30"}
 
 
 def test_sweep_slo_searches_each_kv_dtype_on_its_own(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    out = tmp_path / "s.csv"
-    res = CliRunner().invoke(app, ["sweep", "--workload", str(path), "--layers", "1", "--max-model-len", "64",
-                                   "--backend", "paged", "--page-sizes", "16", "--kv-dtypes", "auto,fp8", "--rates",
-                                   "5,1000", "--slo", "req_per_s<=30", "--slo-iterations", "1", "--csv", str(out),
-                                   "--no-progress"])
-    assert res.exit_code == 0, res.output
+    res, rows = _slo_sweep(tmp_path, "--kv-dtypes", "auto,fp8")
     assert "kv dtype" in res.output
-    with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
     probes = [(r["sweep_kv_dtype"], r["sweep_rate"]) for r in rows if r["slo_probe"] == "True"]
     assert sorted(probes) == [("auto", "70.71"), ("fp8", "70.71")]  # one bisection per kv dtype
     assert {r["kv_dtype"] for r in rows} == {"auto", "fp8"} and len(rows) == 6
