@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from pabench.kernels.checks import DecodeShape
-from pabench.kernels.decode import _decode_chunk_kernel
+from pabench.kernels.decode import CHUNK_KERNEL
 from pabench.kernels.tiling import choose_decode_config
 
 STRIDES = ("stride_qb", "stride_qh", "stride_kp", "stride_ks", "stride_kh", "stride_vp", "stride_vs", "stride_vh",
@@ -38,7 +38,7 @@ def compile_variant(kv_fp8: bool, paged: bool, target: GPUTarget):
                   DOT_UPCAST=False, KV_FP8=kv_fp8)
     sig.update({name: "constexpr" for name in consts})
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages, **config.launch_options()}
-    return config, triton.compile(ASTSource(_decode_chunk_kernel, sig, constexprs=consts), target=target,
+    return config, triton.compile(ASTSource(CHUNK_KERNEL, sig, constexprs=consts), target=target,
                                   options=options)
 
 

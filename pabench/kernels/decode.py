@@ -175,6 +175,9 @@ def _merge_kernel(
     tl.store(out_ptr + seq * stride_ob + head * stride_oh_final + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
+CHUNK_KERNEL = _decode_chunk_kernel  # the Triton function itself, for tools that compile it offline (PTX census)
+
+
 def num_compiled() -> int:
     """Decode-kernel binaries compiled in this process (chunk + merge): a test that a warm-up left none to compile."""
     total = 0
