@@ -15,12 +15,12 @@ from pabench.engine.engine import Engine
 from pabench.engine.scheduler import SchedulerConfig
 from pabench.errors import ConfigError
 
-CASES = [("paged", "default", {"num_requests": 24}), ("contiguous-oracle", "default", {"num_requests": 24}),
+CASES = [("paged", "default", {"num_requests": 12}), ("contiguous-oracle", "default", {"num_requests": 12}),
          ("paged", "shared-prefix", {"num_requests": 12, "max_model_len": 1024}),
          ("paged", "parallel-sampling", {"num_requests": 2, "max_model_len": 2048}),
          ("contiguous-oracle", "parallel-sampling", {"num_requests": 2, "max_model_len": 2048}),
-         ("paged", "default", {"num_requests": 24, "num_pages": 30, "watermark": 0.0}),  # decodes preempt chunks
-         ("paged-noprefix", "default", {"num_requests": 24, "num_pages": 30, "watermark": 0.0})]
+         ("paged", "default", {"num_requests": 12, "num_pages": 30, "watermark": 0.0}),  # decodes preempt chunks
+         ("paged-noprefix", "default", {"num_requests": 12, "num_pages": 30, "watermark": 0.0})]
 
 
 @pytest.mark.parametrize("backend, workload, overrides", CASES,
