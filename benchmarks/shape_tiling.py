@@ -2,6 +2,7 @@
 kernel under the heuristic's tiling and a grid of tilings and work splits (items per SM), as CUDA-graph replays,
 so the best split per shape shows what a shape-derived partitioning must pick. Also fp8 on Llama-3-8B's two cases
 with warps and register caps. One CSV row per (case, tiling); a summary line per case on stdout.
+`--stage floor` times the heuristic against itself with a chunk floor of 1k, 2k and 4k tokens (min_tiles).
 `--stage partition` instead varies the work split around the heuristic's tiling (items per SM, a floor on the
 chunk in tiles, the merge's width) and times, per case, a read-only pass (a sum) and a copy of the case's bytes:
 what the memory system itself reaches at that size, the ceiling a kernel of that size can be held to.
@@ -17,6 +18,7 @@ import itertools
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -60,7 +62,8 @@ def size_roofline(kv_bytes: int, device: torch.device) -> tuple[float, float]:
 
 
 def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid: list[DecodeConfig],
-          copy_bw: float, writer: csv.DictWriter, budget_s: float, partition: bool = False) -> None:
+          copy_bw: float, writer: csv.DictWriter, budget_s: float, partition: bool = False,
+          variants: Callable[[DecodeConfig], list[DecodeConfig]] | None = None) -> None:
     """Time the heuristic, then every grid tiling at every items-per-SM split; contiguous under the heuristic and
     under the best paged tiling. Prints one summary line."""
     device = torch.device("cuda")
@@ -83,7 +86,8 @@ def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid
                                                    impl="triton", check_values=False, config=cfg, **data.scales())
 
     results: list[tuple[float, DecodeConfig]] = []
-    configs = [heuristic] + ([c for c in partition_grid(heuristic) if c != heuristic] if partition else
+    configs = [heuristic] + (variants(heuristic) if variants else
+                             [c for c in partition_grid(heuristic) if c != heuristic] if partition else
                              [replace(c, items_per_sm=i) for c in grid for i in ITEMS])
     read_us = copy_us = None
     if partition:
@@ -127,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=480)
-    parser.add_argument("--stage", choices=["tiling", "partition"], default="tiling")
+    parser.add_argument("--stage", choices=["tiling", "partition", "floor"], default="tiling")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
@@ -137,6 +141,8 @@ def main() -> None:
               "heuristic", *DecodeConfig.__dataclass_fields__, "read_us", "copy_us", "rel_diff", "median_us",
               "pct_of_copy_bw", "error"]
     partition = args.stage == "partition"
+    floors = (lambda h: [replace(h, min_tiles=t * 1024 // h.block_n) for t in (1, 2, 4)]  # 1k, 2k, 4k tokens
+              if args.stage == "floor" else None)
     with open(args.out / f"shape_{args.stage}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -148,9 +154,9 @@ def main() -> None:
             for label, (batch, context, kind) in LENGTH_SETS.items():
                 lens = case_lengths(CaseSpec(batch, context, kind))
                 probe(f"{model}/{label}", (hs.num_q_heads, hs.num_kv_heads, hs.head_dim), lens, "bf16",
-                      bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8, partition)
+                      bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8, partition, floors)
                 f.flush()
-            if model == "llama-3-8b" and not partition:
+            if model == "llama-3-8b" and args.stage == "tiling":
                 for label in ("uniform", "lognormal"):
                     batch, context, kind = LENGTH_SETS[label]
                     probe(f"{model}/{label}", (32, 8, 128), case_lengths(CaseSpec(batch, context, kind)), "fp8",
