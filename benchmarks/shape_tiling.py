@@ -2,7 +2,7 @@
 kernel under the heuristic's tiling and a grid of tilings and work splits (items per SM), as CUDA-graph replays,
 so the best split per shape shows what a shape-derived partitioning must pick. Also fp8 on Llama-3-8B's two cases
 with warps and register caps. One CSV row per (case, tiling); a summary line per case on stdout.
-`--stage floor` times the heuristic against itself with a chunk floor of 1k, 2k and 4k tokens (min_tiles).
+`--stage floor` times the heuristic against itself with no chunk floor and one of 1k, 2k and 4k tokens (min_tiles).
 `--stage partition` instead varies the work split around the heuristic's tiling (items per SM, a floor on the
 chunk in tiles, the merge's width) and times, per case, a read-only pass (a sum) and a copy of the case's bytes:
 what the memory system itself reaches at that size, the ceiling a kernel of that size can be held to.
@@ -24,7 +24,7 @@ import torch
 
 from pabench.kernelbench.data import make_decode_data, paginate, to_fp8
 from pabench.kernelbench.models import LENGTH_SETS, MODEL_SHAPES
-from pabench.kernelbench.run import CaseSpec, case_lengths
+from pabench.kernelbench.run import NAMED_CASES, CaseSpec, case_lengths
 from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 from pabench.kernels import DecodeConfig, choose_decode_config, contiguous_decode_attention, paged_decode_attention
 from pabench.kernels.checks import DecodeShape
@@ -141,8 +141,8 @@ def main() -> None:
               "heuristic", *DecodeConfig.__dataclass_fields__, "read_us", "copy_us", "rel_diff", "median_us",
               "pct_of_copy_bw", "error"]
     partition = args.stage == "partition"
-    floors = (lambda h: [replace(h, min_tiles=t * 1024 // h.block_n) for t in (1, 2, 4)]  # 1k, 2k, 4k tokens
-              if args.stage == "floor" else None)
+    floors = (lambda h: [c for c in (replace(h, min_tiles=t * 1024 // h.block_n) for t in (0, 1, 2, 4)) if c != h]
+              if args.stage == "floor" else None)  # no floor, 1k, 2k, 4k tokens
     with open(args.out / f"shape_{args.stage}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -156,6 +156,12 @@ def main() -> None:
                 probe(f"{model}/{label}", (hs.num_q_heads, hs.num_kv_heads, hs.head_dim), lens, "bf16",
                       bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8, partition, floors)
                 f.flush()
+            if model == "llama-3-8b" and args.stage == "floor":  # `pabench kernels` cases c, d and one long sequence
+                for label, spec in (("case-c", NAMED_CASES["c"]), ("case-d", NAMED_CASES["d"]),
+                                    ("one-128k", CaseSpec(1, 131072, "fixed"))):
+                    probe(f"{model}/{label}", (32, 8, 128), case_lengths(spec), "bf16", [], copy_bw, writer,
+                          args.budget_s * 0.8, variants=floors)
+                    f.flush()
             if model == "llama-3-8b" and args.stage == "tiling":
                 for label in ("uniform", "lognormal"):
                     batch, context, kind = LENGTH_SETS[label]
