@@ -415,6 +415,31 @@ def test_fp8_32_layer_sweep_table_matches_s15_5():
     assert max(drift) < 0.04 and "bf16 rows are within 4%" in text
 
 
+def test_model_shapes_paragraph_follows_s15_9():
+    """Ranges of % of copy per shape group, with and without the chunk floor, from the same run's CSV."""
+    frame = pd.read_csv(KERNELS / "s15-9-chunk-floor-check-h200" / "shape_floor.csv")
+    text = " ".join(README.split())
+    heur = frame[frame["heuristic"]].set_index("case")["pct_of_copy_bw"]
+    unfloored = frame[~frame["heuristic"] & (frame["min_tiles"] == 0)].set_index("case")["pct_of_copy_bw"]
+
+    def span(values) -> str:
+        return f"{min(values):.1f}–{max(values):.1f}%"
+
+    eight = ("llama-3-8b", "llama-3-70b", "llama-3.2-3b", "qwen2.5-72b", "mistral-7b")
+    for lengths, phrase in (("uniform", "{} of the copy bandwidth with uniform lengths"),
+                            ("lognormal", "{} with lognormal ones"), ("skewed", "{} skewed")):
+        assert phrase.format(span([heur[f"{m}/{lengths}"] for m in eight])) in text, lengths
+    assert f"the skewed ones read {span([unfloored[f'{m}/skewed'] for m in eight])}" in text
+    assert (f"One 128k-token sequence: {heur['llama-3-8b/one-128k']:.1f}% "
+            f"({unfloored['llama-3-8b/one-128k']:.1f}% without)") in text
+    for model, name in (("qwen2.5-7b", "Qwen2.5 7B"), ("qwen2.5-1.5b", "Qwen2.5 1.5B"),
+                        ("llama-3.2-1b", "Llama-3.2 1B")):
+        assert f"{name} {span([heur[f'{model}/{x}'] for x in ('uniform', 'lognormal', 'skewed')])}" in text
+    d = frame[frame["case"] == "llama-3-8b/case-d"]
+    new, old = d[d["heuristic"]].iloc[0]["median_us"], d[d["min_tiles"] == 0].iloc[0]["median_us"]
+    assert f"{new / old - 1:.1%} ({old:.1f} vs {new:.1f} µs)" in text
+
+
 def test_fp8_kernel_sentence_follows_s14_1():
     """The README's fp8 decode bandwidth sentence: paged and contiguous % of copy and case a's times."""
     frame = pd.read_csv(KERNELS / "s14-1-fp8-h200" / "kernels_fp8.csv")
