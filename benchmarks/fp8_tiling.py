@@ -1,7 +1,7 @@
-"""fp8 decode tiling probe (issue 19): an e4m3 K/V tile is half a bf16 one's bytes, so the bf16 heuristic's
-64-token tiles may be short for it. Times triton-paged and triton-contiguous over fp8 pages on `pabench kernels`
-cases a (uniform) and b (lognormal) with a few tilings, next to the bf16 heuristic, as % of the copy bandwidth
-measured in the same run. Run on a CUDA machine from the repo root:
+"""fp8 decode tiling probe (issue 19): triton-paged and triton-contiguous over fp8 pages on `pabench kernels` cases a
+(uniform) and b (lognormal) under the fp8 heuristic and other tilings (one stage, register caps), next to the bf16
+heuristic over bf16 pages, as % of the copy bandwidth measured in the same run (one byte per fp8 element).
+Run on a CUDA machine from the repo root:
     PYTHONPATH=. python3 benchmarks/fp8_tiling.py > fp8_tiling.txt
 """
 

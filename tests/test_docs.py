@@ -31,3 +31,13 @@ def test_design_layer_table_matches_the_layout_test():
         named = set(re.findall(r"\b(core|kernels|parallel|backends|engine|bench|kernelbench|report|plot|explain)\b",
                                rows[layer]))
         assert named == allowed, (layer, named, allowed)
+
+
+def test_benchmarks_index_lists_every_script():
+    """benchmarks/README.md is the index of the evidence scripts: a new script gets a row, a removed one loses it."""
+    index = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([^`]+)` \|", index, flags=re.M))
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    assert scripts <= listed, f"not in benchmarks/README.md: {sorted(scripts - listed)}"
+    missing = {name for name in listed if not (ROOT / "benchmarks" / name).exists()}
+    assert not missing, f"listed but gone: {sorted(missing)}"
