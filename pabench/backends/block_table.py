@@ -50,6 +50,9 @@ class DeviceBlockTable:
         else:
             upload, row = shared  # its rows must start as `noop_rows`
             self._writes_tensor = upload.tensor[row:row + self.WRITE_ROWS].view(2, self.writes_cap)  # [2, cap]
+            # per host buffer (by identity): its write rows as [2, cap], and how many real writes it holds
+            self._shared_views = {id(v): v[row:row + self.WRITE_ROWS].reshape(2, self.writes_cap) for v in upload.views}
+            self._shared_filled = dict.fromkeys(self._shared_views, 0)
         self.writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
 
     @property
@@ -90,11 +93,13 @@ class DeviceBlockTable:
         if k > self.writes_cap:
             self.flush()
             k = 0
-        if shared_host is not None:  # this host buffer last held the step before last's writes: rewrite it all
-            row = self._shared[1]
-            desc = shared_host[row:row + self.WRITE_ROWS].reshape(2, self.writes_cap)  # [2, cap] view
+        if shared_host is not None:  # this buffer last held the step before last's writes: overwrite them all
+            key = id(shared_host)
+            desc, before = self._shared_views[key], self._shared_filled[key]  # [2, cap] view, its old writes
             self._drain_pending(desc)
-            desc[0, k:], desc[1, k:] = self._noop_write
+            if before > k:
+                desc[0, k:before], desc[1, k:before] = self._noop_write
+            self._shared_filled[key] = k
             return
         if not k and not self.writes_dirty:
             return  # the device descriptor already holds only no-ops
@@ -121,6 +126,6 @@ class DeviceBlockTable:
     def _drain_pending(self, out: np.ndarray) -> None:
         """Move the pending writes into `out[:, :k]` (flat indices, then page ids) and forget them."""
         k = len(self._pending)
-        out[0, :k] = np.fromiter(self._pending.keys(), dtype=np.int64, count=k)
-        out[1, :k] = np.fromiter(self._pending.values(), dtype=np.int64, count=k)
+        if k:
+            out[:, :k] = (list(self._pending.keys()), list(self._pending.values()))
         self._pending.clear()

@@ -33,13 +33,14 @@ class PinnedUpload:
         pinned = device.type == "cuda"  # page-locked host memory: the copy is a true async DMA
         start = torch.tensor(init, dtype=torch.int64)[:, None].expand(shape)  # [rows, cols]
         self._hosts = [start.clone().pin_memory() if pinned else start.clone() for _ in range(2)]  # [rows, cols] each
+        self.views = [h.numpy() for h in self._hosts]  # numpy views of the two buffers, made once (not per step)
         self._num_written = 0
         self.tensor = start.to(device, copy=True)  # [rows, cols] on the device
 
     def host(self) -> np.ndarray:
         """The next host buffer, as a numpy view (writes land in the page-locked tensor)."""
         self._num_written += 1
-        return self._hosts[self._num_written % 2].numpy()
+        return self.views[self._num_written % 2]
 
     def send(self) -> None:
         """Queue the copy of the buffer `host()` returned: the whole buffer, contiguous on both sides, so one DMA
@@ -72,6 +73,7 @@ class StagedBatch:
         self._rows = np.arange(max_num_seqs, dtype=np.int64)  # [max_seqs] "row i comes from row i"
         self.pad = pad
         self._seqs: list = []  # the sequences the buffer holds (once applied), in row order
+        self._written: dict[int, tuple[int, int] | None] = {}  # per host buffer: (n, batch) of an identity plan
         self.num_rebuilds = 0
         self.num_updates = 0
 
@@ -91,24 +93,31 @@ class StagedBatch:
     def stage(self, seqs: list, batch: int, fields: FieldsFn, desc: np.ndarray | None = None) -> None:
         """Host side: describe how rows 0..batch-1 follow from the last step's (kept rows count one more; new
         rows take `fields`; rows n..batch are padding), and copy the descriptor to the device in one transfer;
-        with `desc` (this step's host buffer of a shared upload), only fill it: the caller sends it."""
+        with `desc` (this step's host buffer of a shared upload: one of its `views`, never a fresh array, as a
+        buffer is known by identity), only fill it: the caller sends it."""
         own = desc is None
         n, desc = len(seqs), self._desc.host() if own else desc  # [>= 3, max_seqs]
         keep = self._plan(seqs)
-        if keep is None:  # rebuild every row from the host
+        same = isinstance(keep, range)
+        if same and self._written.get(id(desc)) == (n, batch):  # the steady state: this buffer already says
+            self.num_updates += 1  # "every row from its own row, padding after n" (written two steps ago)
+        elif keep is None:  # rebuild every row from the host
             desc[0, :n] = -1
             if n:
                 desc[1, :n], desc[2, :n] = fields(seqs)
             self.num_rebuilds += 1
         else:
-            desc[0, :n] = self._rows[:n] if isinstance(keep, range) else keep
+            desc[0, :n] = self._rows[:n] if same else keep
             self.num_updates += 1
-        desc[0, n:batch] = -1
-        desc[1, n:batch] = self.pad[0]
-        desc[2, n:batch] = self.pad[1]
+        if not (same and self._written.get(id(desc)) == (n, batch)):
+            desc[0, n:batch] = -1
+            desc[1, n:batch] = self.pad[0]
+            desc[2, n:batch] = self.pad[1]
+        self._written[id(desc)] = (n, batch) if same else None
         if own:
             self._desc.send()
-        self._seqs = list(seqs)
+        if not same:
+            self._seqs = list(seqs)
 
     def apply(self, batch: int, fresh_keys: torch.Tensor | None = None) -> None:
         """Device side (fixed shapes, no host sync: graph-capturable): rows 0..batch-1 of `buf` from the descriptor.
