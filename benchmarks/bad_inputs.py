@@ -58,6 +58,10 @@ CASES = [
     f"run {SMALL} --workload nope",
     f"run {SMALL} --workload broken.toml",
     f"run {SMALL} --watermark 1.5",
+    f"run {SMALL} --kv-dtype fp4",
+    f"sweep {SMALL} --kv-dtypes auto,fp4",
+    f"sweep {SMALL} --kv-dtypes auto,auto",
+    "kernels --device cpu --kv-dtype int8",
     "explain --scenario nope",
     "run --no-such-flag",
 ]
