@@ -151,7 +151,7 @@ def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
     for column in PAGED_ONLY_COLUMNS:
         if column in frame.columns and contiguous.any():
             frame[column] = frame[column].mask(contiguous)
-    return frame
+    return frame.copy()  # one block per dtype again: column-wise edits above fragment it (pandas warns later)
 
 
 # ---- JSON -------------------------------------------------------------------------------------------------

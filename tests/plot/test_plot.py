@@ -156,3 +156,17 @@ def test_a_kv_dtype_sweep_draws_each_dtype_as_its_own_series():
     assert list(series_labels(frame, True)) == ["paged auto", "paged fp8", "contiguous-oracle auto",
                                                 "contiguous-oracle fp8"]
     assert list(series_labels(frame[frame["sweep_kv_dtype"] == "fp8"], True)) == ["paged", "contiguous-oracle"]
+
+
+def test_a_current_export_plots_without_pandas_warnings(tmp_path):
+    """A real sweep export of today's schema (s15-5, ~150 columns) read back and plotted: the frame must not come out
+    of read_results fragmented (pandas' PerformanceWarning on every panel that adds a column)."""
+    import warnings
+
+    from pabench.report.export import read_results
+
+    export = Path(__file__).parents[2] / "results" / "gpu" / "e2e" / "s15-5-equal4-levers-h200" / "levers_32l.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        path, panels = plot_results(read_results(export), tmp_path / "levers.png")
+    assert path.exists() and "throughput_vs_budget" in panels
