@@ -21,10 +21,10 @@ from pabench.errors import OutOfPagesError
 class DeviceBlockTable:
     """Rows of page ids on the device, one per running sequence, plus the pending writes not yet there."""
 
-    WRITE_ROWS = 4  # rows of max_num_seqs the write descriptor ([2, 2 * max_num_seqs]) takes in a shared upload
+    WRITE_ROWS = 4  # rows of max_num_seqs the write descriptor ([2, 2 * max_num_seqs]) takes in the step's upload
 
     def __init__(self, max_num_seqs: int, max_pages_per_seq: int, scratch_page: int,
-                 device: torch.device | str, shared: tuple[PinnedUpload, int] | None = None) -> None:
+                 device: torch.device | str, upload: PinnedUpload, row: int) -> None:
         self.max_pages_per_seq = max_pages_per_seq
         self.padding_row = max_num_seqs  # all scratch page
         self.tensor = torch.zeros(max_num_seqs + 1, max_pages_per_seq, dtype=torch.int32,
@@ -36,24 +36,16 @@ class DeviceBlockTable:
         # written twice before a flush (a fork's shared last page, then its copy-on-write) keeps the last.
         self._pending: dict[int, int] = {}
         # A decode step carries up to `writes_cap` of them in a descriptor that `apply_writes` applies on the device
-        # (in the CUDA graph): one async copy instead of three torch calls. Unused entries rewrite the padding row's
-        # first entry with the scratch page it already holds; more than the cap (after big admissions) is flushed
-        # eagerly first.
-        # `shared` (upload, first row): the descriptor is WRITE_ROWS rows of a [rows, max_num_seqs] upload that the
-        # caller fills through `stage_writes(desc=)` and sends with the rest of its step (one copy, not two).
+        # (in the CUDA graph). It is WRITE_ROWS rows, from `row`, of the caller's `upload` (whose rows start as
+        # `noop_rows`), filled by `stage_writes` and sent with the rest of the step: one copy for everything the
+        # step stages. Unused entries rewrite the padding row's first entry with the scratch page it already holds;
+        # more than the cap (after big admissions) is flushed eagerly first.
         self.writes_cap = 2 * max_num_seqs
         self._noop_write = (self.padding_row * max_pages_per_seq, scratch_page)
-        self._shared = shared
-        if shared is None:
-            self._writes = PinnedUpload((2, self.writes_cap), self._noop_write, torch.device(device))  # [2, cap]
-            self._writes_tensor = self._writes.tensor  # [2, cap]
-        else:
-            upload, row = shared  # its rows must start as `noop_rows`
-            self._writes_tensor = upload.tensor[row:row + self.WRITE_ROWS].view(2, self.writes_cap)  # [2, cap]
-            # per host buffer (by identity): its write rows as [2, cap], and how many real writes it holds
-            self._shared_views = {id(v): v[row:row + self.WRITE_ROWS].reshape(2, self.writes_cap) for v in upload.views}
-            self._shared_filled = dict.fromkeys(self._shared_views, 0)
-        self.writes_dirty = False  # does the device descriptor hold real writes (so it must be reset)?
+        self._writes_tensor = upload.tensor[row:row + self.WRITE_ROWS].view(2, self.writes_cap)  # [2, cap]
+        # per host buffer (by identity): its write rows as [2, cap], and how many real writes it holds
+        self._host_writes = {id(v): v[row:row + self.WRITE_ROWS].reshape(2, self.writes_cap) for v in upload.views}
+        self._host_filled = dict.fromkeys(self._host_writes, 0)
 
     @property
     def num_free_rows(self) -> int:
@@ -86,28 +78,19 @@ class DeviceBlockTable:
         """Entry `index` of the sequence's row now names `page_id` (a new last page, or its copy)."""
         self._pending[self.rows[seq_id] * self.max_pages_per_seq + index] = page_id
 
-    def stage_writes(self, shared_host: np.ndarray | None = None) -> None:
-        """Host side: put the pending writes into the step's descriptor (one async copy; see `apply_writes`). With
-        a shared upload, `shared_host` is this step's host buffer of it: fill the rows, the caller sends."""
+    def stage_writes(self, host: np.ndarray) -> None:
+        """Host side: put the pending writes into this step's host buffer of the upload (`host`, one of its
+        `views`); the caller sends it (see `apply_writes`)."""
         k = len(self._pending)
         if k > self.writes_cap:
             self.flush()
             k = 0
-        if shared_host is not None:  # this buffer last held the step before last's writes: overwrite them all
-            key = id(shared_host)
-            desc, before = self._shared_views[key], self._shared_filled[key]  # [2, cap] view, its old writes
-            self._drain_pending(desc)
-            if before > k:
-                desc[0, k:before], desc[1, k:before] = self._noop_write
-            self._shared_filled[key] = k
-            return
-        if not k and not self.writes_dirty:
-            return  # the device descriptor already holds only no-ops
-        desc = self._writes.host()  # [2, cap]
+        key = id(host)  # this buffer last held the step before last's writes: overwrite them all
+        desc, before = self._host_writes[key], self._host_filled[key]  # [2, cap] view, its old writes
         self._drain_pending(desc)
-        desc[0, k:], desc[1, k:] = self._noop_write
-        self._writes.send()
-        self.writes_dirty = k > 0
+        if before > k:
+            desc[0, k:before], desc[1, k:before] = self._noop_write
+        self._host_filled[key] = k
 
     def apply_writes(self) -> None:
         """Device side (graph-capturable): apply this step's descriptor (idempotent: applying twice is harmless)."""

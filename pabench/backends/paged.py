@@ -90,8 +90,7 @@ class PagedBackend:
         rows = StagedBatch.DESC_ROWS
         self._upload = PinnedUpload((rows + DeviceBlockTable.WRITE_ROWS, max_num_seqs), (0,) * rows + noop,
                                     torch.device(dev))  # [7, max_seqs]
-        self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev,
-                                      shared=(self._upload, rows))
+        self.table = DeviceBlockTable(max_num_seqs, self.max_pages_per_seq, self.scratch_page, dev, self._upload, rows)
         self.scratch_ref = self.table.padding_row  # a kv_ref that reads only the scratch page (kernel warm-ups)
         self._staged = StagedBatch(max_num_seqs, (max_num_seqs, 1), torch.int32, dev, shared=self._upload)
         self._live: dict[int, Sequence] = {}
