@@ -382,7 +382,7 @@ class BlockManager:
 
     def _take_free_page(self) -> int | None:
         """A page to overwrite: a fresh one, else evict the least recently freed cached page; None if neither."""
-        if (page_id := self._fresh.take_or_none()) is not None:
+        if (page_id := self._fresh.take()) is not None:
             return page_id
         if not self._prefix_cache:
             return None

@@ -71,16 +71,8 @@ class FreshPages:
     def __bool__(self) -> bool:
         return self.num_taken < self._num_pages or bool(self._returned)
 
-    def take(self) -> int:
-        """The next fresh page id (raises IndexError when none is left, as `deque.popleft` did)."""
-        if self.num_taken < self._num_pages:
-            page_id = (self._a * self.num_taken + self._c) % self._num_pages
-            self.num_taken += 1
-            return page_id
-        return self._returned.popleft()
-
-    def take_or_none(self) -> int | None:
-        """`take`, or None when no fresh page is left: one call on the allocation path instead of two."""
+    def take(self) -> int | None:
+        """The next fresh page id, or None when none is left (one call on the allocation path, no test first)."""
         taken = self.num_taken
         if taken < self._num_pages:
             self.num_taken = taken + 1
