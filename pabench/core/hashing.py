@@ -86,17 +86,13 @@ class PrefixCache:
     def register_decoded(self, page_ids: list[int], token_ids: list[int], index: int) -> None:
         """Hash logical page `index` of a sequence (its `page_ids`, its `token_ids`), filled during decode, if its
         chain of hashes is unbroken (an unhashed predecessor means no lookup could ever reach it)."""
-        pages, parent = self._pages, None
+        parent = None
         if index > 0:
-            parent = pages[page_ids[index - 1]].content_hash
+            parent = self._pages[page_ids[index - 1]].content_hash
             if parent is None:
                 return
         ps = self._page_size
-        tokens = tuple(token_ids[index * ps:(index + 1) * ps])
-        page = pages[page_ids[index]]  # `register`, inlined: once per page a decode step fills
-        page.content_hash = content_hash = hash((ROOT_HASH if parent is None else parent, tokens))  # page_hash
-        page.parent_hash, page.token_ids = parent, tokens
-        self._hash_to_page.setdefault(content_hash, page.page_id)
+        self.register(self._pages[page_ids[index]], parent, tuple(token_ids[index * ps:(index + 1) * ps]))
 
     def is_registered(self, page: Page) -> bool:
         """True when `page` is the one page a hit on its hash would return."""
