@@ -99,17 +99,19 @@ class StagedBatch:
         n, desc = len(seqs), self._desc.host() if own else desc  # [>= 3, max_seqs]
         keep = self._plan(seqs)
         same = isinstance(keep, range)
-        if same and self._written.get(id(desc)) == (n, batch):  # the steady state: this buffer already says
-            self.num_updates += 1  # "every row from its own row, padding after n" (written two steps ago)
-        elif keep is None:  # rebuild every row from the host
+        # the steady state: this buffer, written two steps ago, already says "every row from its own row, padding
+        # after n": nothing to write
+        steady = same and self._written.get(id(desc)) == (n, batch)
+        if keep is None:  # rebuild every row from the host
             desc[0, :n] = -1
             if n:
                 desc[1, :n], desc[2, :n] = fields(seqs)
             self.num_rebuilds += 1
         else:
-            desc[0, :n] = self._rows[:n] if same else keep
+            if not steady:
+                desc[0, :n] = self._rows[:n] if same else keep
             self.num_updates += 1
-        if not (same and self._written.get(id(desc)) == (n, batch)):
+        if not steady:
             desc[0, n:batch] = -1
             desc[1, n:batch] = self.pad[0]
             desc[2, n:batch] = self.pad[1]
