@@ -197,6 +197,7 @@ def _launch_decode(
     config = config or choose_decode_config(shape, q.dtype, kv_fp8=kv_scales is not None, paged=paged)
     q = q if q.stride(-1) == 1 else q.contiguous()
     target_chunks = max(1, -(-num_sms(q.device) * config.items_per_sm // shape.num_kv_heads))
+    min_chunk = config.min_tiles * config.block_n  # tokens; both kernels must derive the same chunk schedule
     max_chunks = target_chunks + shape.batch  # sum(ceil(len/chunk)) <= sum(len)/chunk + batch
     alloc = torch.full if POISON_SCRATCH else torch.empty
     fill = (float("nan"),) if POISON_SCRATCH else ()
@@ -215,7 +216,7 @@ def _launch_decode(
     k_scale, v_scale = kv_scales or (seq_lens, seq_lens)  # unread placeholders unless the cache is fp8
     _decode_chunk_kernel[(max_chunks * shape.num_kv_heads,)](
         q, k, v, table, seq_lens, k_scale, v_scale, part_out, part_lse,
-        shape.batch, target_chunks, config.min_tiles * config.block_n, scale * LOG2E,
+        shape.batch, target_chunks, min_chunk, scale * LOG2E,
         stride_qb=q.stride(0), stride_qh=q.stride(1),
         stride_kp=stride_kp, stride_ks=stride_ks, stride_kh=stride_kh,
         stride_vp=stride_vp, stride_vs=stride_vs, stride_vh=stride_vh, stride_tb=stride_tb,
@@ -229,7 +230,7 @@ def _launch_decode(
     )
     _merge_kernel[(shape.batch, shape.num_q_heads)](
         part_out, part_lse, seq_lens, out,
-        shape.batch, target_chunks, config.min_tiles * config.block_n,
+        shape.batch, target_chunks, min_chunk,
         stride_oc=part_out.stride(0), stride_oh=part_out.stride(1), stride_lc=part_lse.stride(0),
         stride_ob=out.stride(0), stride_oh_final=out.stride(1),
         HEAD_DIM=shape.head_dim, BLOCK_B=lanes, BLOCK_N=config.block_n, BLOCK_C=config.merge_block,
