@@ -5,7 +5,9 @@
 # in bf16 and fp8, CUDA-graph replays), cases (`pabench kernels --case all` in fp8, CUDA-graph timing), equal4
 # (issue 15's equal-batch command at 4 GiB, each backend order twice; the ratios via equal_batch_report.py),
 # levers (issue 19's 32-layer fp8 evidence as one `pabench sweep` over KV budgets 1 and 2 GiB x kv dtypes auto and
-# fp8, paged and contiguous-oracle; not in the default). The device returns at most 8 files, so the equal-batch
+# fp8, paged and contiguous-oracle; not in the default), peers (`--models` per model against FlashInfer's
+# tensor-core and CUDA-core paged decode, installed from the wheels in .whl/, which the call must carry; FlashInfer
+# JIT-compiles its kernels with the device's nvcc on first use; not in the default). The device returns at most 8 files, so the equal-batch
 # runs come back as one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
@@ -35,4 +37,19 @@ if want levers; then
     run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
         --kv-budgets 1GiB,2GiB --kv-dtypes auto,fp8 --page-sizes 16 --num-requests 300 --max-num-seqs 256 \
         --backend paged,contiguous-oracle --no-progress --csv "$OUT/levers_32l.csv"
+fi
+if want peers; then
+    if ls .whl/*.whl > /dev/null 2>&1; then
+        run $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+        export PYTHONPATH=$PYTHONPATH:/tmp/site
+    fi
+    export FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+    run $PY -c "import flashinfer; print('flashinfer', flashinfer.__version__)"
+    PEERS=triton-paged,triton-contiguous,flashinfer-paged,flashinfer-paged-cc
+    mkdir -p "$OUT/peers"
+    for m in ${PEER_MODELS:-llama-3-8b llama-3.2-1b llama-3-70b llama-3.2-3b qwen2.5-1.5b qwen2.5-7b llama-2-7b}; do
+        run timeout ${PEER_TIMEOUT:-300} $PY -m pabench kernels --models $m --cuda-graphs --impls $PEERS \
+            --csv "$OUT/peers/$m.csv"
+    done
+    tar -C "$OUT" -cf "$OUT/peers.tar" peers && rm -r "$OUT/peers"
 fi

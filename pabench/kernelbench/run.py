@@ -19,7 +19,8 @@ from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
 CASES = ("a", "b", "c", "d")
 CASE_CHOICES = (*CASES, "custom", "all")
 IMPLS = ("triton-paged", "triton-contiguous", "torch-sdpa", "gather+sdpa", "flex-paged", "flashinfer-paged",
-         "torch-reference")
+         "flashinfer-paged-cc", "torch-reference")
+FLASHINFER_IMPLS = ("flashinfer-paged", "flashinfer-paged-cc")  # its tensor-core and CUDA-core decode paths
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TOLERANCE = {"bf16": 2e-2, "fp16": 5e-3, "fp32": 1e-3}  # max ||out - ref|| / ||ref|| for a passing check
 CPU_MAX_BATCH, CPU_MAX_CONTEXT = 8, 256  # on a CPU, defaults shrink to this: only the torch paths, a smoke test
@@ -190,9 +191,10 @@ def _runners(impls: tuple[str, ...], data: DecodeData, page_size: int, device: A
         "gather+sdpa": lambda: lambda: gather_sdpa_decode(q, k_cache, v_cache, table, lens_cpu, mask=gather_mask)[0],
         "flex-paged": lambda: flex_paged_decode(q, k_cache, v_cache, table, lens),
         "flashinfer-paged": lambda: flashinfer_paged_decode(q, k_cache, v_cache, table, lens),
+        "flashinfer-paged-cc": lambda: flashinfer_paged_decode(q, k_cache, v_cache, table, lens, tensor_cores=False),
         "torch-reference": lambda: lambda: paged_decode_reference(q, ref_k, ref_v, table, lens),
     }
-    available = {"flex-paged": flex_available(), "flashinfer-paged": flashinfer_available()}
+    available = {"flex-paged": flex_available(), **{name: flashinfer_available() for name in FLASHINFER_IMPLS}}
     runners: dict[str, Any] = {}
     for impl in impls:
         if impl not in makers or not available.get(impl, True):
@@ -210,7 +212,7 @@ def default_impls(device: Any) -> tuple[str, ...]:
         return ("torch-reference", "torch-sdpa", "gather+sdpa")
     from pabench.kernels import flashinfer_available
 
-    return tuple(i for i in IMPLS if i != "torch-reference" and (i != "flashinfer-paged" or flashinfer_available()))
+    return tuple(i for i in IMPLS if i != "torch-reference" and (i not in FLASHINFER_IMPLS or flashinfer_available()))
 
 
 def _environment(device: Any) -> dict[str, str]:

@@ -189,8 +189,9 @@ def flashinfer_available() -> bool:
 
 
 def flashinfer_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
-                            seq_lens: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """Plan FlashInfer's batch paged decode (NHD layout = our [num_pages, page_size, H, D]); returns a runner."""
+                            seq_lens: torch.Tensor, tensor_cores: bool = True) -> Callable[[], torch.Tensor]:
+    """Plan FlashInfer's batch paged decode (NHD layout = our [num_pages, page_size, H, D]); returns a runner.
+    tensor_cores picks its prefill-style tensor-core path or its CUDA-core decode path (the issue asks for the best)."""
     import flashinfer
 
     num_pages, page_size, num_kv_heads, head_dim = k_cache.shape
@@ -201,7 +202,7 @@ def flashinfer_paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     indptr[1:] = torch.cumsum(num_used, 0)
     last_len = lens - (num_used - 1) * page_size  # [batch], in [1, page_size]
     workspace = torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=q.device)
-    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=True)
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=tensor_cores)
     wrapper.plan(indptr, indices, last_len, q.shape[1], num_kv_heads, head_dim, page_size,
                  q_data_type=q.dtype, kv_data_type=k_cache.dtype)
     return lambda: wrapper.run(q, (k_cache, v_cache))
