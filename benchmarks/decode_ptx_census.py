@@ -1,7 +1,9 @@
 """What the decode chunk kernel compiles to (issue 19's fp8 lead): per variant (bf16 / fp8 K/V, paged / contiguous,
 the heuristic's tiling), counts of the PTX instructions that say how tiles travel: cp.async (pipelined global ->
 shared copies), ld.global, ldmatrix, st/ld.shared, cvt, mma. Compiles for the local GPU (or, without one, for sm_90
-offline); writes each variant's PTX under --out.
+offline); writes each variant's PTX under --out. Pointers and strides carry the 16-divisibility that Triton's launcher
+specializes a real call on (s15-6 compiled without it: unaligned addresses, so no cp.async and byte-wide loads, which
+is not what the kernels run).
     PYTHONPATH=. python3 benchmarks/decode_ptx_census.py --out $OUT
 """
 
@@ -21,8 +23,8 @@ from pabench.kernels.tiling import choose_decode_config
 
 STRIDES = ("stride_qb", "stride_qh", "stride_kp", "stride_ks", "stride_kh", "stride_vp", "stride_vs", "stride_vh",
            "stride_tb", "stride_oc", "stride_oh", "stride_lc")
-OPS = ("cp.async.ca", "cp.async.cg", "cp.async.bulk", "ld.global", "ldmatrix", "st.shared", "ld.shared", "cvt.",
-       "mma.sync", "wgmma")
+OPS = ("cp.async.ca", "cp.async.cg", "cp.async.bulk", "ld.global", "ldmatrix", "st.shared", "ld.shared", "ld.shared.b8",
+       "cvt.", "mma.sync", "wgmma")
 
 
 def compile_variant(kv_fp8: bool, paged: bool, target: GPUTarget):
@@ -36,9 +38,13 @@ def compile_variant(kv_fp8: bool, paged: bool, target: GPUTarget):
     consts = dict(NUM_KV_HEADS=8, GROUP=4, HEAD_DIM=128, PAGE_SIZE=16, PAGED=paged, BLOCK_B=64, BLOCK_H=16,
                   BLOCK_N=config.block_n, PREFETCH_PAGES=config.prefetch_pages, DOT_PRECISION="tf32",
                   DOT_UPCAST=False, KV_FP8=kv_fp8)
+    # what a real launch specializes: every pointer (torch allocations) and every stride but the table's (pages per
+    # sequence) is a multiple of 16 here
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(sig)
+               if name.endswith("_ptr") or (name.startswith("stride") and name != "stride_tb")}
     sig.update({name: "constexpr" for name in consts})
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages, **config.launch_options()}
-    return config, triton.compile(ASTSource(CHUNK_KERNEL, sig, constexprs=consts), target=target,
+    return config, triton.compile(ASTSource(CHUNK_KERNEL, sig, constexprs=consts, attrs=aligned), target=target,
                                   options=options)
 
 

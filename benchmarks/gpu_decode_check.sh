@@ -7,7 +7,10 @@
 # levers (issue 19's 32-layer fp8 evidence as one `pabench sweep` over KV budgets 1 and 2 GiB x kv dtypes auto and
 # fp8, paged and contiguous-oracle; not in the default), peers (`--models` per model against FlashInfer's
 # tensor-core and CUDA-core paged decode, installed from the wheels in .whl/, which the call must carry; FlashInfer
-# JIT-compiles its kernels with the device's nvcc on first use; not in the default). The device returns at most 8 files, so the equal-batch
+# JIT-compiles its kernels with the device's nvcc on first use; not in the default), vprobe (fp8_v_layout.py: where
+# paged fp8 decode's time goes by V layout, and decode_ptx_census.py's instruction counts, registers and spills;
+# not in the default), floor (shape_tiling.py --stage floor: the heuristic's chunk floor against none, per shape;
+# not in the default). The device returns at most 8 files, so the equal-batch
 # runs come back as one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
@@ -53,3 +56,9 @@ if want peers; then
     done
     tar -C "$OUT" -cf "$OUT/peers.tar" peers && rm -r "$OUT/peers"
 fi
+if want vprobe; then
+    run $PY benchmarks/fp8_v_layout.py
+    run $PY benchmarks/decode_ptx_census.py --out "$OUT/census"
+    tar -C "$OUT" -cf "$OUT/census.tar" census && rm -r "$OUT/census"
+fi
+want floor && run $PY benchmarks/shape_tiling.py --stage floor --out "$OUT" --budget-s ${FLOOR_BUDGET_S:-130}

@@ -30,11 +30,14 @@ POISON_SCRATCH = False  # tests set True: fill the fp32 partials with NaN so a c
 @triton.jit
 def _chunk_schedule(lens_ptr, batch, target_chunks, min_chunk, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
     """Per-sequence chunk counts and their running sum; every program recomputes it (B lanes, no launch).
-    min_chunk (a multiple of BLOCK_N) floors the chunk, so small batches do not cut into programs too short."""
+    min_chunk (a multiple of BLOCK_N) floors the chunk, so small batches do not cut into programs too short; the
+    floor never leaves fewer than target_chunks / 2 chunks, so a small total still spreads over every SM."""
     offs_b = tl.arange(0, BLOCK_B)
     lens = tl.load(lens_ptr + offs_b, mask=offs_b < batch, other=0)  # [BLOCK_B]
     total = tl.sum(lens, axis=0)
-    chunk = tl.maximum(tl.cdiv(tl.cdiv(total, target_chunks), BLOCK_N) * BLOCK_N, min_chunk)  # multiple of BLOCK_N
+    chunk = tl.cdiv(tl.cdiv(total, target_chunks), BLOCK_N) * BLOCK_N  # multiple of BLOCK_N
+    cap = tl.cdiv(tl.cdiv(total, tl.maximum(target_chunks // 2, 1)), BLOCK_N) * BLOCK_N
+    chunk = tl.maximum(chunk, tl.minimum(min_chunk, cap))
     num_chunks = tl.cdiv(lens, chunk)  # [BLOCK_B], 0 on padding lanes
     ends = tl.cumsum(num_chunks, axis=0)  # [BLOCK_B] first chunk id past each sequence
     return offs_b, chunk, num_chunks, ends

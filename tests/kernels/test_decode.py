@@ -73,7 +73,8 @@ def test_paged_equals_contiguous(case, poison_scratch):
     (DecodeConfig(block_n=16, items_per_sm=1, prefetch_pages=True), 4),
     (DecodeConfig(block_n=32, merge_block=2), 8),  # merges span several merge blocks
     (DecodeConfig(block_n=32, maxnreg=64), 16),  # a register cap is a launch option, not a different result
-    (DecodeConfig(block_n=16, items_per_sm=64, min_tiles=5), 8),  # the floor, not the target, sets the chunk
+    (DecodeConfig(block_n=16, items_per_sm=4, min_tiles=10), 8),  # the floor (under its cap) sets the chunk
+    (DecodeConfig(block_n=16, items_per_sm=64, min_tiles=5), 8),  # the floor's cap sets it
 ])
 def test_tilings(config, page_size, poison_scratch):
     data = _data([200, 37, 96], 2, 64, torch.float32, seed=7)

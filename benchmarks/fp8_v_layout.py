@@ -1,0 +1,158 @@
+"""fp8 V layout probe (issue 19): where paged fp8 decode's time goes, by variants of one probe kernel that differ only
+in how V reaches the P @ V dot. Issue 19's lead: with V stored [pages, page_size, Hkv, D] (D contiguous) the dot
+needs pairs of consecutive *tokens* per register, which for 8-bit values Triton reads byte by byte from shared
+memory (128 ld.shared.b8 per thread per 128-token tile); V stored token-contiguous ([pages, Hkv, D, page_size],
+vLLM's original V layout) gives those pairs as wide loads.
+Variants: `v-rows` (today's layout), `v-cols` (V pages transposed: token-contiguous), `v-from-k` (the P @ V dot
+reads the K tile again: no V bytes, the floor for any V layout), `no-v` (no second dot: S only).
+The probe is a plain split-K kernel (fixed splits per sequence, partials merged by torch outside the timing), so it
+is compared with itself; the production kernel's time is printed beside it. Every variant that computes attention
+is checked against the float reference. Run on a CUDA machine from the repo root:
+    PYTHONPATH=. python3 benchmarks/fp8_v_layout.py > fp8_v_layout.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import triton
+import triton.language as tl
+
+from pabench.kernelbench.data import make_decode_data, paginate, to_fp8
+from pabench.kernelbench.run import NAMED_CASES, case_lengths
+from pabench.kernelbench.timing import copy_bandwidth_gbps, time_us
+from pabench.kernels import paged_decode_attention, paged_decode_reference
+from pabench.kernels.decode import tile_pages
+from pabench.kernels.fp8 import dequantize, dot_query
+
+MODES = {"v-rows": 0, "v-cols": 1, "v-from-k": 2, "no-v": 3}
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _probe_kernel(q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale_ptr, out_ptr, lse_ptr,
+                  chunk, sm_scale_log2,
+                  stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_vd,
+                  stride_tb, stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
+                  SPLITS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, V_MODE: tl.constexpr):
+    """One program = split `pid % SPLITS` of sequence `pid // SPLITS` for one KV head; fp32 partials out."""
+    seq = tl.program_id(0) // SPLITS
+    split = tl.program_id(0) % SPLITS
+    kv_head = tl.program_id(1)
+    seq_len = tl.load(lens_ptr + seq)
+    start = split * chunk
+    end = tl.minimum(start + chunk, seq_len)
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    q_heads = kv_head * GROUP + offs_h  # [BLOCK_H]
+    h_mask = offs_h < GROUP
+    q = tl.load(q_ptr + seq * stride_qb + q_heads[:, None] * stride_qh + offs_d[None, :], mask=h_mask[:, None],
+                other=0.0)  # [BLOCK_H, D]
+    q, qk_scale = dot_query(q, sm_scale_log2, k_scale_ptr, True, False)
+    table_row = table_ptr + seq * stride_tb
+    k_base = k_ptr + kv_head * stride_kh
+    v_base = v_ptr + kv_head * stride_vh
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    for tile in range(start, end, BLOCK_N):
+        tok = tile + offs_n  # [BLOCK_N]
+        tok_mask = tok < end
+        cur = tile_pages(table_row, tile, end, PAGE_SIZE, BLOCK_N)  # [BLOCK_N] (or scalar)
+        slot = tok % PAGE_SIZE
+        k = tl.load(k_base + (cur * stride_kp + slot * stride_ks)[:, None] + offs_d[None, :],
+                    mask=tok_mask[:, None], other=0.0).to(tl.float16)  # [N, D]
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_H, N]
+        s = tl.where(tok_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])  # [BLOCK_H, N]
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if V_MODE == 0:  # V [pages, page_size, Hkv, D]: D contiguous
+            v = tl.load(v_base + (cur * stride_vp + slot * stride_vs)[:, None] + offs_d[None, :],
+                        mask=tok_mask[:, None], other=0.0).to(tl.float16)  # [N, D]
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), v)
+        elif V_MODE == 1:  # V [pages, Hkv, D, page_size]: tokens contiguous within a page
+            vt = tl.load(v_base + offs_d[:, None] * stride_vd + (cur * stride_vp + slot * stride_vs)[None, :],
+                         mask=tok_mask[None, :], other=0.0).to(tl.float16)  # [D, N]
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), tl.trans(vt))
+        elif V_MODE == 2:
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), k)
+        else:
+            acc = acc * alpha[:, None] + tl.sum(p, axis=1)[:, None]
+        m_i = m_new
+    acc = acc * tl.load(v_scale_ptr)
+    out = out_ptr + seq * stride_ob + split * stride_os + q_heads[:, None] * stride_oh + offs_d[None, :]
+    tl.store(out, acc / l_i[:, None], mask=h_mask[:, None])
+    tl.store(lse_ptr + seq * stride_lb + split * stride_ls + q_heads, m_i + tl.log2(l_i), mask=h_mask)
+
+
+def probe(mode: str, q, k, v, table, lens, k_scale, v_scale, splits: int, block_n: int, stages: int,
+          maxnreg: int, group: int):
+    """A runner: the probe kernel, then (outside its timing) a torch merge of its partials into [B, Hq, D]."""
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[2]
+    chunk = triton.cdiv(triton.cdiv(int(lens.max()), splits), block_n) * block_n
+    part = torch.empty(batch, splits, num_q_heads, head_dim, device=q.device, dtype=torch.float32)
+    lse = torch.empty(batch, splits, num_q_heads, device=q.device, dtype=torch.float32)
+    if mode == "v-cols":  # v: [P, Hkv, D, S]
+        svp, svs, svh, svd = v.stride(0), v.stride(3), v.stride(1), v.stride(2)
+    else:  # v: [P, S, Hkv, D]
+        svp, svs, svh, svd = v.stride(0), v.stride(1), v.stride(2), 1
+    options = {"maxnreg": maxnreg} if maxnreg else {}
+
+    def kernel():
+        _probe_kernel[(batch * splits, num_kv_heads)](
+            q, k, v, table, lens, k_scale, v_scale, part, lse, chunk, head_dim ** -0.5 * LOG2E,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), svp, svs, svh, svd, table.stride(0),
+            part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
+            SPLITS=splits, GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=k.shape[1], BLOCK_H=max(16, group),
+            BLOCK_N=block_n, V_MODE=MODES[mode], num_warps=4, num_stages=stages, **options)
+
+    def merged():
+        kernel()
+        weight = torch.softmax(lse * 0.6931471805599453, dim=1)  # [B, splits, Hq], log2 -> ln
+        return (part.nan_to_num(0.0) * weight[..., None]).sum(1).to(q.dtype)  # [B, Hq, D]; empty splits weigh 0
+
+    return kernel, merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="a,b")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    copy = copy_bandwidth_gbps(device, 25, 200)
+    print(f"device {torch.cuda.get_device_name(device)}, copy bandwidth {copy:.0f} GB/s")
+    tilings = [(128, 2, 128), (64, 2, 128), (64, 3, 0), (128, 3, 0)]  # (block_n, stages, maxnreg)
+    for case in args.cases.split(","):
+        lens_list = case_lengths(NAMED_CASES[case])
+        data = to_fp8(make_decode_data(lens_list, 32, 8, 128, torch.bfloat16, device, seed=0))
+        k, v, table = paginate(data, 16)  # [P, 16, 8, 128] each
+        v_cols = v.permute(0, 2, 3, 1).contiguous()  # [P, Hkv, D, S]: the same values, tokens contiguous
+        q, lens, (ks, vs) = data.q, data.seq_lens, (data.k_scale, data.v_scale)
+        kv_bytes = 2 * sum(lens_list) * 8 * 128  # one byte per element
+        ref = paged_decode_reference(q, dequantize(k, ks), dequantize(v, vs), table, lens).float()  # [B, Hq, D]
+        prod = time_us(lambda: paged_decode_attention(q, k, v, table, lens, impl="triton", check_values=False,
+                                                      k_scale=ks, v_scale=vs), device, 25, 200, cuda_graph=True)[0]
+        print(f"case {case}: production paged fp8 {prod:.1f} us ({100 * kv_bytes / prod / 1e3 / copy:.1f}% copy)")
+        splits = max(1, (132 * 8) // (len(lens_list) * 8))
+        for block_n, stages, maxnreg in tilings:
+            for mode in MODES:
+                kernel, merged = probe(mode, q, k, v_cols if mode == "v-cols" else v, table, lens, ks, vs, splits,
+                                       block_n, stages, maxnreg, 4)
+                check = ""
+                if mode in ("v-rows", "v-cols"):
+                    out = merged().float()
+                    err = ((out - ref).norm() / ref.norm()).item()
+                    check = f", rel err {err:.4f}" + ("" if err < 0.06 and out.isfinite().all() else " FAIL")
+                t = time_us(kernel, device, 25, 200, cuda_graph=True)[0]
+                print(f"case {case} block_n {block_n} stages {stages} maxnreg {maxnreg} splits {splits} {mode}: "
+                      f"{t:.1f} us ({100 * kv_bytes / t / 1e3 / copy:.1f}% copy){check}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
