@@ -79,7 +79,8 @@ def choose_decode_config(shape: DecodeShape, dtype: torch.dtype, kv_fp8: bool = 
                          paged: bool = True) -> DecodeConfig:
     """A small shape-keyed heuristic, tuned on an H200 for head_dim 128 (benchmarks/KERNEL_NOTES.md): 64-token
     tiles; ~8 work items per SM for small batches (bigger chunks, fewer partials) and ~16 for large ones, whose
-    mixed lengths balance better in smaller chunks; small batches floor a chunk at 256 tokens per KV head. Paged
+    mixed lengths balance better in smaller chunks; small batches floor a chunk at 256 tokens per KV head and, with
+    <= 4 KV heads, cut into fewer items (<= 2 KV heads: 2 per SM over double-width tiles). Paged
     fp8 (e4m3 pages, latency bound with few warps in flight) takes 128-token tiles, 2 stages and a 128-register
     cap; the contiguous fp8 slab keeps the bf16 tiling, which it reads faster (s15-1)."""
     block_n = {32: 128, 64: 128, 128: 64, 256: 32}[shape.head_dim]  # ~16 KB per K (or V) tile in bf16
@@ -89,10 +90,16 @@ def choose_decode_config(shape: DecodeShape, dtype: torch.dtype, kv_fp8: bool = 
     if kv_fp8 and paged:
         return DecodeConfig(block_n=min(128, 2 * block_n), num_stages=2, items_per_sm=16 if large else 8,
                             maxnreg=128)
-    if not large:  # a chunk of at least 256 tokens per KV head (s15-8: a long sequence among short ones splits into
-        # fewer, longer programs, +3-10 points on skewed batches, uniform ones unchanged)
-        return DecodeConfig(block_n=block_n, num_stages=4, items_per_sm=8,
-                            min_tiles=256 * shape.num_kv_heads // block_n)
+    floor = 256 * shape.num_kv_heads  # tokens: a chunk of at least 256 per KV head (s15-8: a long sequence among
+    # short ones splits into fewer, longer programs; skewed batches gain, uniform ones do not move)
+    if not large and shape.num_kv_heads <= 2:  # few KV heads: fewer, longer programs over double-width tiles
+        # (s15-1's fastest for Qwen2.5 1.5B uniform and skewed, where FlashInfer was ahead in s16-2)
+        return DecodeConfig(block_n=min(128, 2 * block_n), num_stages=2, items_per_sm=2,
+                            min_tiles=floor // min(128, 2 * block_n))
+    if not large:
+        few = shape.num_kv_heads <= 4  # s15-1's fastest for Qwen2.5 7B (4 KV heads)
+        return DecodeConfig(block_n=block_n, num_stages=3 if few else 4, items_per_sm=4 if few else 8,
+                            min_tiles=floor // block_n)
     # large batches (mixed lengths, many short chunks): smaller chunks, and the next tile's page ids loaded
     # one iteration ahead so the table -> K/V load chain leaves the critical path of short loops
     return DecodeConfig(block_n=block_n, num_stages=3, items_per_sm=16, prefetch_pages=True)
