@@ -4,11 +4,13 @@ needs pairs of consecutive *tokens* per register, which for 8-bit values Triton 
 memory (128 ld.shared.b8 per thread per 128-token tile); V stored token-contiguous ([pages, Hkv, D, page_size],
 vLLM's original V layout) gives those pairs as wide loads.
 Variants: `v-rows` (today's layout), `v-cols` (V pages transposed: token-contiguous), `v-from-k` (the P @ V dot
-reads the K tile again: no V bytes, the floor for any V layout), `no-v` (no second dot: S only).
+reads the K tile again: no V bytes, the floor for any V layout), `no-v` (no second dot: S only), `v-join` (today's
+layout, even and odd tokens loaded as two row tiles, converted, then interleaved in registers: no byte gathers),
+`v-join-asm` (v-join with K and V converted by packed inline PTX).
 The probe is a plain split-K kernel (fixed splits per sequence, partials merged by torch outside the timing), so it
 is compared with itself; the production kernel's time is printed beside it. Every variant that computes attention
 is checked against the float reference. Run on a CUDA machine from the repo root:
-    PYTHONPATH=. python3 benchmarks/fp8_v_layout.py > fp8_v_layout.txt
+    PYTHONPATH=. python3 benchmarks/fp8_v_layout.py [--modes v-rows,v-join] [--tilings 128/2/128] > fp8_v_layout.txt
 """
 
 from __future__ import annotations
@@ -26,8 +28,18 @@ from pabench.kernels import paged_decode_attention, paged_decode_reference
 from pabench.kernels.decode import tile_pages
 from pabench.kernels.fp8 import dequantize, dot_query
 
-MODES = {"v-rows": 0, "v-cols": 1, "v-from-k": 2, "no-v": 3}
+MODES = {"v-rows": 0, "v-cols": 1, "v-from-k": 2, "no-v": 3, "v-join": 4, "v-join-asm": 5}
 LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def e4m3_to_f16(x, ASM: tl.constexpr):
+    """e4m3 values as fp16: ASM converts four bytes of a register per two packed instructions (no byte moves)."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e4m3x2 $0, lo; cvt.rn.f16x2.e4m3x2 $1, hi; }",
+            "=r,=r,r", [x.to(tl.uint8, bitcast=True)], dtype=tl.float16, is_pure=True, pack=4)
+    return x.to(tl.float16)
 
 
 @triton.jit
@@ -63,8 +75,8 @@ def _probe_kernel(q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale
         tok_mask = tok < end
         cur = tile_pages(table_row, tile, end, PAGE_SIZE, BLOCK_N)  # [BLOCK_N] (or scalar)
         slot = tok % PAGE_SIZE
-        k = tl.load(k_base + (cur * stride_kp + slot * stride_ks)[:, None] + offs_d[None, :],
-                    mask=tok_mask[:, None], other=0.0).to(tl.float16)  # [N, D]
+        k = e4m3_to_f16(tl.load(k_base + (cur * stride_kp + slot * stride_ks)[:, None] + offs_d[None, :],
+                                mask=tok_mask[:, None], other=0.0), V_MODE == 5)  # [N, D]
         s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_H, N]
         s = tl.where(tok_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -79,6 +91,16 @@ def _probe_kernel(q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, k_scale_ptr, v_scale
             vt = tl.load(v_base + offs_d[:, None] * stride_vd + (cur * stride_vp + slot * stride_vs)[None, :],
                          mask=tok_mask[None, :], other=0.0).to(tl.float16)  # [D, N]
             acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), tl.trans(vt))
+        elif V_MODE == 4 or V_MODE == 5:  # today's layout, even and odd tokens loaded apart, interleaved in registers
+            # (5: K and V converted by packed inline asm)
+            rows = cur * stride_vp + slot * stride_vs  # [N]
+            rows_e, rows_o = tl.split(tl.reshape(rows, (BLOCK_N // 2, 2)))  # [N/2] each: tokens 2i, 2i + 1
+            mask_e, mask_o = tl.split(tl.reshape(tok_mask, (BLOCK_N // 2, 2)))
+            ve = tl.load(v_base + rows_e[:, None] + offs_d[None, :], mask=mask_e[:, None], other=0.0)  # [N/2, D]
+            vo = tl.load(v_base + rows_o[:, None] + offs_d[None, :], mask=mask_o[:, None], other=0.0)
+            v = tl.join(e4m3_to_f16(ve, V_MODE == 5), e4m3_to_f16(vo, V_MODE == 5))  # [N/2, D, 2]
+            v = tl.reshape(tl.permute(v, (0, 2, 1)), (BLOCK_N, HEAD_DIM))  # [N, D], token order
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), v)
         elif V_MODE == 2:
             acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), k)
         else:
@@ -123,11 +145,14 @@ def probe(mode: str, q, k, v, table, lens, k_scale, v_scale, splits: int, block_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="a,b")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--tilings", default="128/2/128,64/2/128,64/3/0,128/3/0", help="block_n/stages/maxnreg,...")
     args = parser.parse_args()
+    modes = args.modes.split(",")
     device = torch.device("cuda")
     copy = copy_bandwidth_gbps(device, 25, 200)
     print(f"device {torch.cuda.get_device_name(device)}, copy bandwidth {copy:.0f} GB/s")
-    tilings = [(128, 2, 128), (64, 2, 128), (64, 3, 0), (128, 3, 0)]  # (block_n, stages, maxnreg)
+    tilings = [tuple(int(x) for x in t.split("/")) for t in args.tilings.split(",")]  # (block_n, stages, maxnreg)
     for case in args.cases.split(","):
         lens_list = case_lengths(NAMED_CASES[case])
         data = to_fp8(make_decode_data(lens_list, 32, 8, 128, torch.bfloat16, device, seed=0))
@@ -141,11 +166,11 @@ def main() -> None:
         print(f"case {case}: production paged fp8 {prod:.1f} us ({100 * kv_bytes / prod / 1e3 / copy:.1f}% copy)")
         splits = max(1, (132 * 8) // (len(lens_list) * 8))
         for block_n, stages, maxnreg in tilings:
-            for mode in MODES:
+            for mode in modes:
                 kernel, merged = probe(mode, q, k, v_cols if mode == "v-cols" else v, table, lens, ks, vs, splits,
                                        block_n, stages, maxnreg, 4)
                 check = ""
-                if mode in ("v-rows", "v-cols"):
+                if mode not in ("v-from-k", "no-v"):
                     out = merged().float()
                     err = ((out - ref).norm() / ref.norm()).item()
                     check = f", rel err {err:.4f}" + ("" if err < 0.06 and out.isfinite().all() else " FAIL")

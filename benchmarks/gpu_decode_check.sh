@@ -57,7 +57,7 @@ if want peers; then
     tar -C "$OUT" -cf "$OUT/peers.tar" peers && rm -r "$OUT/peers"
 fi
 if want vprobe; then
-    run $PY benchmarks/fp8_v_layout.py
+    run $PY benchmarks/fp8_v_layout.py ${VPROBE_ARGS:-}
     run $PY benchmarks/decode_ptx_census.py --out "$OUT/census"
     tar -C "$OUT" -cf "$OUT/census.tar" census && rm -r "$OUT/census"
 fi
