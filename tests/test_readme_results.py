@@ -231,6 +231,44 @@ def test_equal_batch_reruns_follow_s15_3_and_s15_5():
             f"{runs[1]['median']['peak_host_ms']:.2f})") in text
 
 
+def test_equal_batch_sets_follow_s16():
+    """The three session-16 sets: s16-1's decode device range and median, s16-3's and s16-5's medians and ranges."""
+    report = _equal_batch_report()
+    text = " ".join(README.split())
+    first = report.report(sorted((KERNELS / "s16-1-decode-check-h200" / "equal4").glob("equal4_*.json.gz")))
+    decode = [f["decode_device_ms"] for f in first["files"]]
+    assert (f"decode device {min(decode):.3f}–{max(decode):.3f} over the run, tok/s median "
+            f"{first['median']['output_tok_s']:.3f}") in text
+    small = report.read_json(KERNELS / "s16-1-decode-check-h200" / "equal4" / "equal4_a.json.gz")
+    buckets = {b["backend"]: b["steps"]["decode_by_batch"][0] for b in small["backends"]}
+    assert buckets["paged"]["batch_max"] == 32
+    assert f"{buckets['paged']['device_ms'] / buckets['contiguous-oracle']['device_ms']:.3f}× oracle's" in text
+    runs = [report.report(sorted(folder.glob("equal4_*.json.gz"))) for folder in
+            (KERNELS / "s16-3-vprobe-floor-h200" / "equal4", E2E / "s16-5-equal4-full32-h200" / "equal4")]
+    files = [f for r in runs for f in r["files"]]
+    med = [r["median"] for r in runs]
+    assert f"tok/s medians {med[0]['output_tok_s']:.3f} and {med[1]['output_tok_s']:.3f}" in text
+    decode = [f["decode_device_ms"] for f in files]
+    host = [f["peak_host_ms"] for f in files]
+    assert f"decode device {min(decode):.3f}–{max(decode):.3f}, prefill device medians" in text
+    assert f"medians {med[0]['prefill_device_ms']:.3f} and {med[1]['prefill_device_ms']:.3f}" in text
+    assert (f"{min(host):.2f}–{max(host):.2f}× (medians {med[0]['peak_host_ms']:.2f} and "
+            f"{med[1]['peak_host_ms']:.2f})") in text
+
+
+def test_full32_rerun_follows_s16_5():
+    text = " ".join(README.split())
+    for gib, phrase in ((16, "at 16 GiB paged {} vs oracle {} tok/s ({}), host / device at the peak batch {} / {}"),
+                        (2, "at 2 GiB {} vs {} ({}), {} / {}")):
+        path = E2E / "s16-5-equal4-full32-h200" / "f32" / f"full32_{gib}gib.csv"
+        paged, oracle = row_of(path, "paged"), row_of(path, "contiguous-oracle")
+        assert bool(paged["async_scheduling"]) and bool(oracle["async_scheduling"])
+        assert phrase.format(f"{paged['output_tok_per_s']:,.0f}", f"{oracle['output_tok_per_s']:,.0f}",
+                             f"{paged['output_tok_per_s'] / oracle['output_tok_per_s']:.3f}",
+                             f"{paged['host_over_device_peak_batch_pct']:.1f}%",
+                             f"{oracle['host_over_device_peak_batch_pct']:.1f}%") in text, gib
+
+
 def test_full32_table_matches_s9_7():
     rows = table("| 32 layers, default engine |")
     assert len(rows) == 2
@@ -415,9 +453,9 @@ def test_fp8_32_layer_sweep_table_matches_s15_5():
     assert max(drift) < 0.04 and "bf16 rows are within 4%" in text
 
 
-def test_model_shapes_paragraph_follows_s15_9():
+def test_model_shapes_paragraph_follows_s16_4():
     """Ranges of % of copy per shape group, with and without the chunk floor, from the same run's CSV."""
-    frame = pd.read_csv(KERNELS / "s15-9-chunk-floor-check-h200" / "shape_floor.csv")
+    frame = pd.read_csv(KERNELS / "s16-4-models-peers-h200" / "shape_floor.csv")
     text = " ".join(README.split())
     heur = frame[frame["heuristic"]].set_index("case")["pct_of_copy_bw"]
     unfloored = frame[~frame["heuristic"] & (frame["min_tiles"] == 0)].set_index("case")["pct_of_copy_bw"]
@@ -430,14 +468,38 @@ def test_model_shapes_paragraph_follows_s15_9():
                             ("lognormal", "{} with lognormal ones"), ("skewed", "{} skewed")):
         assert phrase.format(span([heur[f"{m}/{lengths}"] for m in eight])) in text, lengths
     assert f"the skewed ones read {span([unfloored[f'{m}/skewed'] for m in eight])}" in text
-    assert (f"One 128k-token sequence: {heur['llama-3-8b/one-128k']:.1f}% "
+    assert (f"128k-token sequence: {heur['llama-3-8b/one-128k']:.1f}% "
             f"({unfloored['llama-3-8b/one-128k']:.1f}% without)") in text
     for model, name in (("qwen2.5-7b", "Qwen2.5 7B"), ("qwen2.5-1.5b", "Qwen2.5 1.5B"),
                         ("llama-3.2-1b", "Llama-3.2 1B")):
         assert f"{name} {span([heur[f'{model}/{x}'] for x in ('uniform', 'lognormal', 'skewed')])}" in text
     d = frame[frame["case"] == "llama-3-8b/case-d"]
     new, old = d[d["heuristic"]].iloc[0]["median_us"], d[d["min_tiles"] == 0].iloc[0]["median_us"]
-    assert f"{new / old - 1:.1%} ({old:.1f} vs {new:.1f} µs)" in text
+    assert f"takes {new:.1f} µs with the floor and {old:.1f} µs without it" in text
+
+
+def _flashinfer_over_triton(folder: str) -> pd.Series:
+    """Per case: the faster FlashInfer path's median time over Triton paged's (checks passed only)."""
+    frame = pd.concat([pd.read_csv(p) for p in sorted((KERNELS / folder / "peers").glob("*.csv"))])
+    times = frame[frame["check"] == "ok"].pivot_table(index="case", columns="impl", values="median_us")
+    return times[["flashinfer-paged", "flashinfer-paged-cc"]].min(axis=1) / times["triton-paged"]
+
+
+def test_flashinfer_table_follows_s16_4_and_s16_2():
+    ratio, before = _flashinfer_over_triton("s16-4-models-peers-h200"), _flashinfer_over_triton("s16-2-peers-h200")
+    rows = {cells[0]: cells[1:] for cells in table("| lengths | 8 and 32 KV heads")}
+    wide = ("llama-3-8b", "llama-3-70b", "llama-3.2-3b", "llama-2-7b")
+    for lengths in ("uniform", "lognormal", "skewed"):
+        group = [ratio[f"{m}/{lengths}"] for m in wide]
+        assert rows[lengths][0] == f"{min(group):.3f}–{max(group):.3f}", lengths
+        for cell, model in zip(rows[lengths][1:], ("llama-3.2-1b", "qwen2.5-7b", "qwen2.5-1.5b")):
+            assert cell == f"{ratio[f'{model}/{lengths}']:.3f}", (model, lengths)
+    text = " ".join(README.split())
+    assert (f"those two read {before['qwen2.5-7b/uniform']:.3f} and {before['qwen2.5-1.5b/skewed']:.3f}, and "
+            f"Qwen2.5 1.5B uniform {before['qwen2.5-1.5b/uniform']:.3f}") in text
+    failed = pd.concat([pd.read_csv(p) for p in (KERNELS / "s16-4-models-peers-h200" / "peers").glob("*.csv")])
+    failed = failed[failed["check"] != "ok"]
+    assert set(failed["impl"]) == {"flashinfer-paged-cc"} and set(failed["model"]) == {"qwen2.5-7b", "qwen2.5-1.5b"}
 
 
 def test_fp8_kernel_sentence_follows_s14_1():
