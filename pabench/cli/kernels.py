@@ -31,7 +31,10 @@ def kernels(
              "llama-3.2-1b, llama-3.2-3b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-72b, mistral-7b, llama-2-7b) with "
              "uniform, lognormal and skewed lengths.", show_default=False)] = None,
     impls: Annotated[Optional[str], typer.Option(
-        help="Comma-separated implementations to time (default: every one available here).",
+        help="Comma-separated implementations to time (default: every one available here): triton-paged, "
+             "triton-contiguous, torch-sdpa, gather+sdpa, flex-paged, flashinfer-paged (FlashInfer's tensor-core "
+             "path), flashinfer-paged-cc (its CUDA-core path), torch-reference. FlashInfer rows run only where it "
+             "is installed.",
         show_default=False)] = None,
     num_q_heads: Annotated[int, typer.Option(help="Query heads.")] = 32,
     num_kv_heads: Annotated[int, typer.Option(help="KV heads.")] = 8,

@@ -246,3 +246,14 @@ def test_ctrl_c_during_repeats_stops_them_and_keeps_what_finished(tmp_path, monk
     assert len(calls) == 3  # no third repeat after the Ctrl-C
     frame = pd.read_csv(tmp_path / "r.csv")
     assert list(frame["backend"]) == ["paged", "contiguous-oracle"] and frame["interrupted"].all()
+
+
+def test_kernels_help_names_every_impl():
+    """`--impls` help lists every implementation `pabench kernels` knows, FlashInfer's two paths included."""
+    from pabench.kernelbench.run import IMPLS
+
+    result = CliRunner().invoke(app, ["kernels", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    missing = [name for name in IMPLS if name not in text]
+    assert not missing, missing
