@@ -497,6 +497,16 @@ def test_flashinfer_table_follows_s16_4_and_s16_2():
     text = " ".join(README.split())
     assert (f"those two read {before['qwen2.5-7b/uniform']:.3f} and {before['qwen2.5-1.5b/skewed']:.3f}, and "
             f"Qwen2.5 1.5B uniform {before['qwen2.5-1.5b/uniform']:.3f}") in text
+    wide_uniform = [1 / ratio[f"{m}/uniform"] for m in wide]  # Triton's time over FlashInfer's
+    assert f"takes {min(wide_uniform):.2f}–{max(wide_uniform):.2f}× its time on uniform lengths" in text
+    lognormal = [v for c, v in ratio.items() if c.endswith("/lognormal")]
+    skewed = [v for c, v in ratio.items() if c.endswith("/skewed") and v > 1]
+    assert f"{min(lognormal):.2f}–{max(lognormal):.2f}× faster on lognormal lengths" in text
+    assert f"{min(skewed):.2f}–{max(skewed):.2f}× on skewed ones" in text
+    behind = sorted((v, c) for c, v in ratio.items() if v < 1 and not c.split("/")[0] in wide)
+    assert [c for _, c in behind] == ["qwen2.5-1.5b/skewed", "qwen2.5-7b/uniform"], behind
+    assert (f"trails by {1 - ratio['qwen2.5-7b/uniform']:.1%} (Qwen2.5 7B, uniform) and "
+            f"{1 - ratio['qwen2.5-1.5b/skewed']:.1%} (Qwen2.5 1.5B, skewed)") in text
     failed = pd.concat([pd.read_csv(p) for p in (KERNELS / "s16-4-models-peers-h200" / "peers").glob("*.csv")])
     failed = failed[failed["check"] != "ok"]
     assert set(failed["impl"]) == {"flashinfer-paged-cc"} and set(failed["model"]) == {"qwen2.5-7b", "qwen2.5-1.5b"}
