@@ -10,7 +10,8 @@
 # JIT-compiles its kernels with the device's nvcc on first use; not in the default), vprobe (fp8_v_layout.py: where
 # paged fp8 decode's time goes by V layout, and decode_ptx_census.py's instruction counts, registers and spills;
 # not in the default), floor (shape_tiling.py --stage floor: the heuristic's chunk floor against none, per shape;
-# not in the default). The device returns at most 8 files, so the equal-batch
+# not in the default), fp8shapes (shape_tiling.py --stage fp8: fp8 pages on every shape under the fp8 heuristic and
+# its neighbours, for a per-shape fp8 tiling; not in the default). The device returns at most 8 files, so the equal-batch
 # runs come back as one tarball.
 set -uo pipefail
 OUT=${OUT:?set OUT}
@@ -62,3 +63,4 @@ if want vprobe; then
     tar -C "$OUT" -cf "$OUT/census.tar" census && rm -r "$OUT/census"
 fi
 want floor && run $PY benchmarks/shape_tiling.py --stage floor --out "$OUT" --budget-s ${FLOOR_BUDGET_S:-130}
+want fp8shapes && run $PY benchmarks/shape_tiling.py --stage fp8 --out "$OUT" --budget-s ${FP8_BUDGET_S:-300}

@@ -3,6 +3,7 @@ kernel under the heuristic's tiling and a grid of tilings and work splits (items
 so the best split per shape shows what a shape-derived partitioning must pick. Also fp8 on Llama-3-8B's two cases
 with warps and register caps. One CSV row per (case, tiling); a summary line per case on stdout.
 `--stage floor` times the heuristic against itself with no chunk floor and one of 1k, 2k and 4k tokens (min_tiles).
+`--stage fp8` times fp8 pages on every shape under the fp8 heuristic and its neighbours (`fp8_shape_grid`).
 `--stage partition` instead varies the work split around the heuristic's tiling (items per SM, a floor on the
 chunk in tiles, the merge's width) and times, per case, a read-only pass (a sum) and a copy of the case's bytes:
 what the memory system itself reaches at that size, the ceiling a kernel of that size can be held to.
@@ -45,6 +46,15 @@ def fp8_grid() -> list[DecodeConfig]:
             for bn, st, w, r in itertools.product((64, 128), (2, 3, 4), (4, 8), (0, 128))]
 
 
+def fp8_shape_grid(base: DecodeConfig, num_kv_heads: int) -> list[DecodeConfig]:
+    """fp8 pages on every shape (`--stage fp8`): tile x depth x register cap x items per SM, each with no chunk floor
+    and with bf16's (256 tokens per KV head), around the fp8 heuristic, which has neither a per-shape split nor a
+    floor (s16-4: Qwen2.5 1.5B skewed at 24% of copy, paged / contiguous 1.44)."""
+    grid = [replace(base, block_n=bn, num_stages=st, maxnreg=r, items_per_sm=i, min_tiles=t * 256 * num_kv_heads // bn)
+            for bn, st, r, i, t in itertools.product((64, 128), (2, 3), (0, 128), (2, 4, 8, 16), (0, 1))]
+    return [c for c in grid if c != base]
+
+
 def partition_grid(base: DecodeConfig) -> list[DecodeConfig]:
     """The heuristic's tiling under other work splits: items per SM x chunk floor x merge width."""
     return [replace(base, items_per_sm=i, min_tiles=t, merge_block=mb, merge_warps=mw)
@@ -73,7 +83,7 @@ def probe(name: str, heads: tuple[int, int, int], lens: list[int], kv: str, grid
     elem = 1 if kv == "fp8" else 2
     kv_bytes = 2 * sum(lens) * heads[1] * heads[2] * elem
     shape = DecodeShape(len(lens), heads[0], heads[1], heads[2], 16, table.shape[1] * 16)
-    heuristic = choose_decode_config(shape, data.q.dtype)
+    heuristic = choose_decode_config(shape, data.q.dtype, kv_fp8=kv == "fp8")
     ref = paged_decode_attention(data.q, k, v, table, data.seq_lens, impl="triton", check_values=False,
                                  config=heuristic, **data.scales()).float()  # [B, Hq, D]
 
@@ -131,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=480)
-    parser.add_argument("--stage", choices=["tiling", "partition", "floor"], default="tiling")
+    parser.add_argument("--stage", choices=["tiling", "partition", "floor", "fp8"], default="tiling")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
@@ -153,8 +163,13 @@ def main() -> None:
             hs = MODEL_SHAPES[model]
             for label, (batch, context, kind) in LENGTH_SETS.items():
                 lens = case_lengths(CaseSpec(batch, context, kind))
-                probe(f"{model}/{label}", (hs.num_q_heads, hs.num_kv_heads, hs.head_dim), lens, "bf16",
-                      bf16_grid(batch), copy_bw, writer, args.budget_s * 0.8, partition, floors)
+                heads = (hs.num_q_heads, hs.num_kv_heads, hs.head_dim)
+                if args.stage == "fp8":
+                    probe(f"{model}/{label}", heads, lens, "fp8", [], copy_bw, writer, args.budget_s * 0.95,
+                          variants=lambda h, kv=hs.num_kv_heads: fp8_shape_grid(h, kv))
+                else:
+                    probe(f"{model}/{label}", heads, lens, "bf16", bf16_grid(batch), copy_bw, writer,
+                          args.budget_s * 0.8, partition, floors)
                 f.flush()
             if model == "llama-3-8b" and args.stage == "floor":  # `pabench kernels` cases c, d and one long sequence
                 for label, spec in (("case-c", NAMED_CASES["c"]), ("case-d", NAMED_CASES["d"]),
