@@ -112,3 +112,18 @@ def test_random_batches(lens, page_size, group, seed):
     k_cache, v_cache, table = paginate(data, page_size)
     out = paged_decode_attention(data.q, k_cache, v_cache, table, data.seq_lens, impl="triton")
     assert_close(out, _reference(data), torch.float32)
+
+
+@pytest.mark.parametrize("num_kv_heads,items,stages", [(1, 2, 2), (2, 2, 2), (4, 4, 3), (8, 8, 4)])
+def test_heuristic_cuts_few_kv_heads_into_fewer_longer_programs(num_kv_heads, items, stages):
+    """Small batches: <= 2 KV heads get 2 items per SM over double-width tiles, <= 4 get 4 (s15-1, s16-4); every
+    small-batch tiling keeps the 256-tokens-per-KV-head chunk floor; large batches are unchanged."""
+    from pabench.kernels import choose_decode_config
+    from pabench.kernels.checks import DecodeShape
+
+    small = choose_decode_config(DecodeShape(64, 4 * num_kv_heads, num_kv_heads, 128, 16, 4096), torch.bfloat16)
+    assert (small.items_per_sm, small.num_stages) == (items, stages)
+    assert small.block_n == (128 if num_kv_heads <= 2 else 64)
+    assert small.min_tiles * small.block_n == 256 * num_kv_heads
+    large = choose_decode_config(DecodeShape(256, 4 * num_kv_heads, num_kv_heads, 128, 16, 4096), torch.bfloat16)
+    assert (large.items_per_sm, large.min_tiles, large.prefetch_pages) == (16, 0, True)
