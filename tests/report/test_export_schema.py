@@ -127,3 +127,18 @@ def test_old_exports_read_under_the_new_names(tmp_path):
     evidence = read_results(ROOT / "results" / "gpu" / "e2e" / "s2-3-headline" / "sharegpt.csv")  # committed, old
     raw = pd.read_csv(ROOT / "results" / "gpu" / "e2e" / "s2-3-headline" / "sharegpt.csv")
     assert list(evidence["e2e_p50_ms"]) == pytest.approx(list(raw["e2e_p50_s"] * 1e3))
+
+
+def test_doc_lists_exactly_the_kernel_csv_columns(tmp_path):
+    """`pabench kernels --csv` on the CPU (named cases, fp8, --models): every column it writes is documented, and
+    the documented ones it never writes here are those that only CUDA rows (paged / contiguous) or failures have."""
+    listed = documented("Kernel benchmark CSV (pabench kernels --csv)")
+    assert all(listed.values()), [name for name, unit in listed.items() if not unit]
+    written: set[str] = set()
+    for i, extra in enumerate((["--case", "d"], ["--case", "d", "--kv-dtype", "fp8"], ["--models", "qwen2.5-1.5b"])):
+        path = tmp_path / f"k{i}.csv"
+        res = CliRunner().invoke(app, ["kernels", *extra, "--page-sizes", "8", "--csv", str(path)])
+        assert res.exit_code == 0, res.output
+        written |= set(pd.read_csv(path).columns)
+    assert sorted(written - set(listed)) == [], "kernels columns docs/EXPORT.md does not list"
+    assert sorted(set(listed) - written) == ["error", "paged_over_contiguous"]
