@@ -114,16 +114,19 @@ class SweepGrid:
             check_page_size(p)
 
     @property
+    def _axes(self) -> tuple[tuple | None, ...]:
+        """Every axis's values (None: not swept), in SWEEP_COLUMNS order."""
+        return self.page_sizes, self.kv_budgets, self.kv_dtypes, self.rates, self.max_num_seqs
+
+    @property
     def swept(self) -> tuple[str, ...]:
         """The `sweep_*` columns this grid produces."""
-        values = (self.page_sizes, self.kv_budgets, self.kv_dtypes, self.rates, self.max_num_seqs)
-        return tuple(c for c, v in zip(SWEEP_COLUMNS, values) if v is not None)
+        return tuple(c for c, v in zip(SWEEP_COLUMNS, self._axes) if v is not None)
 
     @property
     def num_points(self) -> int:
         """Combinations of swept values (1 when nothing is swept)."""
-        return math.prod(len(v) for v in (self.page_sizes, self.kv_budgets, self.kv_dtypes, self.rates,
-                                          self.max_num_seqs) if v)
+        return math.prod(len(v) for v in self._axes if v)
 
     def plan(self, backends: tuple[str, ...]) -> list[tuple[SweepPoint, tuple[str, ...]]]:
         """(point, backends to run there), page size innermost; contiguous backends once per other point."""
