@@ -87,15 +87,14 @@ def choose_decode_config(shape: DecodeShape, dtype: torch.dtype, kv_fp8: bool = 
     if dtype == torch.float32:
         block_n = max(16, block_n // 2)  # fp32 tiles take twice the registers and shared memory
     large = shape.batch > LARGE_BATCH
+    wide = min(128, 2 * block_n)  # double-width tiles: paged fp8, and small batches with few KV heads
     if kv_fp8 and paged:
-        return DecodeConfig(block_n=min(128, 2 * block_n), num_stages=2, items_per_sm=16 if large else 8,
-                            maxnreg=128)
+        return DecodeConfig(block_n=wide, num_stages=2, items_per_sm=16 if large else 8, maxnreg=128)
     floor = 256 * shape.num_kv_heads  # tokens: a chunk of at least 256 per KV head (s15-8: a long sequence among
     # short ones splits into fewer, longer programs; skewed batches gain, uniform ones do not move)
     if not large and shape.num_kv_heads <= 2:  # few KV heads: fewer, longer programs over double-width tiles
         # (s15-1's fastest for Qwen2.5 1.5B uniform and skewed, where FlashInfer was ahead in s16-2)
-        return DecodeConfig(block_n=min(128, 2 * block_n), num_stages=2, items_per_sm=2,
-                            min_tiles=floor // min(128, 2 * block_n))
+        return DecodeConfig(block_n=wide, num_stages=2, items_per_sm=2, min_tiles=floor // wide)
     if not large:
         few = shape.num_kv_heads <= 4  # s15-1's fastest for Qwen2.5 7B (4 KV heads)
         return DecodeConfig(block_n=block_n, num_stages=3 if few else 4, items_per_sm=4 if few else 8,
