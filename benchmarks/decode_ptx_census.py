@@ -27,6 +27,14 @@ OPS = ("cp.async.ca", "cp.async.cg", "cp.async.bulk", "ld.global", "ldmatrix", "
        "cvt.", "mma.sync", "wgmma")
 
 
+def launch_alignment(arg_names: list[str], unaligned: set[str] | dict = frozenset()) -> dict:
+    """The `tt.divisibility` 16 that Triton's launcher gives a real call's pointers (torch allocations) and its
+    strides (multiples of 16 at these shapes), minus the `unaligned` names: an offline compile without it sees
+    unaligned addresses (no cp.async, byte-wide loads) and describes code no launch runs."""
+    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(arg_names)
+            if name not in unaligned and (name.endswith("_ptr") or name.startswith("stride"))}
+
+
 def compile_variant(kv_fp8: bool, paged: bool, target: GPUTarget):
     """The chunk kernel for Llama-3-8B's heads (32 / 8, head_dim 128), page 16, batch 64, under the heuristic."""
     config = choose_decode_config(DecodeShape(64, 32, 8, 128, 16, 4096), torch.bfloat16, kv_fp8=kv_fp8, paged=paged)
@@ -38,10 +46,7 @@ def compile_variant(kv_fp8: bool, paged: bool, target: GPUTarget):
     consts = dict(NUM_KV_HEADS=8, GROUP=4, HEAD_DIM=128, PAGE_SIZE=16, PAGED=paged, BLOCK_B=64, BLOCK_H=16,
                   BLOCK_N=config.block_n, PREFETCH_PAGES=config.prefetch_pages, DOT_PRECISION="tf32",
                   DOT_UPCAST=False, KV_FP8=kv_fp8)
-    # what a real launch specializes: every pointer (torch allocations) and every stride but the table's (pages per
-    # sequence) is a multiple of 16 here
-    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(sig)
-               if name.endswith("_ptr") or (name.startswith("stride") and name != "stride_tb")}
+    aligned = launch_alignment(CHUNK_KERNEL.arg_names, {"stride_tb"})  # the table's stride: pages per sequence
     sig.update({name: "constexpr" for name in consts})
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages, **config.launch_options()}
     return config, triton.compile(ASTSource(CHUNK_KERNEL, sig, constexprs=consts, attrs=aligned), target=target,

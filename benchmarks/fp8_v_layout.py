@@ -176,18 +176,18 @@ def compile_only(modes: list[str], tilings: list[tuple[int, int, int, int]]) -> 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from decode_ptx_census import launch_alignment  # benchmarks/ is this script's folder, first on sys.path
+
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     print(f"triton {triton.__version__}, sm_90, case a's shape (32 / 8 heads, head_dim 128, page 16)")
     for block_n, stages, maxnreg, warps in tilings:
         for mode in modes:
             consts = dict(SPLITS=2, GROUP=4, HEAD_DIM=128, PAGE_SIZE=16, BLOCK_H=16, BLOCK_N=block_n,
                           V_MODE=MODES[mode], **({"stride_vs": 1} if mode.startswith("v-cols") else {}))
-            sig, attrs = {}, {}
-            for i, name in enumerate(_probe_kernel.arg_names):
-                sig[name] = "constexpr" if name in consts else POINTERS.get(
-                    name, "fp32" if name == "sm_scale_log2" else "i32")
-                if name in POINTERS or (name.startswith("stride") and name not in consts):
-                    attrs[(i,)] = [["tt.divisibility", 16]]
+            scalars = {"sm_scale_log2": "fp32"}  # every other non-pointer argument is an i32
+            sig = {name: "constexpr" if name in consts else POINTERS.get(name, scalars.get(name, "i32"))
+                   for name in _probe_kernel.arg_names}
+            attrs = launch_alignment(_probe_kernel.arg_names, consts)
             options = {"num_warps": warps, "num_stages": stages, **({"maxnreg": maxnreg} if maxnreg else {})}
             kernel = triton.compile(ASTSource(_probe_kernel, sig, constexprs=consts, attrs=attrs),
                                     target=GPUTarget("cuda", 90, 32), options=options)
