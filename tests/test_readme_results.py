@@ -478,15 +478,20 @@ def test_model_shapes_paragraph_follows_s16_4():
     assert f"takes {new:.1f} µs with the floor and {old:.1f} µs without it" in text
 
 
-def _flashinfer_over_triton(folder: str) -> pd.Series:
+def _peers(folder: str) -> pd.DataFrame:
+    """Every row of a run's `peers/*.csv` (one `pabench kernels --models` export per model)."""
+    return pd.concat([pd.read_csv(p) for p in sorted((KERNELS / folder / "peers").glob("*.csv"))])
+
+
+def _flashinfer_over_triton(frame: pd.DataFrame) -> pd.Series:
     """Per case: the faster FlashInfer path's median time over Triton paged's (checks passed only)."""
-    frame = pd.concat([pd.read_csv(p) for p in sorted((KERNELS / folder / "peers").glob("*.csv"))])
     times = frame[frame["check"] == "ok"].pivot_table(index="case", columns="impl", values="median_us")
     return times[["flashinfer-paged", "flashinfer-paged-cc"]].min(axis=1) / times["triton-paged"]
 
 
 def test_flashinfer_table_follows_s16_4_and_s16_2():
-    ratio, before = _flashinfer_over_triton("s16-4-models-peers-h200"), _flashinfer_over_triton("s16-2-peers-h200")
+    peers = _peers("s16-4-models-peers-h200")
+    ratio, before = _flashinfer_over_triton(peers), _flashinfer_over_triton(_peers("s16-2-peers-h200"))
     rows = {cells[0]: cells[1:] for cells in table("| lengths | 8 and 32 KV heads")}
     wide = ("llama-3-8b", "llama-3-70b", "llama-3.2-3b", "llama-2-7b")
     for lengths in ("uniform", "lognormal", "skewed"):
@@ -507,8 +512,7 @@ def test_flashinfer_table_follows_s16_4_and_s16_2():
     assert [c for _, c in behind] == ["qwen2.5-1.5b/skewed", "qwen2.5-7b/uniform"], behind
     assert (f"trails by {1 - ratio['qwen2.5-7b/uniform']:.1%} (Qwen2.5 7B, uniform) and "
             f"{1 - ratio['qwen2.5-1.5b/skewed']:.1%} (Qwen2.5 1.5B, skewed)") in text
-    failed = pd.concat([pd.read_csv(p) for p in (KERNELS / "s16-4-models-peers-h200" / "peers").glob("*.csv")])
-    failed = failed[failed["check"] != "ok"]
+    failed = peers[peers["check"] != "ok"]
     assert set(failed["impl"]) == {"flashinfer-paged-cc"} and set(failed["model"]) == {"qwen2.5-7b", "qwen2.5-1.5b"}
 
 
