@@ -35,7 +35,7 @@ if want equal4; then
             --json "$OUT/equal4/equal4_$r.json"
     done
     run $PY benchmarks/equal_batch_report.py "$OUT"/equal4/equal4_*.json
-    gzip -9 "$OUT"/equal4/*.json && tar -C "$OUT" -cf "$OUT/equal4.tar" equal4 && rm -r "$OUT/equal4"
+    gzip -9 "$OUT"/equal4/*.json && pack equal4
 fi
 if want levers; then
     run $PY -m pabench sweep --workload sharegpt-like --model llama-3-8b --layers 32 --dtype bf16 \
@@ -55,12 +55,12 @@ if want peers; then
         run timeout ${PEER_TIMEOUT:-300} $PY -m pabench kernels --models $m --cuda-graphs --impls $PEERS \
             --csv "$OUT/peers/$m.csv"
     done
-    tar -C "$OUT" -cf "$OUT/peers.tar" peers && rm -r "$OUT/peers"
+    pack peers
 fi
 if want vprobe; then
     run $PY benchmarks/fp8_v_layout.py ${VPROBE_ARGS:-}
     run $PY benchmarks/decode_ptx_census.py --out "$OUT/census"
-    tar -C "$OUT" -cf "$OUT/census.tar" census && rm -r "$OUT/census"
+    pack census
 fi
 want floor && run $PY benchmarks/shape_tiling.py --stage floor --out "$OUT" --budget-s ${FLOOR_BUDGET_S:-130}
 want fp8shapes && run $PY benchmarks/shape_tiling.py --stage fp8 --out "$OUT" --budget-s ${FP8_BUDGET_S:-300}

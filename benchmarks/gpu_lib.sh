@@ -20,3 +20,5 @@ gpu_header() {
     export PABENCH_COMMIT=${PABENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
     log "commit: $PABENCH_COMMIT"
 }
+# pack DIR: $OUT/DIR as one $OUT/DIR.tar (the device returns at most 8 files per call)
+pack() { tar -C "$OUT" -cf "$OUT/$1.tar" "$1" && rm -r "$OUT/$1"; }
